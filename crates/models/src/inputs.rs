@@ -1,0 +1,175 @@
+//! Model inputs built from the data contract: feature tables as tensors, per-row input rows,
+//! entity/counterpart views of a row, and data consistency checks.
+//!
+//! Owns [`DataShape`] (what a trained model's shapes depend on), [`Features`] and
+//! [`check_data`]. Must not hold parameters or training logic.
+
+use candle_core::{Device, Tensor};
+use limaml_data::{FeatureTables, Interactions, TaskEntity, TaskSet};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// The shapes a model is built for; a model only serves task sets of the same shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataShape {
+    pub entity: TaskEntity,
+    pub n_users: usize,
+    pub n_items: usize,
+    pub user_dim: usize,
+    pub item_dim: usize,
+    pub n_tags: usize,
+}
+
+impl DataShape {
+    pub fn of(tasks: &TaskSet) -> DataShape {
+        let f = &tasks.features;
+        DataShape {
+            entity: tasks.entity,
+            n_users: f.n_users,
+            n_items: f.n_items,
+            user_dim: f.user_dim,
+            item_dim: f.item_dim,
+            n_tags: f.n_tags,
+        }
+    }
+
+    /// Number of task entities (users for user tasks, items for item tasks).
+    pub fn n_entities(&self) -> usize {
+        match self.entity {
+            TaskEntity::User => self.n_users,
+            TaskEntity::Item => self.n_items,
+        }
+    }
+
+    /// Width of the task entity's own features.
+    pub fn entity_dim(&self) -> usize {
+        match self.entity {
+            TaskEntity::User => self.user_dim,
+            TaskEntity::Item => self.item_dim,
+        }
+    }
+
+    /// Width of the counterpart's features (item features for user tasks).
+    pub fn counterpart_dim(&self) -> usize {
+        match self.entity {
+            TaskEntity::User => self.item_dim,
+            TaskEntity::Item => self.user_dim,
+        }
+    }
+}
+
+/// Row `r`'s task entity (its user for user tasks, its item for item tasks).
+pub fn entity_of_row(entity: TaskEntity, interactions: &Interactions, row: usize) -> u32 {
+    match entity {
+        TaskEntity::User => interactions.user[row],
+        TaskEntity::Item => interactions.item[row],
+    }
+}
+
+/// Row `r`'s counterpart (its item for user tasks, its user for item tasks).
+pub fn counterpart_of_row(entity: TaskEntity, interactions: &Interactions, row: usize) -> u32 {
+    match entity {
+        TaskEntity::User => interactions.item[row],
+        TaskEntity::Item => interactions.user[row],
+    }
+}
+
+/// The feature tables as tensors (`None` for a zero-width table).
+#[derive(Debug, Clone)]
+pub struct Features {
+    pub user: Option<Tensor>,
+    pub item: Option<Tensor>,
+}
+
+impl Features {
+    pub fn new(tables: &FeatureTables) -> Result<Features, ModelError> {
+        let table = |values: &[f32], rows: usize, dim: usize| -> Result<Option<Tensor>, ModelError> {
+            if dim == 0 {
+                return Ok(None);
+            }
+            Ok(Some(Tensor::from_slice(values, (rows, dim), &Device::Cpu)?))
+        };
+        Ok(Features {
+            user: table(&tables.user_features, tables.n_users, tables.user_dim)?,
+            item: table(&tables.item_features, tables.n_items, tables.item_dim)?,
+        })
+    }
+
+    /// Input rows `N x d` of the row-level networks: `[user features, item features,
+    /// item-id embedding, user-id embedding]`, absent parts skipped.
+    pub fn row_inputs(&self, users: &Tensor, items: &Tensor, item_embedding: Option<&Tensor>, user_embedding: Option<&Tensor>) -> Result<Tensor, ModelError> {
+        let mut parts = Vec::with_capacity(4);
+        if let Some(t) = &self.user {
+            parts.push(t.index_select(users, 0)?);
+        }
+        if let Some(t) = &self.item {
+            parts.push(t.index_select(items, 0)?);
+        }
+        if let Some(t) = item_embedding {
+            parts.push(t.index_select(items, 0)?);
+        }
+        if let Some(t) = user_embedding {
+            parts.push(t.index_select(users, 0)?);
+        }
+        if parts.is_empty() {
+            return Err(ModelError::ShapeMismatch("the model has no row inputs (no features, no id embeddings)".into()));
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+}
+
+/// Width of [`Features::row_inputs`].
+pub fn row_input_dim(shape: &DataShape, item_embedding_dim: usize, user_embedding_dim: usize) -> usize {
+    shape.user_dim + shape.item_dim + item_embedding_dim + user_embedding_dim
+}
+
+pub fn u32_tensor(values: Vec<u32>) -> Result<Tensor, ModelError> {
+    let n = values.len();
+    Ok(Tensor::from_vec(values, n, &Device::Cpu)?)
+}
+
+/// Checks that the task set and the interactions agree: every row index, user and item in range,
+/// feature tables of the declared sizes.
+pub fn check_data(interactions: &Interactions, tasks: &TaskSet) -> Result<(), ModelError> {
+    let f = &tasks.features;
+    let n = interactions.len();
+    let bad = |m: String| Err(ModelError::InconsistentData(m));
+    if interactions.user.len() != n || interactions.item.len() != n || interactions.timestamp.len() != n {
+        return bad("interaction columns have different lengths".into());
+    }
+    if f.user_features.len() != f.n_users * f.user_dim || f.item_features.len() != f.n_items * f.item_dim {
+        return bad("feature tables do not match n_users x user_dim / n_items x item_dim".into());
+    }
+    if f.item_tags.len() != f.n_items && !f.item_tags.is_empty() {
+        return bad(format!("item_tags has {} entries for {} items", f.item_tags.len(), f.n_items));
+    }
+    if f.item_tags.iter().flatten().any(|&t| t as usize >= f.n_tags) {
+        return bad("an item tag is >= n_tags".into());
+    }
+    if let Some(r) = interactions.user.iter().position(|&u| u as usize >= f.n_users) {
+        return bad(format!("row {r}: user {} >= n_users {}", interactions.user[r], f.n_users));
+    }
+    if let Some(r) = interactions.item.iter().position(|&i| i as usize >= f.n_items) {
+        return bad(format!("row {r}: item {} >= n_items {}", interactions.item[r], f.n_items));
+    }
+    let n_entities = DataShape::of(tasks).n_entities();
+    for (t, task) in tasks.tasks.iter().enumerate() {
+        if task.entity as usize >= n_entities {
+            return bad(format!("task {t}: entity {} out of range", task.entity));
+        }
+        let rows = task.support.iter().chain(&task.query).chain(task.stale_support.iter().flatten());
+        for &r in rows {
+            if r as usize >= n {
+                return bad(format!("task {t}: row {r} >= {n} interactions"));
+            }
+            if entity_of_row(tasks.entity, interactions, r as usize) != task.entity {
+                return bad(format!("task {t}: row {r} belongs to another entity"));
+            }
+        }
+    }
+    if let Some(&r) = tasks.baseline_train_rows.iter().find(|&&r| r as usize >= n) {
+        return bad(format!("baseline_train_rows: row {r} >= {n} interactions"));
+    }
+    Ok(())
+}

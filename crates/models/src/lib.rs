@@ -1,0 +1,27 @@
+//! limaml-models: the methods (global, id_embedding, wide_deep, limaml) in candle, meta-embedding
+//! export and serving, and evaluation metrics. Reads `limaml_data` task sets; knows nothing of
+//! specs, caching or the store.
+//!
+//! Everything runs in f32 on the CPU. The same configuration, data and seed give bit-identical
+//! weights and predictions (weights are drawn from a seeded `StdRng`; no parallel reductions on
+//! the results path).
+
+pub mod baselines;
+pub mod bench;
+pub mod config;
+pub mod embeddings;
+pub mod error;
+pub mod eval;
+pub mod inputs;
+pub mod limaml;
+pub mod mlp;
+pub mod params;
+pub mod train;
+
+pub use bench::{bench_meta_training, BenchResult};
+pub use config::{ConfigIssue, LimamlConfig, MetaInput, MethodConfig, TrainConfig};
+pub use embeddings::{export_meta_embeddings, export_meta_embeddings_for_roles, predict, predict_adapted, MetaEmbeddingTable, SupportVersion};
+pub use error::ModelError;
+pub use eval::{auc, evaluate, gauc, log_loss, oracle_predictions, EvalReport, Metrics, Predictions};
+pub use inputs::DataShape;
+pub use train::{train, EpochRecord, TrainedModel};

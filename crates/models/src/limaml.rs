@@ -1,0 +1,418 @@
+//! LiMAML: the Meta Block, the Global Block and MAML over tasks.
+//!
+//! Owns [`LimamlNet`] (parameter layout), task batches padded over a task axis ([`TaskBatch`]),
+//! the inner loop ([`LimamlNet::adapt`], batched across the tasks of a meta-batch), the outer
+//! step, and scoring with adapted Meta Blocks or with given meta embeddings. Must not decide
+//! epochs or early stopping (`train` does) nor file formats (`embeddings` does).
+//!
+//! Shapes: `T` tasks, `L` padded rows per task, `m` the meta-embedding size. The Meta Block maps
+//! one input vector per task (entity-id embedding, entity features, support-set activity
+//! summary) to the meta embedding; per-task adapted weights carry a leading task axis
+//! (`T x in x out`), so one batched matmul runs every task's Meta Block. The Global Block maps a
+//! row (user features, item features, item-id embedding) plus its task's meta embedding to a
+//! logit, with weights shared by all tasks.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer};
+use limaml_data::{Interactions, TaskRole, TaskSet};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+
+use crate::config::{LimamlConfig, MetaInput};
+use crate::error::ModelError;
+use crate::inputs::{counterpart_of_row, row_input_dim, u32_tensor, DataShape, Features};
+use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
+use crate::params::ParamStore;
+
+/// Tasks adapted together when evaluating or exporting (memory bound, not a result-changing knob
+/// beyond padding).
+pub const EVAL_CHUNK: usize = 128;
+
+/// How the inner loop's gradients are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InnerGradients {
+    /// Differentiate through the inner loop (needs `CANDLE_GRAD_DO_NOT_DETACH=1` in the thread).
+    SecondOrder,
+    /// Detach inner gradients: the outer gradient treats them as constants.
+    FirstOrder,
+}
+
+/// Layout of LiMAML's parameters in its [`ParamStore`].
+#[derive(Debug, Clone)]
+pub struct LimamlNet {
+    pub shape: DataShape,
+    pub config: LimamlConfig,
+    item_embedding: Option<usize>,
+    /// `(n_entities + 1) x d`; the last row (zero, never trained) stands for entities without a
+    /// meta-train task.
+    entity_embedding: Option<usize>,
+    meta: Mlp,
+    global: Mlp,
+}
+
+/// The data a LiMAML pass reads: features as tensors and which entities meta-training knew.
+pub struct LimamlData<'a> {
+    pub interactions: &'a Interactions,
+    pub tasks: &'a TaskSet,
+    pub features: Features,
+    entity_features: Option<Tensor>,
+    known_entity: Vec<bool>,
+}
+
+impl<'a> LimamlData<'a> {
+    pub fn new(interactions: &'a Interactions, tasks: &'a TaskSet) -> Result<Self, ModelError> {
+        let shape = DataShape::of(tasks);
+        let features = Features::new(&tasks.features)?;
+        let entity_features = match shape.entity {
+            limaml_data::TaskEntity::User => features.user.clone(),
+            limaml_data::TaskEntity::Item => features.item.clone(),
+        };
+        let mut known_entity = vec![false; shape.n_entities()];
+        for task in tasks.tasks.iter().filter(|t| t.role == TaskRole::MetaTrain) {
+            known_entity[task.entity as usize] = true;
+        }
+        Ok(LimamlData { interactions, tasks, features, entity_features, known_entity })
+    }
+
+    /// `ln(1 + n)`-scaled activity summary of a support set: mean counterpart features of the
+    /// positive rows, of all rows, the positive rate, `ln(1 + n) / 5`.
+    fn activity(&self, support: &[u32]) -> Vec<f32> {
+        let f = &self.tasks.features;
+        let entity = self.tasks.entity;
+        let (table, dim) = match entity {
+            limaml_data::TaskEntity::User => (&f.item_features, f.item_dim),
+            limaml_data::TaskEntity::Item => (&f.user_features, f.user_dim),
+        };
+        let mut positive_mean = vec![0.0f32; dim];
+        let mut all_mean = vec![0.0f32; dim];
+        let mut positives = 0usize;
+        for &r in support {
+            let c = counterpart_of_row(entity, self.interactions, r as usize) as usize;
+            let row = &table[c * dim..(c + 1) * dim];
+            let positive = self.interactions.label[r as usize] > 0.5;
+            positives += positive as usize;
+            for k in 0..dim {
+                all_mean[k] += row[k];
+                if positive {
+                    positive_mean[k] += row[k];
+                }
+            }
+        }
+        positive_mean.iter_mut().for_each(|x| *x /= positives.max(1) as f32);
+        all_mean.iter_mut().for_each(|x| *x /= support.len().max(1) as f32);
+        let rate = positives as f32 / support.len().max(1) as f32;
+        let mut out = positive_mean;
+        out.extend(all_mean);
+        out.push(rate);
+        out.push((1.0 + support.len() as f32).ln() / 5.0);
+        out
+    }
+}
+
+/// Rows of `T` tasks padded to a common length `L` (padding points at row 0, masked out).
+pub struct PaddedRows {
+    pub n_tasks: usize,
+    pub len: usize,
+    users: Tensor,
+    items: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    inv_count: Tensor,
+}
+
+impl PaddedRows {
+    fn new(interactions: &Interactions, rows: &[&[u32]]) -> Result<PaddedRows, ModelError> {
+        let n_tasks = rows.len();
+        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut users = vec![0u32; n_tasks * len];
+        let mut items = vec![0u32; n_tasks * len];
+        let mut labels = vec![0f32; n_tasks * len];
+        let mut mask = vec![0f32; n_tasks * len];
+        for (t, task_rows) in rows.iter().enumerate() {
+            for (l, &r) in task_rows.iter().enumerate() {
+                let at = t * len + l;
+                users[at] = interactions.user[r as usize];
+                items[at] = interactions.item[r as usize];
+                labels[at] = interactions.label[r as usize];
+                mask[at] = 1.0;
+            }
+        }
+        let inv_count: Vec<f32> = rows.iter().map(|r| 1.0 / r.len().max(1) as f32).collect();
+        Ok(PaddedRows {
+            n_tasks,
+            len,
+            users: u32_tensor(users)?,
+            items: u32_tensor(items)?,
+            labels: Tensor::from_vec(labels, (n_tasks, len), &Device::Cpu)?,
+            mask: Tensor::from_vec(mask, (n_tasks, len), &Device::Cpu)?,
+            inv_count: Tensor::from_vec(inv_count, n_tasks, &Device::Cpu)?,
+        })
+    }
+
+    /// `sum over tasks of the task's mean logistic loss`.
+    fn loss_sum(&self, logits: &Tensor) -> Result<Tensor, ModelError> {
+        masked_task_loss_sum(logits, &self.labels, &self.mask, &self.inv_count)
+    }
+}
+
+/// A batch of tasks: the Meta Block's per-task inputs, the support rows and the query rows.
+pub struct TaskBatch {
+    pub n_tasks: usize,
+    entity_index: Tensor,
+    entity_index_raw: Tensor,
+    activity: Tensor,
+    pub support: PaddedRows,
+    pub query: PaddedRows,
+}
+
+/// One task as a batch member: its entity, the support rows to adapt on, the query rows to score.
+pub struct TaskRows<'r> {
+    pub entity: u32,
+    pub support: &'r [u32],
+    pub query: &'r [u32],
+}
+
+impl TaskBatch {
+    pub fn new(data: &LimamlData, members: &[TaskRows]) -> Result<TaskBatch, ModelError> {
+        let n_entities = data.known_entity.len() as u32;
+        let n_tasks = members.len();
+        let entity_index = members
+            .iter()
+            .map(|m| if data.known_entity[m.entity as usize] { m.entity } else { n_entities })
+            .collect();
+        let activity: Vec<f32> = members.iter().flat_map(|m| data.activity(m.support)).collect();
+        let activity_dim = activity.len() / n_tasks.max(1);
+        let supports: Vec<&[u32]> = members.iter().map(|m| m.support).collect();
+        let queries: Vec<&[u32]> = members.iter().map(|m| m.query).collect();
+        Ok(TaskBatch {
+            n_tasks,
+            entity_index: u32_tensor(entity_index)?,
+            entity_index_raw: u32_tensor(members.iter().map(|m| m.entity).collect())?,
+            activity: Tensor::from_vec(activity, (n_tasks, activity_dim), &Device::Cpu)?,
+            support: PaddedRows::new(data.interactions, &supports)?,
+            query: PaddedRows::new(data.interactions, &queries)?,
+        })
+    }
+}
+
+impl LimamlNet {
+    pub fn create(config: &LimamlConfig, shape: DataShape, rng: &mut StdRng) -> Result<(LimamlNet, ParamStore), ModelError> {
+        let mut store = ParamStore::new();
+        let item_embedding = if config.item_id_embedding_dim > 0 {
+            let index = store.vars().len();
+            store.normal("item_embedding", shape.n_items, config.item_id_embedding_dim, 0.05, rng)?;
+            Some(index)
+        } else {
+            None
+        };
+        let entity_embedding = if config.meta_inputs.contains(&MetaInput::Id) {
+            let (rows, dim) = (shape.n_entities(), config.entity_id_embedding_dim);
+            let normal = rand_distr::Normal::new(0.0f32, 0.05).map_err(|e| ModelError::Weights(e.to_string()))?;
+            let mut values: Vec<f32> = (0..rows * dim).map(|_| rand::Rng::sample(rng, normal)).collect();
+            values.extend(std::iter::repeat_n(0.0, dim));
+            let index = store.vars().len();
+            store.push("meta.entity_embedding", values, &[rows + 1, dim])?;
+            Some(index)
+        } else {
+            None
+        };
+        let meta_input = Self::meta_input_dim(config, &shape);
+        let meta = Mlp::create(&mut store, "meta_block", meta_input, &config.meta_hidden, config.meta_embedding_dim, rng)?;
+        let global_input = row_input_dim(&shape, config.item_id_embedding_dim, 0) + config.meta_embedding_dim;
+        let global = Mlp::create(&mut store, "global_block", global_input, &config.hidden, 1, rng)?;
+        Ok((LimamlNet { shape, config: config.clone(), item_embedding, entity_embedding, meta, global }, store))
+    }
+
+    fn meta_input_dim(config: &LimamlConfig, shape: &DataShape) -> usize {
+        config
+            .meta_inputs
+            .iter()
+            .map(|input| match input {
+                MetaInput::Id => config.entity_id_embedding_dim,
+                MetaInput::Features => shape.entity_dim(),
+                MetaInput::Activity => 2 * shape.counterpart_dim() + 2,
+            })
+            .sum()
+    }
+
+    /// The Meta Block's input, `T x 1 x in`.
+    fn meta_input(&self, params: &[Tensor], data: &LimamlData, batch: &TaskBatch) -> Result<Tensor, ModelError> {
+        let mut parts = Vec::new();
+        for input in &self.config.meta_inputs {
+            match input {
+                MetaInput::Id => {
+                    let table = &params[self.entity_embedding.expect("created with the id input")];
+                    parts.push(table.index_select(&batch.entity_index, 0)?);
+                }
+                MetaInput::Features => {
+                    if let Some(f) = &data.entity_features {
+                        parts.push(f.index_select(&batch.entity_index_raw, 0)?);
+                    }
+                }
+                MetaInput::Activity => parts.push(batch.activity.clone()),
+            }
+        }
+        if parts.is_empty() {
+            return Err(ModelError::ShapeMismatch("the Meta Block has no inputs (entity features are empty)".into()));
+        }
+        Ok(Tensor::cat(&parts, 1)?.unsqueeze(1)?)
+    }
+
+    /// The Meta Block's layers with a task axis: `T x in x out` weights, `T x 1 x out` biases.
+    fn meta_layers_per_task(&self, params: &[Tensor], n_tasks: usize) -> Result<Vec<Tensor>, ModelError> {
+        let mut out = Vec::new();
+        for p in self.meta.params(params) {
+            let (a, b) = p.dims2()?;
+            out.push(p.unsqueeze(0)?.broadcast_as((n_tasks, a, b))?.contiguous()?);
+        }
+        Ok(out)
+    }
+
+    /// Meta embeddings `T x 1 x m` from per-task Meta Block layers.
+    fn meta_embedding(meta_layers: &[Tensor], meta_input: &Tensor) -> Result<Tensor, ModelError> {
+        mlp_forward(meta_layers, meta_input)
+    }
+
+    /// Global Block logits `N` of rows (`users`, `items`: `N`) with their meta embeddings `N x m`.
+    pub fn global_logits(&self, params: &[Tensor], features: &Features, users: &Tensor, items: &Tensor, meta_per_row: &Tensor) -> Result<Tensor, ModelError> {
+        let x = features.row_inputs(users, items, self.item_embedding.map(|i| &params[i]), None)?;
+        let x = Tensor::cat(&[&x, meta_per_row], 1)?;
+        Ok(mlp_forward(self.global.params(params), &x)?.squeeze(1)?)
+    }
+
+    /// Global Block logits `T x L` of padded rows, each task's rows with its meta embedding.
+    fn padded_logits(&self, params: &[Tensor], features: &Features, meta_embedding: &Tensor, rows: &PaddedRows) -> Result<Tensor, ModelError> {
+        let m = self.config.meta_embedding_dim;
+        let meta_per_row = meta_embedding.broadcast_as((rows.n_tasks, rows.len, m))?.reshape((rows.n_tasks * rows.len, m))?;
+        let logits = self.global_logits(params, features, &rows.users, &rows.items, &meta_per_row)?;
+        Ok(logits.reshape((rows.n_tasks, rows.len))?)
+    }
+
+    /// The inner loop: `inner_steps` SGD steps at `inner_lr` on each task's support loss,
+    /// adapting only the Meta Block; all tasks at once. Returns the adapted Meta Block layers
+    /// with a task axis. With [`InnerGradients::SecondOrder`] the result stays differentiable
+    /// with respect to `params` through the inner gradients.
+    pub fn adapt(&self, params: &[Tensor], data: &LimamlData, batch: &TaskBatch, gradients: InnerGradients) -> Result<Vec<Tensor>, ModelError> {
+        let inner_params: Vec<Tensor> = match gradients {
+            InnerGradients::SecondOrder => params.to_vec(),
+            InnerGradients::FirstOrder => params.iter().map(Tensor::detach).collect(),
+        };
+        let meta_input = self.meta_input(&inner_params, data, batch)?;
+        let mut adapted = self.meta_layers_per_task(params, batch.n_tasks)?;
+        for _ in 0..self.config.inner_steps {
+            // Zero leaf variables on the adapted weights: backward keeps only leaf gradients,
+            // and the gradient at a probe is exactly each task's gradient at its own weights.
+            let probes: Vec<Var> = adapted.iter().map(|a| Var::zeros(a.shape(), DType::F32, &Device::Cpu)).collect::<Result<_, _>>()?;
+            let current: Vec<Tensor> = adapted.iter().zip(&probes).map(|(a, p)| a.add(p.as_tensor())).collect::<Result<_, _>>()?;
+            let meta_embedding = Self::meta_embedding(&current, &meta_input)?;
+            let logits = self.padded_logits(&inner_params, &data.features, &meta_embedding, &batch.support)?;
+            let support_loss = batch.support.loss_sum(&logits)?;
+            let grads = support_loss.backward()?;
+            adapted = Vec::with_capacity(current.len());
+            for (c, probe) in current.iter().zip(&probes) {
+                let g = match grads.get(probe.as_tensor()) {
+                    Some(g) => g.clone(),
+                    None => probe.as_tensor().zeros_like()?,
+                };
+                let g = match gradients {
+                    InnerGradients::SecondOrder => g,
+                    InnerGradients::FirstOrder => g.detach(),
+                };
+                adapted.push(c.sub(&g.affine(self.config.inner_lr, 0.0)?)?);
+            }
+        }
+        Ok(adapted)
+    }
+
+    /// One outer step on a meta-batch: adapt on supports, mean query loss over tasks, Adam.
+    /// Returns the loss before the step.
+    pub fn meta_train_step(&self, store: &ParamStore, optimizer: &mut AdamW, data: &LimamlData, batch: &TaskBatch, gradients: InnerGradients) -> Result<f64, ModelError> {
+        let params = store.tensors();
+        let adapted = self.adapt(&params, data, batch, gradients)?;
+        let meta_input = self.meta_input(&params, data, batch)?;
+        let meta_embedding = Self::meta_embedding(&adapted, &meta_input)?;
+        let logits = self.padded_logits(&params, &data.features, &meta_embedding, &batch.query)?;
+        let loss = batch.query.loss_sum(&logits)?.affine(1.0 / batch.n_tasks as f64, 0.0)?;
+        optimizer.backward_step(&loss)?;
+        Ok(loss.to_scalar::<f32>()? as f64)
+    }
+
+    /// One pass over the meta-train tasks in shuffled meta-batches; returns the mean outer loss.
+    pub fn train_epoch(&self, store: &ParamStore, optimizer: &mut AdamW, data: &LimamlData, max_support: usize, max_query: usize, gradients: InnerGradients, rng: &mut StdRng) -> Result<f64, ModelError> {
+        let mut order = meta_train_tasks(data.tasks);
+        order.shuffle(rng);
+        let mut total = 0.0;
+        let mut steps = 0;
+        for chunk in order.chunks(self.config.meta_batch) {
+            let supports: Vec<Vec<u32>> = chunk.iter().map(|&t| latest_support(data, &data.tasks.tasks[t].support, max_support)).collect();
+            let queries: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&t| {
+                    let q = &data.tasks.tasks[t].query;
+                    if q.len() <= max_query {
+                        q.clone()
+                    } else {
+                        let mut picked: Vec<u32> = q.choose_multiple(rng, max_query).copied().collect();
+                        picked.sort_unstable();
+                        picked
+                    }
+                })
+                .collect();
+            let members: Vec<TaskRows> = chunk
+                .iter()
+                .zip(supports.iter().zip(&queries))
+                .map(|(&t, (s, q))| TaskRows { entity: data.tasks.tasks[t].entity, support: s, query: q })
+                .collect();
+            let batch = TaskBatch::new(data, &members)?;
+            total += self.meta_train_step(store, optimizer, data, &batch, gradients)?;
+            steps += 1;
+        }
+        Ok(total / steps.max(1) as f64)
+    }
+
+    /// Adapts on each task's support (first-order, no outer graph) and returns the meta
+    /// embeddings, `tasks.len() x m` row-major, in the order given.
+    pub fn adapted_meta_embeddings(&self, params: &[Tensor], data: &LimamlData, members: &[TaskRows]) -> Result<Vec<f32>, ModelError> {
+        let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
+        let mut out = Vec::with_capacity(members.len() * self.config.meta_embedding_dim);
+        for chunk in members.chunks(EVAL_CHUNK) {
+            let batch = TaskBatch::new(data, chunk)?;
+            let adapted = self.adapt(&params, data, &batch, InnerGradients::FirstOrder)?;
+            let meta_input = self.meta_input(&params, data, &batch)?;
+            let embedding = Self::meta_embedding(&adapted, &meta_input)?;
+            out.extend(embedding.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Adapts on each task's support and scores its query rows through the padded per-task
+    /// path (the adapted Meta Block run directly). Logits per task, in query order.
+    pub fn adapted_query_logits(&self, params: &[Tensor], data: &LimamlData, members: &[TaskRows]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
+        let mut out = Vec::with_capacity(members.len());
+        for chunk in members.chunks(EVAL_CHUNK) {
+            let batch = TaskBatch::new(data, chunk)?;
+            let adapted = self.adapt(&params, data, &batch, InnerGradients::FirstOrder)?;
+            let meta_input = self.meta_input(&params, data, &batch)?;
+            let embedding = Self::meta_embedding(&adapted, &meta_input)?;
+            let logits = self.padded_logits(&params, &data.features, &embedding, &batch.query)?.to_vec2::<f32>()?;
+            for (member, row) in chunk.iter().zip(logits) {
+                out.push(row[..member.query.len()].to_vec());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Meta-train tasks with a non-empty query, in task order.
+pub fn meta_train_tasks(tasks: &TaskSet) -> Vec<usize> {
+    (0..tasks.tasks.len()).filter(|&t| tasks.tasks[t].role == TaskRole::MetaTrain && !tasks.tasks[t].query.is_empty()).collect()
+}
+
+/// The latest `max_support` rows of a support set (by timestamp, then row index), in time order.
+pub fn latest_support(data: &LimamlData, support: &[u32], max_support: usize) -> Vec<u32> {
+    let mut rows = support.to_vec();
+    rows.sort_by_key(|&r| (data.interactions.timestamp[r as usize], r));
+    let skip = rows.len().saturating_sub(max_support);
+    rows.split_off(skip)
+}

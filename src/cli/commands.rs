@@ -1,0 +1,242 @@
+//! One function per subcommand: load, call the library, print.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use limaml::exec::{self, local::LocalExecutor, RunOptions};
+use limaml::plan::{self, Plan};
+use limaml::report::tables;
+use limaml::spec::{self, did_you_mean, LoadedSpec};
+use limaml::store::{LockWait, RunStatus, Store};
+
+use super::{Cli, Command, DataCommand, ExecutorKind, Failure, SpecArgs};
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    let store_path = cli.store.clone();
+    match cli.command {
+        Command::Plan { spec, dot, json, no_wait } => plan_command(&store_path, &spec, dot, json, no_wait),
+        Command::Run { spec, jobs, executor, keep_going, no_wait, json } => {
+            run_command(&store_path, &spec, jobs, executor, keep_going, no_wait, json)
+        }
+        Command::Runs { json } => runs_command(&store_path, json),
+        Command::Show { run, json } => show_command(&store_path, &run, json),
+        Command::Why { spec, stage } => why_command(&store_path, &spec, &stage),
+        Command::Gc { dry_run, keep_last } => gc_command(&store_path, dry_run, keep_last),
+        Command::Data { command: DataCommand::Inspect { spec, json } } => super::inspect::inspect_command(&spec, json),
+    }
+}
+
+fn load(args: &SpecArgs) -> Result<(LoadedSpec, Plan), Failure> {
+    let loaded = spec::load(&args.spec, &args.overrides)?;
+    let plan = plan::build(&loaded)?;
+    Ok((loaded, plan))
+}
+
+fn open_store(path: &std::path::Path, no_wait: bool) -> Result<Store, Failure> {
+    let wait = if no_wait { LockWait::NoWait } else { LockWait::Wait };
+    let display = path.display().to_string();
+    Ok(Store::open(path, wait, |owner| eprintln!("waiting for {owner} to release {display} ..."))?)
+}
+
+fn plan_command(store_path: &std::path::Path, args: &SpecArgs, dot: bool, json: bool, no_wait: bool) -> Result<ExitCode, Failure> {
+    let (_, plan) = load(args)?;
+    let store = open_store(store_path, no_wait)?;
+    let cached = exec::cache_status(&plan, &store, &|text| eprintln!("warning: {text}"))?;
+    let status = |i: petgraph::graph::NodeIndex| if cached[i.index()] { "cached".to_string() } else { "to run".to_string() };
+    if json {
+        let stages: Vec<serde_json::Value> = plan
+            .graph
+            .node_indices()
+            .map(|i| {
+                let node = plan.node(i);
+                serde_json::json!({
+                    "name": node.name,
+                    "key": node.key,
+                    "kind": node.components.kind,
+                    "status": status(i),
+                    "inputs": node.inputs.iter().map(|(role, input)| (role.clone(), plan.node(*input).name.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"experiment": plan.experiment, "stages": stages})).expect("serializes"));
+    } else if dot {
+        print!("{}", plan::render::dot(&plan, &status));
+    } else {
+        let to_run = cached.iter().filter(|c| !**c).count();
+        println!(
+            "experiment {}: {} stages, {} cached, {} to run",
+            plan.experiment,
+            plan.graph.node_count(),
+            plan.graph.node_count() - to_run,
+            to_run
+        );
+        print!("{}", plan::render::tree(&plan, &status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_command(
+    store_path: &std::path::Path,
+    args: &SpecArgs,
+    jobs: Option<usize>,
+    executor: ExecutorKind,
+    keep_going: bool,
+    no_wait: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let (loaded, plan) = load(args)?;
+    let runtime = &loaded.cells[0].spec.runtime;
+    let jobs = jobs
+        .or(runtime.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if jobs == 0 {
+        return Err(Failure::BadInput("-j must be at least 1".into()));
+    }
+    let executor: Box<dyn exec::Executor> = match executor {
+        ExecutorKind::Local => Box::new(LocalExecutor { jobs }),
+        ExecutorKind::Slurm => {
+            return Err(Failure::BadInput("the slurm executor is not available in this build yet; use --executor local".into()))
+        }
+    };
+    let store = open_store(store_path, no_wait)?;
+    let _ = ctrlc::set_handler(|| {
+        if CANCEL.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopping now; finished stages are committed");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the running stages commit (Ctrl-C again to stop now)");
+    });
+    let options = RunOptions {
+        keep_going,
+        cancel: &CANCEL,
+        show_progress: runtime.progress.unwrap_or(true),
+        quiet: false,
+    };
+    let outcome = exec::run_plan(&plan, &loaded, &store, executor.as_ref(), &options)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome).expect("outcome serializes"));
+    } else {
+        let baseline = loaded.cells[0].spec.report.baseline.clone().or_else(|| {
+            loaded.cells[0].spec.methods.contains_key("global").then(|| "global".to_string())
+        });
+        print!("{}", tables::run_summary(&outcome, baseline.as_deref()));
+    }
+    if CANCEL.load(Ordering::SeqCst) {
+        return Err(Failure::Interrupted);
+    }
+    match outcome.status {
+        RunStatus::Succeeded => Ok(ExitCode::SUCCESS),
+        _ if outcome.bad_input => Ok(ExitCode::from(2)),
+        _ => Ok(ExitCode::from(1)),
+    }
+}
+
+fn runs_command(store_path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
+    let store = open_store(store_path, false)?;
+    let runs = store.runs()?;
+    if json {
+        let list: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| serde_json::json!({"id": r.id, "experiment": r.experiment, "status": r.status, "started_unix_ms": r.started_unix_ms}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
+    } else if runs.is_empty() {
+        println!("no runs in {}", store_path.display());
+    } else {
+        println!("{}", tables::runs_table(&runs));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find_run(store: &Store, id: &str) -> Result<limaml::store::RunRecord, Failure> {
+    let runs = store.runs()?;
+    if id == "last" {
+        return runs.last().cloned().ok_or_else(|| Failure::BadInput("the store has no runs".into()));
+    }
+    let matches: Vec<_> = runs.iter().filter(|r| r.id.starts_with(id)).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let hint = did_you_mean(id, runs.iter().map(|r| r.id.as_str())).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
+            Err(Failure::BadInput(format!("no run {id}{hint}; `limaml runs` lists them")))
+        }
+        many => Err(Failure::BadInput(format!("{id} matches {} runs; give more of the id", many.len()))),
+    }
+}
+
+fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<ExitCode, Failure> {
+    let store = open_store(store_path, false)?;
+    let run = find_run(&store, id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run).expect("serializes"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run {} — experiment {} — {:?}", run.id, run.experiment, run.status);
+    println!("spec {} (digest {}), limaml {}, host {}", run.spec_path, &run.spec_digest[..12], run.tool_version, run.host);
+    println!("{}", tables::stages_table(&run));
+    if let Some(table) = tables::methods_table(&run.metrics, Some("global")) {
+        println!("{table}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn why_command(store_path: &std::path::Path, args: &SpecArgs, stage_name: &str) -> Result<ExitCode, Failure> {
+    let (_, plan) = load(args)?;
+    let Some(index) = plan.find(stage_name) else {
+        let names = plan::stage_names(&plan);
+        let hint = did_you_mean(stage_name, names.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+        return Err(Failure::BadInput(format!("the plan has no stage `{stage_name}`{hint}; `limaml plan` lists them")));
+    };
+    let store = open_store(store_path, false)?;
+    let mut current = Some(index);
+    let mut depth = 0;
+    while let Some(index) = current.take() {
+        let node = plan.node(index);
+        let indent = "  ".repeat(depth);
+        if store.stage(&node.key)?.is_some() {
+            println!("{indent}{} is cached (key {})", node.name, node.short_key());
+            break;
+        }
+        let Some(previous) = store.last_stage_named(&node.name)? else {
+            println!("{indent}{} will run: it has never run in this store", node.name);
+            break;
+        };
+        let changes = node.components.differences_from(&previous.components);
+        println!("{indent}{} will run: key {} (last run {}) because", node.name, node.short_key(), &previous.key[..12]);
+        for change in &changes {
+            println!("{indent}  - {change}");
+        }
+        // Follow the first changed input upstream, like a build system's rebuild reason.
+        current = changes.iter().find_map(|c| match c {
+            plan::key::KeyChange::Input { role, .. } => node.inputs.iter().find(|(r, _)| r == role).map(|(_, i)| *i),
+            _ => None,
+        });
+        depth += 1;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc_command(store_path: &std::path::Path, dry_run: bool, keep_last: Option<usize>) -> Result<ExitCode, Failure> {
+    let store = open_store(store_path, false)?;
+    if let Some(keep) = keep_last {
+        let runs = store.runs()?;
+        let forget = runs.len().saturating_sub(keep);
+        for run in &runs[..forget] {
+            if dry_run {
+                println!("would forget run {}", run.id);
+            } else {
+                store.remove_run(&run.id)?;
+                println!("forgot run {}", run.id);
+            }
+        }
+    }
+    let report = store.gc(dry_run)?;
+    let verb = if dry_run { "would free" } else { "freed" };
+    println!(
+        "{verb} {} bytes: {} artifact(s), {} stage record(s); kept {} artifact(s), {} bytes",
+        report.bytes_freed, report.objects_removed, report.records_removed, report.objects_kept, report.bytes_kept
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,189 @@
+//! Argument parsing (clap) and dispatch to the library. Owns the process: logging, Ctrl-C,
+//! exit codes. Must not hold experiment logic.
+
+mod commands;
+mod inspect;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "limaml", version, about = "Meta-learned personalization experiments as a DAG of cached stages")]
+pub struct Cli {
+    /// The store (sled records and artifacts).
+    #[arg(long, global = true, default_value = "runs/store", env = "LIMAML_STORE")]
+    pub store: PathBuf,
+    /// More log output (-v info, -vv debug); RUST_LOG takes precedence.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct SpecArgs {
+    /// The experiment spec (TOML).
+    pub spec: PathBuf,
+    /// Override a spec value: --set train.epochs=5 (repeatable; VALUE in TOML syntax).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show the DAG of stages, their keys and what is cached.
+    Plan {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print Graphviz dot instead of the tree.
+        #[arg(long)]
+        dot: bool,
+        /// Print the stages as JSON (name, key, status, inputs).
+        #[arg(long, conflicts_with = "dot")]
+        json: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Run every stage that is not cached.
+    Run {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Parallel stages (default: the number of cores, or runtime.jobs from the spec).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        #[arg(long, value_enum, default_value = "local")]
+        executor: ExecutorKind,
+        /// After a failure, still run every stage that does not depend on it.
+        #[arg(long)]
+        keep_going: bool,
+        /// Fail at once if another limaml process holds the store.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the run summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run.
+    Show {
+        /// A run id (or a unique prefix of one), or "last".
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say why a stage would run again: which part of its key changed since its last run.
+    Why {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// The stage name, as `limaml plan` prints it.
+        stage: String,
+    },
+    /// Remove stage records and artifacts that no kept run references.
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Forget all but the newest N runs first.
+        #[arg(long)]
+        keep_last: Option<usize>,
+    },
+    /// Look at the data a spec names.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Load and slice the spec's data and print its statistics.
+    Inspect {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad spec, data or arguments: exit 2.
+    BadInput(String),
+    /// A stage failed, or the environment did: exit 1.
+    Failed(String),
+    /// Stopped by Ctrl-C: exit 130.
+    Interrupted,
+}
+
+impl From<limaml::spec::SpecError> for Failure {
+    fn from(error: limaml::spec::SpecError) -> Self {
+        Failure::BadInput(error.to_string())
+    }
+}
+
+impl From<limaml::plan::PlanError> for Failure {
+    fn from(error: limaml::plan::PlanError) -> Self {
+        match error {
+            limaml::plan::PlanError::BadInput(message) => Failure::BadInput(message),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<limaml::store::StoreError> for Failure {
+    fn from(error: limaml::store::StoreError) -> Self {
+        Failure::Failed(error.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Failure::Failed(error.to_string())
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(Failure::BadInput(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Interrupted) => ExitCode::from(130),
+    }
+}

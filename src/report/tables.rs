@@ -1,0 +1,105 @@
+//! Terminal tables (comfy-table) for run summaries, run lists and single runs.
+
+use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
+
+use crate::exec::RunOutcome;
+use crate::store::{RunRecord, StageStatus};
+
+fn new_table(header: Vec<&str>) -> Table {
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
+    table
+}
+
+fn number(value: Option<f64>, std: Option<f64>) -> Cell {
+    let text = match (value, std) {
+        (Some(v), Some(s)) if s > 0.0 => format!("{v:.4} ± {s:.4}"),
+        (Some(v), _) => format!("{v:.4}"),
+        _ => "—".into(),
+    };
+    Cell::new(text).set_alignment(CellAlignment::Right)
+}
+
+/// Per-method metrics (mean ± std over seeds), with the lift over `baseline` in AUC.
+pub fn methods_table(methods: &serde_json::Value, baseline: Option<&str>) -> Option<Table> {
+    let methods = methods.as_object().filter(|m| !m.is_empty())?;
+    let mut header = vec!["method", "AUC", "GAUC", "log loss", "seeds"];
+    let baseline_auc = baseline.and_then(|b| methods.get(b)).and_then(|m| m.get("auc")).and_then(|v| v.as_f64());
+    if baseline_auc.is_some() {
+        header.push("AUC lift");
+    }
+    let mut table = new_table(header);
+    for (label, summary) in methods {
+        let get = |k: &str| summary.get(k).and_then(|v| v.as_f64());
+        let mut row = vec![
+            Cell::new(label),
+            number(get("auc"), get("auc_std")),
+            number(get("gauc"), get("gauc_std")),
+            number(get("logloss"), get("logloss_std")),
+            Cell::new(summary.get("n").and_then(|v| v.as_u64()).unwrap_or(0)).set_alignment(CellAlignment::Right),
+        ];
+        if let Some(base) = baseline_auc {
+            let lift = get("auc").map(|auc| format!("{:+.2}%", 100.0 * (auc - base) / base)).unwrap_or_else(|| "—".into());
+            row.push(Cell::new(lift).set_alignment(CellAlignment::Right));
+        }
+        table.add_row(row);
+    }
+    Some(table)
+}
+
+/// The end-of-run summary: stage counts, failures, then the methods table.
+pub fn run_summary(outcome: &RunOutcome, baseline: Option<&str>) -> String {
+    let mut text = format!(
+        "run {} ({}): {:?}; {} executed, {} cached, {} failed, {} skipped in {:.2}s\n",
+        outcome.run_id,
+        outcome.experiment,
+        outcome.status,
+        outcome.executed,
+        outcome.cached,
+        outcome.failed,
+        outcome.skipped,
+        outcome.seconds
+    )
+    .to_lowercase();
+    for stage in outcome.stages.iter().filter(|s| s.status == StageStatus::Failed) {
+        text.push_str(&format!("FAILED {}: {}\n", stage.name, stage.error.as_deref().unwrap_or("")));
+    }
+    if let Some(table) = methods_table(&outcome.methods, baseline) {
+        text.push_str(&format!("{table}\n"));
+    }
+    text
+}
+
+pub fn runs_table(runs: &[RunRecord]) -> Table {
+    let mut table = new_table(vec!["run", "experiment", "status", "executed", "cached", "failed", "started", "seconds"]);
+    for run in runs {
+        let count = |s: StageStatus| run.stages.iter().filter(|x| x.status == s).count();
+        let started = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.started_unix_ms));
+        let seconds = run.finished_unix_ms.map(|f| format!("{:.1}", (f.saturating_sub(run.started_unix_ms)) as f64 / 1000.0)).unwrap_or_else(|| "—".into());
+        table.add_row(vec![
+            Cell::new(&run.id),
+            Cell::new(&run.experiment),
+            Cell::new(format!("{:?}", run.status).to_lowercase()),
+            Cell::new(count(StageStatus::Executed)),
+            Cell::new(count(StageStatus::Cached)),
+            Cell::new(count(StageStatus::Failed)),
+            Cell::new(started.to_string()),
+            Cell::new(seconds),
+        ]);
+    }
+    table
+}
+
+pub fn stages_table(run: &RunRecord) -> Table {
+    let mut table = new_table(vec!["stage", "key", "status", "seconds", "error"]);
+    for stage in &run.stages {
+        table.add_row(vec![
+            Cell::new(&stage.name),
+            Cell::new(&stage.key[..12]),
+            Cell::new(format!("{:?}", stage.status).to_lowercase()),
+            Cell::new(format!("{:.2}", stage.seconds)),
+            Cell::new(stage.error.as_deref().unwrap_or("")),
+        ]);
+    }
+    table
+}

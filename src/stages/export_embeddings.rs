@@ -1,0 +1,81 @@
+//! Stage `export_embeddings` (LiMAML only): Meta Embedding Generation. Adapts the Meta Block on
+//! every entity's support data and stores one vector per entity, as a table for serving and as
+//! safetensors and CSV for other tools.
+
+use limaml_data::{Dataset, TaskSet};
+use limaml_models::config::MethodConfig;
+use limaml_models::TrainedModel;
+
+use super::{encode, Stage, StageContext, StageError, StageOutput};
+
+/// Which support data the embeddings are generated from (the freshness ablation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupportVersion {
+    /// The latest support data.
+    Latest,
+    /// Support data as of an earlier cut-off.
+    Stale,
+}
+
+impl SupportVersion {
+    /// Appended to the method label in stage and report names.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SupportVersion::Latest => "",
+            SupportVersion::Stale => "@stale",
+        }
+    }
+
+    fn model_version(self) -> limaml_models::SupportVersion {
+        match self {
+            SupportVersion::Latest => limaml_models::SupportVersion::Latest,
+            SupportVersion::Stale => limaml_models::SupportVersion::Stale,
+        }
+    }
+}
+
+/// Whether a method produces meta embeddings.
+pub fn applies_to(method: &MethodConfig) -> bool {
+    matches!(method, MethodConfig::Limaml(_))
+}
+
+pub struct ExportEmbeddings {
+    pub support: SupportVersion,
+}
+
+impl Stage for ExportEmbeddings {
+    fn kind(&self) -> &'static str {
+        "export_embeddings"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({ "support": format!("{:?}", self.support).to_lowercase() })
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
+        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
+        let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+        let model: TrainedModel = super::train::decode_model(ctx, "model")?;
+        (ctx.progress)("adapting the Meta Block per entity".into());
+        let table = limaml_models::export_meta_embeddings(&model, &dataset.interactions, &tasks, self.support.model_version())
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        let entities = table.entity_ids.len();
+        let metrics = serde_json::json!({
+            "entities": entities,
+            "dim": table.dim,
+            "bytes_per_entity": table.dim * std::mem::size_of::<f32>(),
+        });
+        let mut output = StageOutput { metrics, ..Default::default() };
+        output.artifacts.insert(
+            "meta_embeddings.safetensors".into(),
+            table.to_safetensors_bytes().map_err(|e| StageError::Failed(e.to_string()))?,
+        );
+        output.artifacts.insert("meta_embeddings.csv".into(), table.to_csv().into_bytes());
+        output.artifacts.insert("meta_embeddings".into(), encode(&table)?);
+        Ok(output)
+    }
+}

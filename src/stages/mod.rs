@@ -1,0 +1,91 @@
+//! Stage kinds: one file each, behind the small [`Stage`] trait. A stage is a pure function of
+//! its parameters, its seed and its inputs' artifacts; it returns named artifacts and metrics.
+//! Stages must not touch the store, the plan or the terminal: the executor feeds them inputs,
+//! commits their outputs, and shows their progress.
+
+pub mod evaluate;
+pub mod export_embeddings;
+pub mod load_data;
+pub mod report;
+pub mod slice_tasks;
+pub mod train;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Bytes of an artifact by name, plus small JSON metrics.
+#[derive(Debug, Default)]
+pub struct StageOutput {
+    pub artifacts: BTreeMap<String, Vec<u8>>,
+    pub metrics: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The stage's input (data files, parameters) is wrong: the run exits with code 2.
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("stopped before it finished")]
+    Cancelled,
+}
+
+/// Where a running stage reads its inputs from (the store locally; a staging folder on a cluster).
+pub trait InputSource: Sync {
+    /// The bytes of artifact `name` of the input bound to `role`, verified against its digest.
+    fn artifact(&self, role: &str, name: &str) -> Result<Vec<u8>, StageError>;
+    /// The metrics of the input bound to `role`.
+    fn metrics(&self, role: &str) -> Result<serde_json::Value, StageError>;
+    /// Roles bound, in order (e.g. every `evaluate` input of a report).
+    fn roles(&self) -> Vec<String>;
+}
+
+/// What a stage sees while it runs.
+pub struct StageContext<'a> {
+    pub inputs: &'a dyn InputSource,
+    /// Short status text for the progress display ("epoch 3/20 loss 0.61").
+    pub progress: &'a (dyn Fn(String) + Sync),
+    pub cancelled: &'a AtomicBool,
+}
+
+impl StageContext<'_> {
+    pub fn check_cancelled(&self) -> Result<(), StageError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            Err(StageError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Decodes a postcard-encoded input artifact.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, role: &str, name: &str) -> Result<T, StageError> {
+        let bytes = self.inputs.artifact(role, name)?;
+        postcard::from_bytes(&bytes)
+            .map_err(|e| StageError::Failed(format!("input {role}/{name} cannot be decoded: {e}")))
+    }
+}
+
+/// Encodes a value for an artifact (postcard: compact, deterministic).
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StageError> {
+    postcard::to_allocvec(value).map_err(|e| StageError::Failed(format!("cannot encode artifact: {e}")))
+}
+
+/// One kind of stage, parameterized. Implementations hold their typed parameters.
+pub trait Stage: Send + Sync {
+    /// The kind's name, e.g. "train". Part of the key.
+    fn kind(&self) -> &'static str;
+    /// Bump when the implementation changes its outputs. Part of the key.
+    fn version(&self) -> u32;
+    /// Output-affecting parameters only. Part of the key.
+    fn params(&self) -> serde_json::Value;
+    /// The seed this stage draws randomness from, if any. Part of the key.
+    fn seed(&self) -> Option<u64> {
+        None
+    }
+    /// For stages that read files: blake3 over their contents. Part of the key.
+    fn source_digest(&self) -> Result<Option<String>, StageError> {
+        Ok(None)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError>;
+}

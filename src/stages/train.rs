@@ -1,0 +1,74 @@
+//! Stage `train`: trains one method (global, id_embedding, wide_deep, limaml) on the sliced
+//! tasks, with early stopping on the validation entities. Stores the model and its curves.
+
+use limaml_data::{Dataset, TaskSet};
+use limaml_models::config::{MethodConfig, TrainConfig};
+use limaml_models::TrainedModel;
+
+use super::{encode, Stage, StageContext, StageError, StageOutput};
+
+pub struct Train {
+    pub method: MethodConfig,
+    pub train: TrainConfig,
+    pub seed: u64,
+}
+
+impl Stage for Train {
+    fn kind(&self) -> &'static str {
+        "train"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({ "method": self.method, "train": self.train })
+    }
+
+    fn seed(&self) -> Option<u64> {
+        Some(self.seed)
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
+        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
+        let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+        let epochs = self.train.epochs;
+        let mut on_epoch = |record: &limaml_models::EpochRecord| {
+            (ctx.progress)(format!(
+                "epoch {}/{epochs} loss {:.4} val auc {}",
+                record.epoch + 1,
+                record.train_loss,
+                record.validation_auc.map_or("—".to_string(), |auc| format!("{auc:.4}"))
+            ));
+        };
+        let model = limaml_models::train(&self.method, &self.train, &dataset.interactions, &tasks, self.seed, &mut on_epoch)
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        ctx.check_cancelled()?;
+        let metrics = serde_json::json!({
+            "best_epoch": model.best_epoch,
+            "curve": model.curve,
+        });
+        let mut output = StageOutput { metrics, ..Default::default() };
+        output.artifacts.insert("model".into(), encode_model(&model)?);
+        Ok(output)
+    }
+}
+
+/// A model artifact: its description as JSON (the method config is an internally tagged enum,
+/// which postcard cannot decode) and its safetensors weights as raw bytes, in one postcard record.
+pub fn encode_model(model: &TrainedModel) -> Result<Vec<u8>, StageError> {
+    let mut header = model.clone();
+    header.weights = Vec::new();
+    let header = serde_json::to_string(&header).map_err(|e| StageError::Failed(format!("cannot encode model: {e}")))?;
+    encode(&(header, &model.weights))
+}
+
+/// Reads the `model` artifact of the input bound to `role`.
+pub fn decode_model(ctx: &StageContext<'_>, role: &str) -> Result<TrainedModel, StageError> {
+    let (header, weights): (String, Vec<u8>) = ctx.decode(role, "model")?;
+    let mut model: TrainedModel =
+        serde_json::from_str(&header).map_err(|e| StageError::Failed(format!("input {role}/model cannot be decoded: {e}")))?;
+    model.weights = weights;
+    Ok(model)
+}
