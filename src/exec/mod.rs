@@ -202,14 +202,14 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// A new run id: UTC start time plus a few random-ish hex digits; ids sort by start time.
+/// A new run id: UTC start time to the millisecond plus four hex digits; ids sort by start time.
 pub fn new_run_id(spec_digest: &str) -> String {
     let now = SystemTime::now();
-    let stamp = humantime::format_rfc3339_seconds(now).to_string();
-    let compact: String = stamp.chars().filter(|c| c.is_ascii_digit()).take(14).collect();
+    let stamp = humantime::format_rfc3339_millis(now).to_string();
+    let digits: String = stamp.chars().filter(|c| c.is_ascii_digit()).take(17).collect();
     let nanos = now.duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let tag = blake3::hash(format!("{spec_digest}{nanos}{}", std::process::id()).as_bytes()).to_hex();
-    format!("{}-{}-{}", &compact[..8], &compact[8..], &tag[..4])
+    format!("{}-{}.{}-{}", &digits[..8], &digits[8..14], &digits[14..], &tag[..4])
 }
 
 /// What a run did, for the summary table and `--json`.

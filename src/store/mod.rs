@@ -281,7 +281,7 @@ impl Store {
         }
     }
 
-    /// All runs, oldest first (run ids sort by start time).
+    /// All runs, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut runs = Vec::new();
         for entry in self.runs.iter() {
@@ -292,6 +292,7 @@ impl Store {
             })?;
             runs.push(run);
         }
+        runs.sort_by(|a, b| (a.started_unix_ms, &a.id).cmp(&(b.started_unix_ms, &b.id)));
         Ok(runs)
     }
 

@@ -33,7 +33,8 @@ impl ObjectStore {
     pub fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let digest = blake3::hash(bytes).to_hex().to_string();
         let final_path = self.path_of(&digest);
-        if final_path.exists() && file_len(&final_path) == Some(bytes.len() as u64) {
+        // Present and intact: nothing to write. Present but corrupted: overwritten below.
+        if file_len(&final_path) == Some(bytes.len() as u64) && self.verify(&digest).is_ok() {
             return Ok(digest);
         }
         let dir = final_path.parent().expect("object path has a parent");

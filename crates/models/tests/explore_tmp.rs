@@ -6,10 +6,14 @@ use limaml_models::*;
 #[test]
 #[ignore]
 fn explore() {
-    let (interactions, tasks) = synthetic(7);
+    let n: usize = std::env::var("NU").map(|v| v.parse().unwrap()).unwrap_or(90);
+    let (interactions, tasks) = synthetic_sized(7, n);
+    for (name, m) in all_methods().into_iter().take(3) { let model = train(&m, &quick_train(), &interactions, &tasks, 1, &mut |_| {}).unwrap(); let p = predict(&model, &interactions, &tasks, None, &[TaskRole::Test]).unwrap(); eprintln!("{name:20} test auc {:.4}", evaluate(&p, &interactions, &tasks).overall.auc.unwrap()); }
     let base = quick_train();
     let variants: Vec<(String, LimamlConfig, TrainConfig)> = vec![
         ("default".into(), limaml(), base.clone()),
+        ("lr1 s3 olr.003".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, ..limaml() }, TrainConfig { learning_rate: 0.003, epochs: 40, patience: 6, ..base.clone() }),
+        ("lr1 s3 olr.003 mb32".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, meta_batch: 32, ..limaml() }, TrainConfig { learning_rate: 0.003, epochs: 40, patience: 6, ..base.clone() }),
         ("lr0.5".into(), LimamlConfig { inner_lr: 0.5, ..limaml() }, base.clone()),
         ("lr1 steps3".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, ..limaml() }, base.clone()),
         ("lr0.5 steps3".into(), LimamlConfig { inner_lr: 0.5, inner_steps: 3, ..limaml() }, base.clone()),
@@ -24,6 +28,7 @@ fn explore() {
         let p = predict(&model, &interactions, &tasks, None, &[TaskRole::Test]).unwrap();
         let r = evaluate(&p, &interactions, &tasks);
         let best_val = model.curve[model.best_epoch - 1].validation_auc.unwrap();
+        if std::env::var("CURVE").is_ok() { for r in &model.curve { eprintln!("   {} {:.4} {:?}", r.epoch, r.train_loss, r.validation_auc); } }
         eprintln!("{name:20} test auc {:.4} gauc {:.4} val {:.4} best {} of {} in {:.2}s", r.overall.auc.unwrap(), r.overall.gauc.unwrap(), best_val, model.best_epoch, model.curve.len(), start.elapsed().as_secs_f64());
     }
 }

@@ -15,6 +15,13 @@ pub const N_TAGS: usize = 6;
 /// Users 0..60 meta-train (the first 10 also get a warm test task on later rows), 60..75
 /// validation (cold), 75..90 test (cold). Support = the earlier half of a task's rows.
 pub fn synthetic(seed: u64) -> (Interactions, TaskSet) {
+    synthetic_sized(seed, N_USERS)
+}
+
+/// [`synthetic`] with `n_users` users: the first two thirds meta-train, then a sixth
+/// validation and a sixth test.
+pub fn synthetic_sized(seed: u64, n_users: usize) -> (Interactions, TaskSet) {
+    let (meta_train_end, validation_end) = (n_users * 2 / 3, n_users * 5 / 6);
     let mut rng = StdRng::seed_from_u64(seed);
     let normal = Normal::new(0.0f32, 1.0).unwrap();
     let item_tag: Vec<u32> = (0..N_ITEMS).map(|i| (i % N_TAGS) as u32).collect();
@@ -26,8 +33,8 @@ pub fn synthetic(seed: u64) -> (Interactions, TaskSet) {
         }
         item_features.push(normal.sample(&mut rng));
     }
-    let user_features: Vec<f32> = (0..N_USERS * 2).map(|_| normal.sample(&mut rng)).collect();
-    let taste: Vec<f32> = (0..N_USERS * N_TAGS).map(|_| 1.6 * normal.sample(&mut rng)).collect();
+    let user_features: Vec<f32> = (0..n_users * 2).map(|_| normal.sample(&mut rng)).collect();
+    let taste: Vec<f32> = (0..n_users * N_TAGS).map(|_| 1.6 * normal.sample(&mut rng)).collect();
 
     let mut interactions = Interactions { user: vec![], item: vec![], label: vec![], timestamp: vec![], true_probability: Some(vec![]) };
     let draw = |interactions: &mut Interactions, rng: &mut StdRng, user: usize, count: usize, t0: i64| -> Vec<u32> {
@@ -48,14 +55,16 @@ pub fn synthetic(seed: u64) -> (Interactions, TaskSet) {
     };
     let mut tasks = Vec::new();
     let mut baseline_train_rows = Vec::new();
-    for user in 0..N_USERS {
+    for user in 0..n_users {
         let count = rng.random_range(24..=48usize);
         let rows = draw(&mut interactions, &mut rng, user, count, 1000);
         let (support, query) = rows.split_at(count / 2);
-        let role = match user {
-            0..60 => TaskRole::MetaTrain,
-            60..75 => TaskRole::Validation,
-            _ => TaskRole::Test,
+        let role = if user < meta_train_end {
+            TaskRole::MetaTrain
+        } else if user < validation_end {
+            TaskRole::Validation
+        } else {
+            TaskRole::Test
         };
         let task = |role, state, support: Vec<u32>, query: Vec<u32>, n: usize| Task {
             entity: user as u32,
@@ -80,7 +89,7 @@ pub fn synthetic(seed: u64) -> (Interactions, TaskSet) {
         }
     }
     let features = FeatureTables {
-        n_users: N_USERS,
+        n_users,
         n_items: N_ITEMS,
         user_features,
         user_dim: 2,
