@@ -10,7 +10,7 @@ pub fn inspect_command(args: &SpecArgs, json: bool) -> Result<ExitCode, Failure>
     let loaded = limaml::spec::load(&args.spec, &args.overrides)?;
     let spec = &loaded.cells[0].spec;
     let seed = spec.experiment.seeds[0];
-    let dataset = limaml_data::load(&spec.data, &loaded.base_dir, 0).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let dataset = limaml_data::load(&spec.data, &loaded.base_dir).map_err(|e| Failure::BadInput(e.to_string()))?;
     let tasks = limaml_data::slice(&dataset, &spec.split, seed).map_err(|e| Failure::BadInput(e.to_string()))?;
     let summary = limaml_data::summarize(&dataset, Some(&tasks));
     let value = serde_json::to_value(&summary).map_err(|e| Failure::Failed(e.to_string()))?;

@@ -13,10 +13,6 @@ pub struct LoadData {
     pub base_dir: PathBuf,
 }
 
-/// Seed of the synthetic generator: the data set is one fixed world; the experiment's seeds vary
-/// slicing and training on top of it.
-const DATA_SEED: u64 = 0;
-
 impl LoadData {
     pub fn new(config: DataConfig, base_dir: &Path) -> Self {
         LoadData { config, base_dir: base_dir.to_path_buf() }
@@ -59,7 +55,7 @@ impl Stage for LoadData {
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         (ctx.progress)("loading".into());
-        let dataset = limaml_data::load(&self.config, &self.base_dir, DATA_SEED).map_err(|e| StageError::BadInput(e.to_string()))?;
+        let dataset = limaml_data::load(&self.config, &self.base_dir).map_err(|e| StageError::BadInput(e.to_string()))?;
         let interactions = &dataset.interactions;
         let positives = interactions.label.iter().filter(|&&l| l > 0.5).count();
         let metrics = serde_json::json!({

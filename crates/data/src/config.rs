@@ -78,6 +78,9 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticConfig {
+    /// Seed of the generated world. The experiment's seeds vary slicing and training on top of
+    /// one data set; change this to draw another data set.
+    pub seed: u64,
     pub n_users: usize,
     pub n_items: usize,
     /// Mean interactions per user (before the `min_interactions` floor and the `n_items` cap).
@@ -112,6 +115,7 @@ pub struct SyntheticConfig {
 impl Default for SyntheticConfig {
     fn default() -> Self {
         SyntheticConfig {
+            seed: 0,
             n_users: 600,
             n_items: 300,
             mean_interactions: 40.0,

@@ -45,14 +45,14 @@ pub fn resolve_path(config: &DataConfig, base_dir: &Path) -> Result<Option<PathB
     }
 }
 
-/// Loads the data set `config` describes. `seed` is used by the synthetic source only.
-pub fn load(config: &DataConfig, base_dir: &Path, seed: u64) -> Result<Dataset, DataError> {
+/// Loads the data set `config` describes (the synthetic source draws from `synthetic.seed`).
+pub fn load(config: &DataConfig, base_dir: &Path) -> Result<Dataset, DataError> {
     let issues = config.validate();
     if !issues.is_empty() {
         return Err(DataError::InvalidConfig { issues });
     }
     match (config.source, resolve_path(config, base_dir)?) {
-        (DataSource::Synthetic, _) => synthetic::generate(&config.synthetic, seed),
+        (DataSource::Synthetic, _) => synthetic::generate(&config.synthetic, config.synthetic.seed),
         (DataSource::Movielens, Some(dir)) => {
             movielens::load(&dir, config.click_threshold, config.bad_rows)
         }

@@ -38,7 +38,7 @@ const LOG: &str = "member,job,applied,ts,country,seniority,company,skills\n\
 fn csv_columns_map_to_entities_labels_and_features() {
     let dir = common::scratch_dir("csv");
     let file = common::write(&dir, "log.csv", LOG.as_bytes());
-    let dataset = load(&csv_config(&file, mapping()), Path::new("/"), 0).unwrap();
+    let dataset = load(&csv_config(&file, mapping()), Path::new("/")).unwrap();
     assert_eq!(dataset.name, "log.csv");
     assert_eq!(
         dataset.users.raw_ids,
@@ -79,7 +79,7 @@ fn tsv_without_header_maps_columns_by_index_and_thresholds_ratings() {
         timestamp: Some("3".into()),
         ..Default::default()
     };
-    let dataset = load(&csv_config(&file, csv), Path::new("/"), 0).unwrap();
+    let dataset = load(&csv_config(&file, csv), Path::new("/")).unwrap();
     assert_eq!(dataset.interactions.label, vec![1.0, 0.0]);
 }
 
@@ -92,7 +92,7 @@ fn missing_timestamp_column_uses_row_order() {
         timestamp: None,
         ..Default::default()
     };
-    let dataset = load(&csv_config(&file, csv), Path::new("/"), 0).unwrap();
+    let dataset = load(&csv_config(&file, csv), Path::new("/")).unwrap();
     assert_eq!(dataset.interactions.timestamp, vec![0, 1]);
 }
 
@@ -104,7 +104,7 @@ fn mapping_to_an_absent_column_is_an_error_naming_it() {
         user: "user_id".into(),
         ..mapping()
     };
-    let error = load(&csv_config(&file, csv), Path::new("/"), 0).unwrap_err();
+    let error = load(&csv_config(&file, csv), Path::new("/")).unwrap_err();
     assert!(
         matches!(&error, DataError::MissingColumn { column, .. } if column == "user_id"),
         "{error:?}"
@@ -115,7 +115,7 @@ fn mapping_to_an_absent_column_is_an_error_naming_it() {
 fn wrong_field_count_names_file_line_and_content() {
     let dir = common::scratch_dir("csv-bad");
     let file = common::write(&dir, "log.csv", format!("{LOG}7,c,1\n").as_bytes());
-    let error = load(&csv_config(&file, mapping()), Path::new("/"), 0).unwrap_err();
+    let error = load(&csv_config(&file, mapping()), Path::new("/")).unwrap_err();
     match error {
         DataError::MalformedRow {
             path,
@@ -143,7 +143,7 @@ fn drop_policy_counts_bad_csv_rows() {
         bad_rows: BadRowPolicy::Drop,
         ..csv_config(&file, mapping())
     };
-    let dataset = load(&config, Path::new("/"), 0).unwrap();
+    let dataset = load(&config, Path::new("/")).unwrap();
     assert_eq!(dataset.dropped_rows, 2);
     assert_eq!(dataset.interactions.len(), 3);
 }
@@ -168,7 +168,7 @@ fn csv_without_a_label_or_rating_column_is_a_config_error() {
         path: Some("a.csv".into()),
         ..Default::default()
     };
-    let error = load(&config, Path::new("/"), 0).unwrap_err();
+    let error = load(&config, Path::new("/")).unwrap_err();
     assert!(
         matches!(error, DataError::InvalidConfig { .. }),
         "{error:?}"

@@ -19,7 +19,7 @@ fn ml_100k_loads_100000_ratings_943_users_1682_items() {
     let Some(dir) = common::ml100k_dir() else {
         return;
     };
-    let dataset = load(&movielens_config(&dir), Path::new("/"), 0).unwrap();
+    let dataset = load(&movielens_config(&dir), Path::new("/")).unwrap();
     assert_eq!(dataset.name, "movielens-100k");
     assert_eq!(dataset.interactions.len(), 100_000);
     assert_eq!(dataset.users.count, 943);
@@ -32,7 +32,7 @@ fn ml_100k_labels_are_ratings_at_or_above_the_threshold() {
     let Some(dir) = common::ml100k_dir() else {
         return;
     };
-    let dataset = load(&movielens_config(&dir), Path::new("/"), 0).unwrap();
+    let dataset = load(&movielens_config(&dir), Path::new("/")).unwrap();
     let positives = dataset
         .interactions
         .label
@@ -51,7 +51,7 @@ fn ml_100k_has_user_and_item_features() {
     let Some(dir) = common::ml100k_dir() else {
         return;
     };
-    let dataset = load(&movielens_config(&dir), Path::new("/"), 0).unwrap();
+    let dataset = load(&movielens_config(&dir), Path::new("/")).unwrap();
     let names: Vec<&str> = dataset
         .users
         .categorical
@@ -107,7 +107,7 @@ fn write_ml_1m(dir: &Path) {
 fn ml_1m_layout_is_detected_and_loaded() {
     let dir = common::scratch_dir("ml1m");
     write_ml_1m(&dir);
-    let dataset = load(&movielens_config(&dir), Path::new("/"), 0).unwrap();
+    let dataset = load(&movielens_config(&dir), Path::new("/")).unwrap();
     assert_eq!(dataset.name, "movielens-1m");
     assert_eq!(
         (
@@ -150,7 +150,7 @@ fn ml_1m_unknown_user_in_ratings_names_file_line_and_content() {
         "ratings.dat",
         b"1::1::5::978300760\n9::1::4::978301968\n",
     );
-    let error = load(&movielens_config(&dir), Path::new("/"), 0).unwrap_err();
+    let error = load(&movielens_config(&dir), Path::new("/")).unwrap_err();
     match &error {
         DataError::MalformedRow {
             path,
@@ -177,7 +177,7 @@ fn non_numeric_rating_is_an_error_under_the_error_policy() {
     let dir = common::scratch_dir("ml1m-rating");
     write_ml_1m(&dir);
     common::write(&dir, "ratings.dat", b"1::1::five::978300760\n");
-    let error = load(&movielens_config(&dir), Path::new("/"), 0).unwrap_err();
+    let error = load(&movielens_config(&dir), Path::new("/")).unwrap_err();
     assert!(
         matches!(error, DataError::MalformedRow { line: 1, .. }),
         "{error:?}"
@@ -198,7 +198,7 @@ fn drop_policy_counts_bad_rows_instead_of_failing() {
         bad_rows: BadRowPolicy::Drop,
         ..movielens_config(&dir)
     };
-    let dataset = load(&config, Path::new("/"), 0).unwrap();
+    let dataset = load(&config, Path::new("/")).unwrap();
     assert_eq!(dataset.dropped_rows, 3);
     assert_eq!(dataset.interactions.len(), 2);
 }
@@ -208,14 +208,14 @@ fn empty_ratings_file_is_an_error() {
     let dir = common::scratch_dir("ml1m-empty");
     write_ml_1m(&dir);
     common::write(&dir, "ratings.dat", b"\n");
-    let error = load(&movielens_config(&dir), Path::new("/"), 0).unwrap_err();
+    let error = load(&movielens_config(&dir), Path::new("/")).unwrap_err();
     assert!(matches!(error, DataError::EmptyFile { .. }), "{error:?}");
 }
 
 #[test]
 fn missing_folder_is_an_error_naming_it() {
     let dir = common::scratch_dir("ml-missing").join("nope");
-    let error = load(&movielens_config(&dir), Path::new("/"), 0).unwrap_err();
+    let error = load(&movielens_config(&dir), Path::new("/")).unwrap_err();
     assert!(matches!(error, DataError::MissingFile { .. }), "{error:?}");
     assert!(error.to_string().contains("nope"));
 }
@@ -225,7 +225,7 @@ fn missing_users_file_is_an_error_naming_it() {
     let dir = common::scratch_dir("ml1m-nousers");
     write_ml_1m(&dir);
     std::fs::remove_file(dir.join("users.dat")).unwrap();
-    let error = load(&movielens_config(&dir), Path::new("/"), 0).unwrap_err();
+    let error = load(&movielens_config(&dir), Path::new("/")).unwrap_err();
     match error {
         DataError::MissingFile { path } => assert!(path.ends_with("users.dat")),
         other => panic!("unexpected {other:?}"),
@@ -242,7 +242,7 @@ fn path_is_resolved_relative_to_the_base_dir() {
         path: Some("data/ml-1m".into()),
         ..Default::default()
     };
-    assert_eq!(load(&config, &base, 0).unwrap().interactions.len(), 4);
+    assert_eq!(load(&config, &base).unwrap().interactions.len(), 4);
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn ml_100k_layout_reads_latin1_titles_and_genre_flags() {
         b"1|Caf\xe9 (1995)|01-Jan-1995||http://x|0|1|1\n2|Other|||http://y|1|0|0\n",
     );
     common::write(&dir, "u.data", b"1\t1\t4\t10\n2\t2\t3\t20\n");
-    let dataset = load(&movielens_config(&dir), Path::new("/"), 0).unwrap();
+    let dataset = load(&movielens_config(&dir), Path::new("/")).unwrap();
     assert_eq!(dataset.items.multi_hot[0].values, vec![vec![1, 2], vec![3]]);
     assert_eq!(
         dataset.items.multi_hot[0].vocabulary,
@@ -285,7 +285,7 @@ fn movielens_without_a_path_or_env_var_is_a_no_path_error() {
         ..Default::default()
     };
     assert!(matches!(
-        load(&config, Path::new("/"), 0),
+        load(&config, Path::new("/")),
         Err(DataError::NoPath)
     ));
 }

@@ -562,7 +562,7 @@ fn ml_100k_slices_with_defaults() {
         path: Some(dir.to_string_lossy().into_owned()),
         ..Default::default()
     };
-    let dataset = limaml_data::load(&config, std::path::Path::new("/"), 0).unwrap();
+    let dataset = limaml_data::load(&config, std::path::Path::new("/")).unwrap();
     let tasks = slice(&dataset, &SplitConfig::default(), 0).unwrap();
     assert_eq!(entities_with_role(&tasks, TaskRole::MetaTrain).len(), 660);
     assert_eq!(tasks.features.n_tags, 20);

@@ -21,7 +21,7 @@ fn different_seeds_give_different_datasets() {
 
 #[test]
 fn load_with_the_default_config_generates_synthetic_data() {
-    let dataset = load(&DataConfig::default(), Path::new("."), 1).unwrap();
+    let dataset = load(&DataConfig { synthetic: SyntheticConfig { seed: 1, ..Default::default() }, ..Default::default() }, Path::new(".")).unwrap();
     assert_eq!(dataset.name, "synthetic");
     assert_eq!((dataset.users.count, dataset.items.count), (600, 300));
     assert!(source_files(&DataConfig::default(), Path::new("."))

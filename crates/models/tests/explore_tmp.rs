@@ -11,16 +11,12 @@ fn explore() {
     for (name, m) in all_methods().into_iter().take(3) { let model = train(&m, &quick_train(), &interactions, &tasks, 1, &mut |_| {}).unwrap(); let p = predict(&model, &interactions, &tasks, None, &[TaskRole::Test]).unwrap(); eprintln!("{name:20} test auc {:.4}", evaluate(&p, &interactions, &tasks).overall.auc.unwrap()); }
     let base = quick_train();
     let variants: Vec<(String, LimamlConfig, TrainConfig)> = vec![
-        ("default".into(), limaml(), base.clone()),
-        ("lr1 s3 olr.003".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, ..limaml() }, TrainConfig { learning_rate: 0.003, epochs: 40, patience: 6, ..base.clone() }),
-        ("lr1 s3 olr.003 mb32".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, meta_batch: 32, ..limaml() }, TrainConfig { learning_rate: 0.003, epochs: 40, patience: 6, ..base.clone() }),
-        ("lr0.5".into(), LimamlConfig { inner_lr: 0.5, ..limaml() }, base.clone()),
-        ("lr1 steps3".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, ..limaml() }, base.clone()),
-        ("lr0.5 steps3".into(), LimamlConfig { inner_lr: 0.5, inner_steps: 3, ..limaml() }, base.clone()),
-        ("steps0".into(), LimamlConfig { inner_steps: 0, ..limaml() }, base.clone()),
-        ("no act lr1 s3".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, meta_inputs: vec![MetaInput::Id, MetaInput::Features], ..limaml() }, base.clone()),
-        ("lr0.5 pat8 ep60".into(), LimamlConfig { inner_lr: 0.5, ..limaml() }, TrainConfig { epochs: 60, patience: 8, ..base.clone() }),
-        ("lr0.5 2nd".into(), LimamlConfig { inner_lr: 0.5, second_order: true, ..limaml() }, base.clone()),
+        ("noid s1 lr.1".into(), LimamlConfig { meta_inputs: vec![MetaInput::Features, MetaInput::Activity], ..limaml() }, base.clone()),
+        ("noid s1 lr.5".into(), LimamlConfig { inner_lr: 0.5, meta_inputs: vec![MetaInput::Features, MetaInput::Activity], ..limaml() }, base.clone()),
+        ("noid s3 lr1".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, meta_inputs: vec![MetaInput::Features, MetaInput::Activity], ..limaml() }, base.clone()),
+        ("noid s3 lr1 olr.003".into(), LimamlConfig { inner_lr: 1.0, inner_steps: 3, meta_inputs: vec![MetaInput::Features, MetaInput::Activity], ..limaml() }, TrainConfig { learning_rate: 0.003, epochs: 40, patience: 6, ..base.clone() }),
+        ("act only s1 lr.5".into(), LimamlConfig { inner_lr: 0.5, meta_inputs: vec![MetaInput::Activity], ..limaml() }, base.clone()),
+        ("noid s0".into(), LimamlConfig { inner_steps: 0, meta_inputs: vec![MetaInput::Features, MetaInput::Activity], ..limaml() }, base.clone()),
     ];
     for (name, c, t) in variants {
         let start = std::time::Instant::now();
