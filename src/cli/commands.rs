@@ -9,7 +9,7 @@ use limaml::report::tables;
 use limaml::spec::{self, did_you_mean, LoadedSpec};
 use limaml::store::{LockWait, RunStatus, Store};
 
-use super::{Cli, Command, DataCommand, ExecutorKind, Failure, SpecArgs};
+use super::{Cli, Command, DataCommand, ExecutorKind, Failure, SlurmArgs, SpecArgs, StageCommand};
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
@@ -17,9 +17,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let store_path = cli.store.clone();
     match cli.command {
         Command::Plan { spec, dot, json, no_wait } => plan_command(&store_path, &spec, dot, json, no_wait),
-        Command::Run { spec, jobs, executor, keep_going, no_wait, json } => {
-            run_command(&store_path, &spec, jobs, executor, keep_going, no_wait, json)
+        Command::Run { spec, jobs, executor, keep_going, no_wait, json, slurm } => {
+            run_command(&store_path, &spec, jobs, executor, keep_going, no_wait, json, &slurm)
         }
+        Command::Cancel { run } => super::slurm::cancel_command(&store_path, &run),
+        Command::Stage { command: StageCommand::Exec { spec, key, staging } } => super::slurm::stage_exec_command(&spec, &key, &staging),
+        Command::Data { command: DataCommand::Fetch { name, dir, url } } => super::fetch::fetch_command(&name, &dir, url.as_deref()),
         Command::Runs { json } => runs_command(&store_path, json),
         Command::Show { run, json } => show_command(&store_path, &run, json),
         Command::Why { spec, stage } => why_command(&store_path, &spec, &stage),
@@ -28,13 +31,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-fn load(args: &SpecArgs) -> Result<(LoadedSpec, Plan), Failure> {
+pub fn load(args: &SpecArgs) -> Result<(LoadedSpec, Plan), Failure> {
     let loaded = spec::load(&args.spec, &args.overrides)?;
     let plan = plan::build(&loaded)?;
     Ok((loaded, plan))
 }
 
-fn open_store(path: &std::path::Path, no_wait: bool) -> Result<Store, Failure> {
+pub fn open_store(path: &std::path::Path, no_wait: bool) -> Result<Store, Failure> {
     let wait = if no_wait { LockWait::NoWait } else { LockWait::Wait };
     let display = path.display().to_string();
     Ok(Store::open(path, wait, |owner| eprintln!("waiting for {owner} to release {display} ..."))?)
@@ -77,6 +80,7 @@ fn plan_command(store_path: &std::path::Path, args: &SpecArgs, dot: bool, json: 
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_command(
     store_path: &std::path::Path,
     args: &SpecArgs,
@@ -85,6 +89,7 @@ fn run_command(
     keep_going: bool,
     no_wait: bool,
     json: bool,
+    slurm: &SlurmArgs,
 ) -> Result<ExitCode, Failure> {
     let (loaded, plan) = load(args)?;
     let runtime = &loaded.cells[0].spec.runtime;
@@ -96,9 +101,7 @@ fn run_command(
     }
     let executor: Box<dyn exec::Executor> = match executor {
         ExecutorKind::Local => Box::new(LocalExecutor { jobs }),
-        ExecutorKind::Slurm => {
-            return Err(Failure::BadInput("the slurm executor is not available in this build yet; use --executor local".into()))
-        }
+        ExecutorKind::Slurm => super::slurm::executor(&loaded, args, slurm, store_path)?,
     };
     let store = open_store(store_path, no_wait)?;
     let _ = ctrlc::set_handler(|| {
@@ -150,7 +153,7 @@ fn runs_command(store_path: &std::path::Path, json: bool) -> Result<ExitCode, Fa
     Ok(ExitCode::SUCCESS)
 }
 
-fn find_run(store: &Store, id: &str) -> Result<limaml::store::RunRecord, Failure> {
+pub fn find_run(store: &Store, id: &str) -> Result<limaml::store::RunRecord, Failure> {
     let runs = store.runs()?;
     if id == "last" {
         return runs.last().cloned().ok_or_else(|| Failure::BadInput("the store has no runs".into()));

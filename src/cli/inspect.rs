@@ -39,6 +39,20 @@ fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<(String, Stri
                 flatten(&path, inner, rows);
             }
         }
+        // Lists of named counts (per role, per segment) read best one row each.
+        serde_json::Value::Array(items) if items.iter().all(|i| i.get("name").is_some()) && !items.is_empty() => {
+            for item in items {
+                let name = item["name"].as_str().unwrap_or("?");
+                let mut rest = item.clone();
+                if let Some(object) = rest.as_object_mut() {
+                    object.remove("name");
+                    if object.len() == 1 {
+                        rest = object.values().next().cloned().unwrap_or_default();
+                    }
+                }
+                flatten(&format!("{prefix}.{name}"), &rest, rows);
+            }
+        }
         serde_json::Value::Number(n) if n.is_f64() => rows.push((prefix.to_string(), format!("{:.4}", n.as_f64().unwrap_or(0.0)))),
         other => rows.push((prefix.to_string(), other.to_string().trim_matches('"').to_string())),
     }

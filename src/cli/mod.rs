@@ -2,7 +2,9 @@
 //! exit codes. Must not hold experiment logic.
 
 mod commands;
+mod fetch;
 mod inspect;
+mod slurm;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -65,6 +67,19 @@ pub enum Command {
         /// Print the run summary as JSON on stdout.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        slurm: SlurmArgs,
+    },
+    /// Cancel the cluster jobs a run submitted.
+    Cancel {
+        /// A run id (or a unique prefix), or "last".
+        run: String,
+    },
+    /// Internal: what a cluster job runs (one stage, inputs and outputs in a staging folder).
+    #[command(hide = true)]
+    Stage {
+        #[command(subcommand)]
+        command: StageCommand,
     },
     /// List runs.
     Runs {
@@ -110,6 +125,43 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Download an official data set, check its sha256, and unpack it.
+    Fetch {
+        /// movielens-100k or movielens-1m.
+        name: String,
+        /// Where to unpack (default: the current folder).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Download from this URL instead of the official one (mirrors, tests).
+        #[arg(long, hide = true)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StageCommand {
+    /// Run one stage of SPEC, reading inputs from and writing outputs to STAGING.
+    Exec {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// The stage's key, as the plan computes it.
+        #[arg(long)]
+        key: String,
+        /// The shared staging folder of the run.
+        #[arg(long)]
+        staging: PathBuf,
+    },
+}
+
+/// Options of the Slurm executor (`--executor slurm`).
+#[derive(Args, Clone, Default)]
+pub struct SlurmArgs {
+    /// The Slurm partition to submit to.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Extra sbatch options, passed as they are (repeatable): --slurm-opt=--qos=low
+    #[arg(long = "slurm-opt", value_name = "OPTION", allow_hyphen_values = true)]
+    pub slurm_opts: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
