@@ -20,6 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run { spec, jobs, executor, keep_going, no_wait, json, slurm } => {
             run_command(&store_path, &spec, jobs, executor, keep_going, no_wait, json, &slurm)
         }
+        Command::Compare(args) => super::compare::compare_command(&store_path, &args),
         Command::Cancel { run } => super::slurm::cancel_command(&store_path, &run),
         Command::Stage { command: StageCommand::Exec { spec, key, staging } } => super::slurm::stage_exec_command(&spec, &key, &staging),
         Command::Data { command: DataCommand::Fetch { name, dir, url } } => super::fetch::fetch_command(&name, &dir, url.as_deref()),

@@ -2,6 +2,7 @@
 //! exit codes. Must not hold experiment logic.
 
 mod commands;
+mod compare;
 mod fetch;
 mod inspect;
 mod slurm;
@@ -70,6 +71,8 @@ pub enum Command {
         #[command(flatten)]
         slurm: SlurmArgs,
     },
+    /// Compare runs: one row per configuration, seeds grouped, mean ± std, n and 95% CI.
+    Compare(CompareArgs),
     /// Cancel the cluster jobs a run submitted.
     Cancel {
         /// A run id (or a unique prefix), or "last".
@@ -151,6 +154,38 @@ pub enum StageCommand {
         #[arg(long)]
         staging: PathBuf,
     },
+}
+
+#[derive(Args, Clone)]
+pub struct CompareArgs {
+    /// Run ids (or unique prefixes); with none, --spec or --last, the last run.
+    pub runs: Vec<String>,
+    /// Every run of this spec (by experiment name).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// The newest N runs.
+    #[arg(long)]
+    pub last: Option<usize>,
+    /// Add the paired per-seed difference to this method and its CI.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Metrics to show: auc, gauc, logloss, or per slice such as low.auc, cold.gauc.
+    #[arg(long, value_delimiter = ',', default_value = "auc,gauc,logloss")]
+    pub metrics: Vec<String>,
+    /// Show the parameters that differ between rows as columns.
+    #[arg(long)]
+    pub only_changed: bool,
+    /// Sort rows by this metric (best first).
+    #[arg(long)]
+    pub sort: Option<String>,
+    /// Keep rows whose parameter or method matches: --filter method=limaml --filter train.epochs=5
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Do not wrap columns to the terminal width.
+    #[arg(long)]
+    pub wide: bool,
+    #[arg(long, value_enum, default_value = "terminal")]
+    pub format: limaml::report::table::Format,
 }
 
 /// Options of the Slurm executor (`--executor slurm`).

@@ -1,5 +1,7 @@
-//! What users read: the run summary table, run listings, and (later) comparisons across runs.
-//! Owns rendering only; numbers come from stage records in the store.
+//! What users read: run summaries, comparisons across runs and seeds, and the paper's tables.
+//! Owns statistics and rendering; numbers come from stage records in the store.
 
+pub mod compare;
 pub mod stats;
+pub mod table;
 pub mod tables;

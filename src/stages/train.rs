@@ -5,7 +5,7 @@ use limaml_data::{Dataset, TaskSet};
 use limaml_models::config::{MethodConfig, TrainConfig};
 use limaml_models::TrainedModel;
 
-use super::{encode, Stage, StageContext, StageError, StageOutput};
+use super::{Stage, StageContext, StageError, StageOutput};
 
 pub struct Train {
     pub method: MethodConfig,
@@ -50,25 +50,13 @@ impl Stage for Train {
             "curve": model.curve,
         });
         let mut output = StageOutput { metrics, ..Default::default() };
-        output.artifacts.insert("model".into(), encode_model(&model)?);
+        output.artifacts.insert("model".into(), model.to_bytes().map_err(|e| StageError::Failed(e.to_string()))?);
         Ok(output)
     }
 }
 
-/// A model artifact: its description as JSON (the method config is an internally tagged enum,
-/// which postcard cannot decode) and its safetensors weights as raw bytes, in one postcard record.
-pub fn encode_model(model: &TrainedModel) -> Result<Vec<u8>, StageError> {
-    let mut header = model.clone();
-    header.weights = Vec::new();
-    let header = serde_json::to_string(&header).map_err(|e| StageError::Failed(format!("cannot encode model: {e}")))?;
-    encode(&(header, &model.weights))
-}
-
 /// Reads the `model` artifact of the input bound to `role`.
 pub fn decode_model(ctx: &StageContext<'_>, role: &str) -> Result<TrainedModel, StageError> {
-    let (header, weights): (String, Vec<u8>) = ctx.decode(role, "model")?;
-    let mut model: TrainedModel =
-        serde_json::from_str(&header).map_err(|e| StageError::Failed(format!("input {role}/model cannot be decoded: {e}")))?;
-    model.weights = weights;
-    Ok(model)
+    let bytes = ctx.inputs.artifact(role, "model")?;
+    TrainedModel::from_bytes(&bytes).map_err(|e| StageError::Failed(format!("input {role}/model cannot be decoded: {e}")))
 }

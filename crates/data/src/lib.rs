@@ -6,6 +6,7 @@ pub mod config;
 pub mod csv;
 pub mod encode;
 pub mod error;
+pub mod fetch;
 pub mod movielens;
 pub mod slice;
 pub mod summary;
@@ -23,6 +24,7 @@ pub use config::{
     SplitConfig, SyntheticConfig,
 };
 pub use error::DataError;
+pub use fetch::{FetchError, FetchEvent, Fetched};
 pub use slice::slice;
 pub use summary::{summarize, DataSummary, NamedCount, SizeStats, TaskSummary};
 pub use types::*;

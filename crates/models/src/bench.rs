@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{LimamlConfig, MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::inputs::{check_data, DataShape, Features};
-use crate::limaml::{latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskBatch, TaskRows};
+use crate::limaml::{
+    latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskBatch, TaskRows,
+};
 use crate::train::{optimizer, run_in_gradient_mode, score_with_embeddings};
 
 /// Measured throughput (wall clock, this process's thread settings).
@@ -52,26 +54,45 @@ pub fn bench_meta_training(
     check_data(interactions, tasks)?;
     let order = meta_train_tasks(tasks);
     if order.is_empty() {
-        return Err(ModelError::NoTrainingData("no meta-train task has query rows".into()));
+        return Err(ModelError::NoTrainingData(
+            "no meta-train task has query rows".into(),
+        ));
     }
     run_in_gradient_mode(config.second_order, &mut |_| {}, |_| {
         let mut rng = StdRng::seed_from_u64(seed);
         let (net, store) = LimamlNet::create(config, DataShape::of(tasks), &mut rng)?;
         let mut opt = optimizer(&store, train)?;
         let data = LimamlData::new(interactions, tasks)?;
-        let gradients = if config.second_order { InnerGradients::SecondOrder } else { InnerGradients::FirstOrder };
+        let gradients = if config.second_order {
+            InnerGradients::SecondOrder
+        } else {
+            InnerGradients::FirstOrder
+        };
         let batch_of = |step: usize| -> Result<(TaskBatch, usize), ModelError> {
             let start = step * config.meta_batch;
-            let picked: Vec<usize> = (0..config.meta_batch).map(|k| order[(start + k) % order.len()]).collect();
-            let supports: Vec<Vec<u32>> = picked.iter().map(|&t| latest_support(&data, &tasks.tasks[t].support, train.max_support)).collect();
-            let queries: Vec<Vec<u32>> = picked.iter().map(|&t| {
-                let q = &tasks.tasks[t].query;
-                q[..q.len().min(train.max_query)].to_vec()
-            }).collect();
+            let picked: Vec<usize> = (0..config.meta_batch)
+                .map(|k| order[(start + k) % order.len()])
+                .collect();
+            let supports: Vec<Vec<u32>> = picked
+                .iter()
+                .map(|&t| latest_support(&data, &tasks.tasks[t].support, train.max_support))
+                .collect();
+            let queries: Vec<Vec<u32>> = picked
+                .iter()
+                .map(|&t| {
+                    let q = &tasks.tasks[t].query;
+                    q[..q.len().min(train.max_query)].to_vec()
+                })
+                .collect();
             let members: Vec<TaskRows> = picked
                 .iter()
                 .zip(supports.iter().zip(&queries))
-                .map(|(&t, (s, q))| TaskRows { entity: tasks.tasks[t].entity, support: s, query: q })
+                .map(|(&t, (s, q))| TaskRows {
+                    entity: tasks.tasks[t].entity,
+                    hide_id: false,
+                    support: s,
+                    query: q,
+                })
                 .collect();
             Ok((TaskBatch::new(&data, &members)?, picked.len()))
         };
@@ -86,9 +107,22 @@ pub fn bench_meta_training(
         }
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let supports: Vec<Vec<u32>> = tasks.tasks.iter().map(|t| latest_support(&data, &t.support, train.max_support)).collect();
-        let members: Vec<TaskRows> =
-            tasks.tasks.iter().zip(&supports).map(|(t, s)| TaskRows { entity: t.entity, support: s, query: &[] }).collect();
+        let supports: Vec<Vec<u32>> = tasks
+            .tasks
+            .iter()
+            .map(|t| latest_support(&data, &t.support, train.max_support))
+            .collect();
+        let members: Vec<TaskRows> = tasks
+            .tasks
+            .iter()
+            .zip(&supports)
+            .map(|(t, s)| TaskRows {
+                entity: t.entity,
+                hide_id: false,
+                support: s,
+                query: &[],
+            })
+            .collect();
         let started = Instant::now();
         let embeddings = net.adapted_meta_embeddings(&store.tensors(), &data, &members)?;
         let export_seconds = started.elapsed().as_secs_f64();
@@ -104,7 +138,14 @@ pub fn bench_meta_training(
         }
         let features = Features::new(&tasks.features)?;
         let started = Instant::now();
-        score_with_embeddings(&net, &store.tensors(), &features, interactions, &rows, &per_row)?;
+        score_with_embeddings(
+            &net,
+            &store.tensors(),
+            &features,
+            interactions,
+            &rows,
+            &per_row,
+        )?;
         let score_seconds = started.elapsed().as_secs_f64();
 
         let per_second = |n: usize, s: f64| n as f64 / s.max(1e-9);

@@ -56,7 +56,11 @@ impl MetaEmbeddingTable {
     /// Reads what [`MetaEmbeddingTable::to_safetensors_bytes`] wrote.
     pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<MetaEmbeddingTable, ModelError> {
         let tensors = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu)?;
-        let get = |name: &str| tensors.get(name).ok_or_else(|| ModelError::Weights(format!("tensor `{name}` is missing")));
+        let get = |name: &str| {
+            tensors
+                .get(name)
+                .ok_or_else(|| ModelError::Weights(format!("tensor `{name}` is missing")))
+        };
         let values = get("meta_embeddings")?;
         let (_, dim) = values.dims2()?;
         Ok(MetaEmbeddingTable {
@@ -84,18 +88,34 @@ impl MetaEmbeddingTable {
     }
 }
 
-fn limaml_net<'n>(net: &'n Net, model: &TrainedModel) -> Result<(&'n LimamlNet, &'n ParamStore), ModelError> {
+fn limaml_net<'n>(
+    net: &'n Net,
+    model: &TrainedModel,
+) -> Result<(&'n LimamlNet, &'n ParamStore), ModelError> {
     match net {
         Net::Limaml(l, s) => Ok((l, s)),
-        Net::Baseline(..) => Err(ModelError::NotAMetaModel(model.method.kind_name().to_string())),
+        Net::Baseline(..) => Err(ModelError::NotAMetaModel(
+            model.method.kind_name().to_string(),
+        )),
     }
 }
 
 /// Exports one meta embedding per entity with a task, adapted on the support set of that
 /// entity's evaluation task: its Test task if any, else its Validation task, else its
 /// meta-train task (the latest such task in task order).
-pub fn export_meta_embeddings(model: &TrainedModel, interactions: &Interactions, tasks: &TaskSet, which: SupportVersion) -> Result<MetaEmbeddingTable, ModelError> {
-    export_meta_embeddings_for_roles(model, interactions, tasks, which, &[TaskRole::Test, TaskRole::Validation, TaskRole::MetaTrain])
+pub fn export_meta_embeddings(
+    model: &TrainedModel,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    which: SupportVersion,
+) -> Result<MetaEmbeddingTable, ModelError> {
+    export_meta_embeddings_for_roles(
+        model,
+        interactions,
+        tasks,
+        which,
+        &[TaskRole::Test, TaskRole::Validation, TaskRole::MetaTrain],
+    )
 }
 
 /// Like [`export_meta_embeddings`], choosing each entity's task by the first role of
@@ -125,13 +145,33 @@ pub fn export_meta_embeddings_for_roles(
         let task = &tasks.tasks[t];
         let support = match which {
             SupportVersion::Latest => &task.support,
-            SupportVersion::Stale => task.stale_support.as_ref().ok_or(ModelError::NoStaleSupport { task: t, entity: task.entity })?,
+            SupportVersion::Stale => {
+                task.stale_support
+                    .as_ref()
+                    .ok_or(ModelError::NoStaleSupport {
+                        task: t,
+                        entity: task.entity,
+                    })?
+            }
         };
         supports.push(latest_support(&data, support, model.train.max_support));
     }
-    let members: Vec<TaskRows> = chosen.keys().zip(&supports).map(|(&entity, support)| TaskRows { entity, support, query: &[] }).collect();
+    let members: Vec<TaskRows> = chosen
+        .keys()
+        .zip(&supports)
+        .map(|(&entity, support)| TaskRows {
+            entity,
+            hide_id: false,
+            support,
+            query: &[],
+        })
+        .collect();
     let values = l.adapted_meta_embeddings(&store.tensors(), &data, &members)?;
-    Ok(MetaEmbeddingTable { entity_ids: chosen.keys().copied().collect(), dim: l.config.meta_embedding_dim, values })
+    Ok(MetaEmbeddingTable {
+        entity_ids: chosen.keys().copied().collect(),
+        dim: l.config.meta_embedding_dim,
+        values,
+    })
 }
 
 /// Scores the query rows of the tasks with one of `roles`, in task order.
@@ -154,42 +194,92 @@ pub fn predict(
     let score = match (embeddings, &net) {
         (Some(table), Net::Limaml(l, store)) => {
             if table.dim != l.config.meta_embedding_dim {
-                return Err(ModelError::ShapeMismatch(format!("meta embeddings are {} wide, the model's {}", table.dim, l.config.meta_embedding_dim)));
+                return Err(ModelError::ShapeMismatch(format!(
+                    "meta embeddings are {} wide, the model's {}",
+                    table.dim, l.config.meta_embedding_dim
+                )));
             }
             let mut per_row = Vec::with_capacity(rows.len() * table.dim);
             for &t in &task_index {
                 let entity = tasks.tasks[t as usize].entity;
-                per_row.extend_from_slice(table.get(entity).ok_or(ModelError::MissingMetaEmbedding { entity })?);
+                per_row.extend_from_slice(
+                    table
+                        .get(entity)
+                        .ok_or(ModelError::MissingMetaEmbedding { entity })?,
+                );
             }
-            score_with_embeddings(l, &store.tensors(), &features, interactions, &rows, &per_row)?
+            score_with_embeddings(
+                l,
+                &store.tensors(),
+                &features,
+                interactions,
+                &rows,
+                &per_row,
+            )?
         }
-        (Some(_), Net::Baseline(..)) => return Err(ModelError::NotAMetaModel(model.method.kind_name().to_string())),
-        (None, net) => score_rows(net, &features, &data, interactions, tasks, &rows, &task_index, model.train.max_support)?,
+        (Some(_), Net::Baseline(..)) => {
+            return Err(ModelError::NotAMetaModel(
+                model.method.kind_name().to_string(),
+            ))
+        }
+        (None, net) => score_rows(
+            net,
+            &features,
+            &data,
+            interactions,
+            tasks,
+            &rows,
+            &task_index,
+            model.train.max_support,
+        )?,
     };
-    Ok(Predictions { rows, task_index, score })
+    Ok(Predictions {
+        rows,
+        task_index,
+        score,
+    })
 }
 
 /// LiMAML only: adapts each chosen task's Meta Block on its support set and scores its query
 /// rows through the adapted weights directly (no stored embedding). Agrees with [`predict`]
 /// given exported embeddings up to float rounding.
-pub fn predict_adapted(model: &TrainedModel, interactions: &Interactions, tasks: &TaskSet, roles: &[TaskRole]) -> Result<Predictions, ModelError> {
+pub fn predict_adapted(
+    model: &TrainedModel,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    roles: &[TaskRole],
+) -> Result<Predictions, ModelError> {
     check_data(interactions, tasks)?;
     let net = model.load(tasks)?;
     let (l, store) = limaml_net(&net, model)?;
     let data = LimamlData::new(interactions, tasks)?;
-    let chosen: Vec<usize> = (0..tasks.tasks.len()).filter(|&t| roles.contains(&tasks.tasks[t].role)).collect();
-    let supports: Vec<Vec<u32>> = chosen.iter().map(|&t| latest_support(&data, &tasks.tasks[t].support, model.train.max_support)).collect();
+    let chosen: Vec<usize> = (0..tasks.tasks.len())
+        .filter(|&t| roles.contains(&tasks.tasks[t].role))
+        .collect();
+    let supports: Vec<Vec<u32>> = chosen
+        .iter()
+        .map(|&t| latest_support(&data, &tasks.tasks[t].support, model.train.max_support))
+        .collect();
     let members: Vec<TaskRows> = chosen
         .iter()
         .zip(&supports)
-        .map(|(&t, support)| TaskRows { entity: tasks.tasks[t].entity, support, query: &tasks.tasks[t].query })
+        .map(|(&t, support)| TaskRows {
+            entity: tasks.tasks[t].entity,
+            hide_id: false,
+            support,
+            query: &tasks.tasks[t].query,
+        })
         .collect();
     let logits = l.adapted_query_logits(&store.tensors(), &data, &members)?;
     let mut predictions = Predictions::default();
     for (&t, task_logits) in chosen.iter().zip(logits) {
         predictions.rows.extend_from_slice(&tasks.tasks[t].query);
-        predictions.task_index.extend(std::iter::repeat_n(t as u32, task_logits.len()));
-        predictions.score.extend(task_logits.into_iter().map(sigmoid));
+        predictions
+            .task_index
+            .extend(std::iter::repeat_n(t as u32, task_logits.len()));
+        predictions
+            .score
+            .extend(task_logits.into_iter().map(sigmoid));
     }
     Ok(predictions)
 }

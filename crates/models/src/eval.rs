@@ -110,45 +110,88 @@ pub fn gauc(scores: &[f32], labels: &[f32], groups: &[u32]) -> (Option<f64>, usi
             None => skipped += 1,
         }
     }
-    let value = if weight > 0.0 { Some(weighted / weight) } else { None };
+    let value = if weight > 0.0 {
+        Some(weighted / weight)
+    } else {
+        None
+    };
     (value, by_group.len(), skipped)
 }
 
 fn metrics(scores: &[f32], labels: &[f32], groups: &[u32]) -> Metrics {
     let (g, tasks, skipped_tasks) = gauc(scores, labels, groups);
-    Metrics { auc: auc(scores, labels), gauc: g, logloss: log_loss(scores, labels), rows: scores.len(), tasks, skipped_tasks }
+    Metrics {
+        auc: auc(scores, labels),
+        gauc: g,
+        logloss: log_loss(scores, labels),
+        rows: scores.len(),
+        tasks,
+        skipped_tasks,
+    }
 }
 
+/// Scores, labels and task indices of one slice of the predictions.
+type Slice = (Vec<f32>, Vec<f32>, Vec<u32>);
+
 /// Metrics of `predictions` overall, by segment and by entity state.
-pub fn evaluate(predictions: &Predictions, interactions: &Interactions, tasks: &TaskSet) -> EvalReport {
-    let labels: Vec<f32> = predictions.rows.iter().map(|&r| interactions.label[r as usize]).collect();
+pub fn evaluate(
+    predictions: &Predictions,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+) -> EvalReport {
+    let labels: Vec<f32> = predictions
+        .rows
+        .iter()
+        .map(|&r| interactions.label[r as usize])
+        .collect();
     let overall = metrics(&predictions.score, &labels, &predictions.task_index);
     let slice = |key: &dyn Fn(usize) -> String| -> BTreeMap<String, Metrics> {
-        let mut parts: BTreeMap<String, (Vec<f32>, Vec<f32>, Vec<u32>)> = BTreeMap::new();
-        for k in 0..predictions.rows.len() {
-            let part = parts.entry(key(predictions.task_index[k] as usize)).or_default();
-            part.0.push(predictions.score[k]);
-            part.1.push(labels[k]);
-            part.2.push(predictions.task_index[k]);
+        let mut parts: BTreeMap<String, Slice> = BTreeMap::new();
+        for ((&score, &label), &task) in predictions
+            .score
+            .iter()
+            .zip(&labels)
+            .zip(&predictions.task_index)
+        {
+            let part = parts.entry(key(task as usize)).or_default();
+            part.0.push(score);
+            part.1.push(label);
+            part.2.push(task);
         }
-        parts.into_iter().map(|(name, (s, y, g))| (name, metrics(&s, &y, &g))).collect()
+        parts
+            .into_iter()
+            .map(|(name, (s, y, g))| (name, metrics(&s, &y, &g)))
+            .collect()
     };
     let segment_name = |t: usize| {
         let segment = tasks.tasks[t].segment as usize;
-        tasks.segments.get(segment).cloned().unwrap_or_else(|| format!("segment_{segment}"))
+        tasks
+            .segments
+            .get(segment)
+            .cloned()
+            .unwrap_or_else(|| format!("segment_{segment}"))
     };
     let state_name = |t: usize| match tasks.tasks[t].state {
         EntityState::Warm => "warm".to_string(),
         EntityState::Cold => "cold".to_string(),
     };
-    EvalReport { overall, by_segment: slice(&segment_name), by_state: slice(&state_name) }
+    EvalReport {
+        overall,
+        by_segment: slice(&segment_name),
+        by_state: slice(&state_name),
+    }
 }
 
 /// The query rows of tasks with one of `roles`, in task order: (rows, task indices).
 pub fn query_rows(tasks: &TaskSet, roles: &[TaskRole]) -> (Vec<u32>, Vec<u32>) {
     let mut rows = Vec::new();
     let mut task_index = Vec::new();
-    for (t, task) in tasks.tasks.iter().enumerate().filter(|(_, task)| roles.contains(&task.role)) {
+    for (t, task) in tasks
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, task)| roles.contains(&task.role))
+    {
         rows.extend_from_slice(&task.query);
         task_index.extend(std::iter::repeat_n(t as u32, task.query.len()));
     }
@@ -157,9 +200,65 @@ pub fn query_rows(tasks: &TaskSet, roles: &[TaskRole]) -> (Vec<u32>, Vec<u32>) {
 
 /// Predictions that score each query row with its true click probability (synthetic data
 /// only); `None` when `interactions.true_probability` is absent.
-pub fn oracle_predictions(interactions: &Interactions, tasks: &TaskSet, roles: &[TaskRole]) -> Option<Predictions> {
+pub fn oracle_predictions(
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    roles: &[TaskRole],
+) -> Option<Predictions> {
     let truth = interactions.true_probability.as_ref()?;
     let (rows, task_index) = query_rows(tasks, roles);
     let score = rows.iter().map(|&r| truth[r as usize]).collect();
-    Some(Predictions { rows, task_index, score })
+    Some(Predictions {
+        rows,
+        task_index,
+        score,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_counts_pairs_a_positive_wins() {
+        // Pairs (pos, neg): (0.8, 0.1) win, (0.8, 0.6) win, (0.4, 0.1) win, (0.4, 0.6) loss: 3/4.
+        assert_eq!(
+            auc(&[0.8, 0.4, 0.1, 0.6], &[1.0, 1.0, 0.0, 0.0]),
+            Some(0.75)
+        );
+    }
+
+    #[test]
+    fn auc_counts_ties_as_half() {
+        // Pairs: (0.5, 0.5) tie = 1/2, (0.5, 0.2) win, (0.9, 0.5) win, (0.9, 0.2) win: 3.5/4.
+        assert_eq!(
+            auc(&[0.5, 0.9, 0.5, 0.2], &[1.0, 1.0, 0.0, 0.0]),
+            Some(0.875)
+        );
+        assert_eq!(auc(&[0.3; 4], &[1.0, 0.0, 1.0, 0.0]), Some(0.5));
+    }
+
+    #[test]
+    fn auc_is_undefined_for_one_class() {
+        assert_eq!(auc(&[0.1, 0.2], &[1.0, 1.0]), None);
+        assert_eq!(auc(&[], &[]), None);
+    }
+
+    #[test]
+    fn gauc_weights_by_rows_and_skips_single_class_groups() {
+        // Group 0 (3 rows): AUC 1. Group 1 (2 rows): AUC 0. Group 2: one class, skipped.
+        let scores = [0.9, 0.8, 0.1, 0.2, 0.7, 0.5, 0.4];
+        let labels = [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0];
+        let groups = [0, 0, 0, 1, 1, 2, 2];
+        let (value, groups_seen, skipped) = gauc(&scores, &labels, &groups);
+        assert!((value.unwrap() - 3.0 / 5.0).abs() < 1e-12);
+        assert_eq!((groups_seen, skipped), (3, 1));
+    }
+
+    #[test]
+    fn log_loss_is_clamped() {
+        let certain_and_wrong = log_loss(&[0.0], &[1.0]).unwrap();
+        assert!((certain_and_wrong - -(LOGLOSS_EPS.ln())).abs() < 1e-9);
+        assert!((log_loss(&[0.5, 0.5], &[1.0, 0.0]).unwrap() - 2f64.ln()).abs() < 1e-7);
+    }
 }

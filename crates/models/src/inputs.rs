@@ -84,12 +84,13 @@ pub struct Features {
 
 impl Features {
     pub fn new(tables: &FeatureTables) -> Result<Features, ModelError> {
-        let table = |values: &[f32], rows: usize, dim: usize| -> Result<Option<Tensor>, ModelError> {
-            if dim == 0 {
-                return Ok(None);
-            }
-            Ok(Some(Tensor::from_slice(values, (rows, dim), &Device::Cpu)?))
-        };
+        let table =
+            |values: &[f32], rows: usize, dim: usize| -> Result<Option<Tensor>, ModelError> {
+                if dim == 0 {
+                    return Ok(None);
+                }
+                Ok(Some(Tensor::from_slice(values, (rows, dim), &Device::Cpu)?))
+            };
         Ok(Features {
             user: table(&tables.user_features, tables.n_users, tables.user_dim)?,
             item: table(&tables.item_features, tables.n_items, tables.item_dim)?,
@@ -98,7 +99,13 @@ impl Features {
 
     /// Input rows `N x d` of the row-level networks: `[user features, item features,
     /// item-id embedding, user-id embedding]`, absent parts skipped.
-    pub fn row_inputs(&self, users: &Tensor, items: &Tensor, item_embedding: Option<&Tensor>, user_embedding: Option<&Tensor>) -> Result<Tensor, ModelError> {
+    pub fn row_inputs(
+        &self,
+        users: &Tensor,
+        items: &Tensor,
+        item_embedding: Option<&Tensor>,
+        user_embedding: Option<&Tensor>,
+    ) -> Result<Tensor, ModelError> {
         let mut parts = Vec::with_capacity(4);
         if let Some(t) = &self.user {
             parts.push(t.index_select(users, 0)?);
@@ -113,14 +120,20 @@ impl Features {
             parts.push(t.index_select(users, 0)?);
         }
         if parts.is_empty() {
-            return Err(ModelError::ShapeMismatch("the model has no row inputs (no features, no id embeddings)".into()));
+            return Err(ModelError::ShapeMismatch(
+                "the model has no row inputs (no features, no id embeddings)".into(),
+            ));
         }
         Ok(Tensor::cat(&parts, 1)?)
     }
 }
 
 /// Width of [`Features::row_inputs`].
-pub fn row_input_dim(shape: &DataShape, item_embedding_dim: usize, user_embedding_dim: usize) -> usize {
+pub fn row_input_dim(
+    shape: &DataShape,
+    item_embedding_dim: usize,
+    user_embedding_dim: usize,
+) -> usize {
     shape.user_dim + shape.item_dim + item_embedding_dim + user_embedding_dim
 }
 
@@ -135,30 +148,61 @@ pub fn check_data(interactions: &Interactions, tasks: &TaskSet) -> Result<(), Mo
     let f = &tasks.features;
     let n = interactions.len();
     let bad = |m: String| Err(ModelError::InconsistentData(m));
-    if interactions.user.len() != n || interactions.item.len() != n || interactions.timestamp.len() != n {
+    if interactions.user.len() != n
+        || interactions.item.len() != n
+        || interactions.timestamp.len() != n
+    {
         return bad("interaction columns have different lengths".into());
     }
-    if f.user_features.len() != f.n_users * f.user_dim || f.item_features.len() != f.n_items * f.item_dim {
+    if f.user_features.len() != f.n_users * f.user_dim
+        || f.item_features.len() != f.n_items * f.item_dim
+    {
         return bad("feature tables do not match n_users x user_dim / n_items x item_dim".into());
     }
     if f.item_tags.len() != f.n_items && !f.item_tags.is_empty() {
-        return bad(format!("item_tags has {} entries for {} items", f.item_tags.len(), f.n_items));
+        return bad(format!(
+            "item_tags has {} entries for {} items",
+            f.item_tags.len(),
+            f.n_items
+        ));
     }
-    if f.item_tags.iter().flatten().any(|&t| t as usize >= f.n_tags) {
+    if f.item_tags
+        .iter()
+        .flatten()
+        .any(|&t| t as usize >= f.n_tags)
+    {
         return bad("an item tag is >= n_tags".into());
     }
-    if let Some(r) = interactions.user.iter().position(|&u| u as usize >= f.n_users) {
-        return bad(format!("row {r}: user {} >= n_users {}", interactions.user[r], f.n_users));
+    if let Some(r) = interactions
+        .user
+        .iter()
+        .position(|&u| u as usize >= f.n_users)
+    {
+        return bad(format!(
+            "row {r}: user {} >= n_users {}",
+            interactions.user[r], f.n_users
+        ));
     }
-    if let Some(r) = interactions.item.iter().position(|&i| i as usize >= f.n_items) {
-        return bad(format!("row {r}: item {} >= n_items {}", interactions.item[r], f.n_items));
+    if let Some(r) = interactions
+        .item
+        .iter()
+        .position(|&i| i as usize >= f.n_items)
+    {
+        return bad(format!(
+            "row {r}: item {} >= n_items {}",
+            interactions.item[r], f.n_items
+        ));
     }
     let n_entities = DataShape::of(tasks).n_entities();
     for (t, task) in tasks.tasks.iter().enumerate() {
         if task.entity as usize >= n_entities {
             return bad(format!("task {t}: entity {} out of range", task.entity));
         }
-        let rows = task.support.iter().chain(&task.query).chain(task.stale_support.iter().flatten());
+        let rows = task
+            .support
+            .iter()
+            .chain(&task.query)
+            .chain(task.stale_support.iter().flatten());
         for &r in rows {
             if r as usize >= n {
                 return bad(format!("task {t}: row {r} >= {n} interactions"));

@@ -20,8 +20,13 @@ pub mod train;
 
 pub use bench::{bench_meta_training, BenchResult};
 pub use config::{ConfigIssue, LimamlConfig, MetaInput, MethodConfig, TrainConfig};
-pub use embeddings::{export_meta_embeddings, export_meta_embeddings_for_roles, predict, predict_adapted, MetaEmbeddingTable, SupportVersion};
+pub use embeddings::{
+    export_meta_embeddings, export_meta_embeddings_for_roles, predict, predict_adapted,
+    MetaEmbeddingTable, SupportVersion,
+};
 pub use error::ModelError;
-pub use eval::{auc, evaluate, gauc, log_loss, oracle_predictions, EvalReport, Metrics, Predictions};
+pub use eval::{
+    auc, evaluate, gauc, log_loss, oracle_predictions, EvalReport, Metrics, Predictions,
+};
 pub use inputs::DataShape;
 pub use train::{train, EpochRecord, TrainedModel};

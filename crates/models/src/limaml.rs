@@ -17,6 +17,7 @@ use candle_nn::{AdamW, Optimizer};
 use limaml_data::{Interactions, TaskRole, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
+use rand::Rng;
 
 use crate::config::{LimamlConfig, MetaInput};
 use crate::error::ModelError;
@@ -43,8 +44,8 @@ pub struct LimamlNet {
     pub shape: DataShape,
     pub config: LimamlConfig,
     item_embedding: Option<usize>,
-    /// `(n_entities + 1) x d`; the last row (zero, never trained) stands for entities without a
-    /// meta-train task.
+    /// `(n_entities + 1) x d`; the last row (initially zero; trained only through
+    /// `unknown_id_rate`) stands for entities without a meta-train task.
     entity_embedding: Option<usize>,
     meta: Mlp,
     global: Mlp,
@@ -71,7 +72,13 @@ impl<'a> LimamlData<'a> {
         for task in tasks.tasks.iter().filter(|t| t.role == TaskRole::MetaTrain) {
             known_entity[task.entity as usize] = true;
         }
-        Ok(LimamlData { interactions, tasks, features, entity_features, known_entity })
+        Ok(LimamlData {
+            interactions,
+            tasks,
+            features,
+            entity_features,
+            known_entity,
+        })
     }
 
     /// `ln(1 + n)`-scaled activity summary of a support set: mean counterpart features of the
@@ -98,8 +105,12 @@ impl<'a> LimamlData<'a> {
                 }
             }
         }
-        positive_mean.iter_mut().for_each(|x| *x /= positives.max(1) as f32);
-        all_mean.iter_mut().for_each(|x| *x /= support.len().max(1) as f32);
+        positive_mean
+            .iter_mut()
+            .for_each(|x| *x /= positives.max(1) as f32);
+        all_mean
+            .iter_mut()
+            .for_each(|x| *x /= support.len().max(1) as f32);
         let rate = positives as f32 / support.len().max(1) as f32;
         let mut out = positive_mean;
         out.extend(all_mean);
@@ -168,6 +179,8 @@ pub struct TaskBatch {
 /// One task as a batch member: its entity, the support rows to adapt on, the query rows to score.
 pub struct TaskRows<'r> {
     pub entity: u32,
+    /// Look the entity id up as "unknown" even if meta-training knew it.
+    pub hide_id: bool,
     pub support: &'r [u32],
     pub query: &'r [u32],
 }
@@ -178,9 +191,18 @@ impl TaskBatch {
         let n_tasks = members.len();
         let entity_index = members
             .iter()
-            .map(|m| if data.known_entity[m.entity as usize] { m.entity } else { n_entities })
+            .map(|m| {
+                if data.known_entity[m.entity as usize] && !m.hide_id {
+                    m.entity
+                } else {
+                    n_entities
+                }
+            })
             .collect();
-        let activity: Vec<f32> = members.iter().flat_map(|m| data.activity(m.support)).collect();
+        let activity: Vec<f32> = members
+            .iter()
+            .flat_map(|m| data.activity(m.support))
+            .collect();
         let activity_dim = activity.len() / n_tasks.max(1);
         let supports: Vec<&[u32]> = members.iter().map(|m| m.support).collect();
         let queries: Vec<&[u32]> = members.iter().map(|m| m.query).collect();
@@ -196,19 +218,32 @@ impl TaskBatch {
 }
 
 impl LimamlNet {
-    pub fn create(config: &LimamlConfig, shape: DataShape, rng: &mut StdRng) -> Result<(LimamlNet, ParamStore), ModelError> {
+    pub fn create(
+        config: &LimamlConfig,
+        shape: DataShape,
+        rng: &mut StdRng,
+    ) -> Result<(LimamlNet, ParamStore), ModelError> {
         let mut store = ParamStore::new();
         let item_embedding = if config.item_id_embedding_dim > 0 {
             let index = store.vars().len();
-            store.normal("item_embedding", shape.n_items, config.item_id_embedding_dim, 0.05, rng)?;
+            store.normal(
+                "item_embedding",
+                shape.n_items,
+                config.item_id_embedding_dim,
+                0.05,
+                rng,
+            )?;
             Some(index)
         } else {
             None
         };
         let entity_embedding = if config.meta_inputs.contains(&MetaInput::Id) {
             let (rows, dim) = (shape.n_entities(), config.entity_id_embedding_dim);
-            let normal = rand_distr::Normal::new(0.0f32, 0.05).map_err(|e| ModelError::Weights(e.to_string()))?;
-            let mut values: Vec<f32> = (0..rows * dim).map(|_| rand::Rng::sample(rng, normal)).collect();
+            let normal = rand_distr::Normal::new(0.0f32, 0.05)
+                .map_err(|e| ModelError::Weights(e.to_string()))?;
+            let mut values: Vec<f32> = (0..rows * dim)
+                .map(|_| rand::Rng::sample(rng, normal))
+                .collect();
             values.extend(std::iter::repeat_n(0.0, dim));
             let index = store.vars().len();
             store.push("meta.entity_embedding", values, &[rows + 1, dim])?;
@@ -217,10 +252,35 @@ impl LimamlNet {
             None
         };
         let meta_input = Self::meta_input_dim(config, &shape);
-        let meta = Mlp::create(&mut store, "meta_block", meta_input, &config.meta_hidden, config.meta_embedding_dim, rng)?;
-        let global_input = row_input_dim(&shape, config.item_id_embedding_dim, 0) + config.meta_embedding_dim;
-        let global = Mlp::create(&mut store, "global_block", global_input, &config.hidden, 1, rng)?;
-        Ok((LimamlNet { shape, config: config.clone(), item_embedding, entity_embedding, meta, global }, store))
+        let meta = Mlp::create(
+            &mut store,
+            "meta_block",
+            meta_input,
+            &config.meta_hidden,
+            config.meta_embedding_dim,
+            rng,
+        )?;
+        let global_input =
+            row_input_dim(&shape, config.item_id_embedding_dim, 0) + config.meta_embedding_dim;
+        let global = Mlp::create(
+            &mut store,
+            "global_block",
+            global_input,
+            &config.hidden,
+            1,
+            rng,
+        )?;
+        Ok((
+            LimamlNet {
+                shape,
+                config: config.clone(),
+                item_embedding,
+                entity_embedding,
+                meta,
+                global,
+            },
+            store,
+        ))
     }
 
     fn meta_input_dim(config: &LimamlConfig, shape: &DataShape) -> usize {
@@ -236,7 +296,12 @@ impl LimamlNet {
     }
 
     /// The Meta Block's input, `T x 1 x in`.
-    fn meta_input(&self, params: &[Tensor], data: &LimamlData, batch: &TaskBatch) -> Result<Tensor, ModelError> {
+    fn meta_input(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        batch: &TaskBatch,
+    ) -> Result<Tensor, ModelError> {
         let mut parts = Vec::new();
         for input in &self.config.meta_inputs {
             match input {
@@ -253,17 +318,27 @@ impl LimamlNet {
             }
         }
         if parts.is_empty() {
-            return Err(ModelError::ShapeMismatch("the Meta Block has no inputs (entity features are empty)".into()));
+            return Err(ModelError::ShapeMismatch(
+                "the Meta Block has no inputs (entity features are empty)".into(),
+            ));
         }
         Ok(Tensor::cat(&parts, 1)?.unsqueeze(1)?)
     }
 
     /// The Meta Block's layers with a task axis: `T x in x out` weights, `T x 1 x out` biases.
-    fn meta_layers_per_task(&self, params: &[Tensor], n_tasks: usize) -> Result<Vec<Tensor>, ModelError> {
+    fn meta_layers_per_task(
+        &self,
+        params: &[Tensor],
+        n_tasks: usize,
+    ) -> Result<Vec<Tensor>, ModelError> {
         let mut out = Vec::new();
         for p in self.meta.params(params) {
             let (a, b) = p.dims2()?;
-            out.push(p.unsqueeze(0)?.broadcast_as((n_tasks, a, b))?.contiguous()?);
+            out.push(
+                p.unsqueeze(0)?
+                    .broadcast_as((n_tasks, a, b))?
+                    .contiguous()?,
+            );
         }
         Ok(out)
     }
@@ -274,17 +349,33 @@ impl LimamlNet {
     }
 
     /// Global Block logits `N` of rows (`users`, `items`: `N`) with their meta embeddings `N x m`.
-    pub fn global_logits(&self, params: &[Tensor], features: &Features, users: &Tensor, items: &Tensor, meta_per_row: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn global_logits(
+        &self,
+        params: &[Tensor],
+        features: &Features,
+        users: &Tensor,
+        items: &Tensor,
+        meta_per_row: &Tensor,
+    ) -> Result<Tensor, ModelError> {
         let x = features.row_inputs(users, items, self.item_embedding.map(|i| &params[i]), None)?;
         let x = Tensor::cat(&[&x, meta_per_row], 1)?;
         Ok(mlp_forward(self.global.params(params), &x)?.squeeze(1)?)
     }
 
     /// Global Block logits `T x L` of padded rows, each task's rows with its meta embedding.
-    fn padded_logits(&self, params: &[Tensor], features: &Features, meta_embedding: &Tensor, rows: &PaddedRows) -> Result<Tensor, ModelError> {
+    fn padded_logits(
+        &self,
+        params: &[Tensor],
+        features: &Features,
+        meta_embedding: &Tensor,
+        rows: &PaddedRows,
+    ) -> Result<Tensor, ModelError> {
         let m = self.config.meta_embedding_dim;
-        let meta_per_row = meta_embedding.broadcast_as((rows.n_tasks, rows.len, m))?.reshape((rows.n_tasks * rows.len, m))?;
-        let logits = self.global_logits(params, features, &rows.users, &rows.items, &meta_per_row)?;
+        let meta_per_row = meta_embedding
+            .broadcast_as((rows.n_tasks, rows.len, m))?
+            .reshape((rows.n_tasks * rows.len, m))?;
+        let logits =
+            self.global_logits(params, features, &rows.users, &rows.items, &meta_per_row)?;
         Ok(logits.reshape((rows.n_tasks, rows.len))?)
     }
 
@@ -292,7 +383,13 @@ impl LimamlNet {
     /// adapting only the Meta Block; all tasks at once. Returns the adapted Meta Block layers
     /// with a task axis. With [`InnerGradients::SecondOrder`] the result stays differentiable
     /// with respect to `params` through the inner gradients.
-    pub fn adapt(&self, params: &[Tensor], data: &LimamlData, batch: &TaskBatch, gradients: InnerGradients) -> Result<Vec<Tensor>, ModelError> {
+    pub fn adapt(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        batch: &TaskBatch,
+        gradients: InnerGradients,
+    ) -> Result<Vec<Tensor>, ModelError> {
         let inner_params: Vec<Tensor> = match gradients {
             InnerGradients::SecondOrder => params.to_vec(),
             InnerGradients::FirstOrder => params.iter().map(Tensor::detach).collect(),
@@ -302,10 +399,22 @@ impl LimamlNet {
         for _ in 0..self.config.inner_steps {
             // Zero leaf variables on the adapted weights: backward keeps only leaf gradients,
             // and the gradient at a probe is exactly each task's gradient at its own weights.
-            let probes: Vec<Var> = adapted.iter().map(|a| Var::zeros(a.shape(), DType::F32, &Device::Cpu)).collect::<Result<_, _>>()?;
-            let current: Vec<Tensor> = adapted.iter().zip(&probes).map(|(a, p)| a.add(p.as_tensor())).collect::<Result<_, _>>()?;
+            let probes: Vec<Var> = adapted
+                .iter()
+                .map(|a| Var::zeros(a.shape(), DType::F32, &Device::Cpu))
+                .collect::<Result<_, _>>()?;
+            let current: Vec<Tensor> = adapted
+                .iter()
+                .zip(&probes)
+                .map(|(a, p)| a.add(p.as_tensor()))
+                .collect::<Result<_, _>>()?;
             let meta_embedding = Self::meta_embedding(&current, &meta_input)?;
-            let logits = self.padded_logits(&inner_params, &data.features, &meta_embedding, &batch.support)?;
+            let logits = self.padded_logits(
+                &inner_params,
+                &data.features,
+                &meta_embedding,
+                &batch.support,
+            )?;
             let support_loss = batch.support.loss_sum(&logits)?;
             let grads = support_loss.backward()?;
             adapted = Vec::with_capacity(current.len());
@@ -326,25 +435,48 @@ impl LimamlNet {
 
     /// One outer step on a meta-batch: adapt on supports, mean query loss over tasks, Adam.
     /// Returns the loss before the step.
-    pub fn meta_train_step(&self, store: &ParamStore, optimizer: &mut AdamW, data: &LimamlData, batch: &TaskBatch, gradients: InnerGradients) -> Result<f64, ModelError> {
+    pub fn meta_train_step(
+        &self,
+        store: &ParamStore,
+        optimizer: &mut AdamW,
+        data: &LimamlData,
+        batch: &TaskBatch,
+        gradients: InnerGradients,
+    ) -> Result<f64, ModelError> {
         let params = store.tensors();
         let adapted = self.adapt(&params, data, batch, gradients)?;
         let meta_input = self.meta_input(&params, data, batch)?;
         let meta_embedding = Self::meta_embedding(&adapted, &meta_input)?;
         let logits = self.padded_logits(&params, &data.features, &meta_embedding, &batch.query)?;
-        let loss = batch.query.loss_sum(&logits)?.affine(1.0 / batch.n_tasks as f64, 0.0)?;
+        let loss = batch
+            .query
+            .loss_sum(&logits)?
+            .affine(1.0 / batch.n_tasks as f64, 0.0)?;
         optimizer.backward_step(&loss)?;
         Ok(loss.to_scalar::<f32>()? as f64)
     }
 
     /// One pass over the meta-train tasks in shuffled meta-batches; returns the mean outer loss.
-    pub fn train_epoch(&self, store: &ParamStore, optimizer: &mut AdamW, data: &LimamlData, max_support: usize, max_query: usize, gradients: InnerGradients, rng: &mut StdRng) -> Result<f64, ModelError> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_epoch(
+        &self,
+        store: &ParamStore,
+        optimizer: &mut AdamW,
+        data: &LimamlData,
+        max_support: usize,
+        max_query: usize,
+        gradients: InnerGradients,
+        rng: &mut StdRng,
+    ) -> Result<f64, ModelError> {
         let mut order = meta_train_tasks(data.tasks);
         order.shuffle(rng);
         let mut total = 0.0;
         let mut steps = 0;
         for chunk in order.chunks(self.config.meta_batch) {
-            let supports: Vec<Vec<u32>> = chunk.iter().map(|&t| latest_support(data, &data.tasks.tasks[t].support, max_support)).collect();
+            let supports: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&t| latest_support(data, &data.tasks.tasks[t].support, max_support))
+                .collect();
             let queries: Vec<Vec<u32>> = chunk
                 .iter()
                 .map(|&t| {
@@ -352,7 +484,8 @@ impl LimamlNet {
                     if q.len() <= max_query {
                         q.clone()
                     } else {
-                        let mut picked: Vec<u32> = q.choose_multiple(rng, max_query).copied().collect();
+                        let mut picked: Vec<u32> =
+                            q.choose_multiple(rng, max_query).copied().collect();
                         picked.sort_unstable();
                         picked
                     }
@@ -361,7 +494,13 @@ impl LimamlNet {
             let members: Vec<TaskRows> = chunk
                 .iter()
                 .zip(supports.iter().zip(&queries))
-                .map(|(&t, (s, q))| TaskRows { entity: data.tasks.tasks[t].entity, support: s, query: q })
+                .map(|(&t, (s, q))| TaskRows {
+                    entity: data.tasks.tasks[t].entity,
+                    hide_id: self.config.unknown_id_rate > 0.0
+                        && rng.random_bool(self.config.unknown_id_rate),
+                    support: s,
+                    query: q,
+                })
                 .collect();
             let batch = TaskBatch::new(data, &members)?;
             total += self.meta_train_step(store, optimizer, data, &batch, gradients)?;
@@ -372,7 +511,12 @@ impl LimamlNet {
 
     /// Adapts on each task's support (first-order, no outer graph) and returns the meta
     /// embeddings, `tasks.len() x m` row-major, in the order given.
-    pub fn adapted_meta_embeddings(&self, params: &[Tensor], data: &LimamlData, members: &[TaskRows]) -> Result<Vec<f32>, ModelError> {
+    pub fn adapted_meta_embeddings(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        members: &[TaskRows],
+    ) -> Result<Vec<f32>, ModelError> {
         let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
         let mut out = Vec::with_capacity(members.len() * self.config.meta_embedding_dim);
         for chunk in members.chunks(EVAL_CHUNK) {
@@ -387,7 +531,12 @@ impl LimamlNet {
 
     /// Adapts on each task's support and scores its query rows through the padded per-task
     /// path (the adapted Meta Block run directly). Logits per task, in query order.
-    pub fn adapted_query_logits(&self, params: &[Tensor], data: &LimamlData, members: &[TaskRows]) -> Result<Vec<Vec<f32>>, ModelError> {
+    pub fn adapted_query_logits(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        members: &[TaskRows],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
         let mut out = Vec::with_capacity(members.len());
         for chunk in members.chunks(EVAL_CHUNK) {
@@ -395,7 +544,9 @@ impl LimamlNet {
             let adapted = self.adapt(&params, data, &batch, InnerGradients::FirstOrder)?;
             let meta_input = self.meta_input(&params, data, &batch)?;
             let embedding = Self::meta_embedding(&adapted, &meta_input)?;
-            let logits = self.padded_logits(&params, &data.features, &embedding, &batch.query)?.to_vec2::<f32>()?;
+            let logits = self
+                .padded_logits(&params, &data.features, &embedding, &batch.query)?
+                .to_vec2::<f32>()?;
             for (member, row) in chunk.iter().zip(logits) {
                 out.push(row[..member.query.len()].to_vec());
             }
@@ -406,7 +557,9 @@ impl LimamlNet {
 
 /// Meta-train tasks with a non-empty query, in task order.
 pub fn meta_train_tasks(tasks: &TaskSet) -> Vec<usize> {
-    (0..tasks.tasks.len()).filter(|&t| tasks.tasks[t].role == TaskRole::MetaTrain && !tasks.tasks[t].query.is_empty()).collect()
+    (0..tasks.tasks.len())
+        .filter(|&t| tasks.tasks[t].role == TaskRole::MetaTrain && !tasks.tasks[t].query.is_empty())
+        .collect()
 }
 
 /// The latest `max_support` rows of a support set (by timestamp, then row index), in time order.

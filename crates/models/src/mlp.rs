@@ -21,7 +21,14 @@ pub struct Mlp {
 
 impl Mlp {
     /// Creates the layers' parameters (Glorot weights, zero biases) in `store`.
-    pub fn create(store: &mut ParamStore, prefix: &str, input: usize, hidden: &[usize], output: usize, rng: &mut StdRng) -> Result<Mlp, ModelError> {
+    pub fn create(
+        store: &mut ParamStore,
+        prefix: &str,
+        input: usize,
+        hidden: &[usize],
+        output: usize,
+        rng: &mut StdRng,
+    ) -> Result<Mlp, ModelError> {
         let first = store.vars().len();
         let mut widths = vec![input];
         widths.extend_from_slice(hidden);
@@ -51,7 +58,9 @@ pub fn mlp_forward(layers: &[Tensor], x: &Tensor) -> Result<Tensor, ModelError> 
     let n_layers = layers.len() / 2;
     let mut h = x.clone();
     for layer in 0..n_layers {
-        h = h.matmul(&layers[2 * layer])?.broadcast_add(&layers[2 * layer + 1])?;
+        h = h
+            .matmul(&layers[2 * layer])?
+            .broadcast_add(&layers[2 * layer + 1])?;
         if layer + 1 < n_layers {
             h = h.relu()?;
         }
@@ -70,7 +79,12 @@ pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor, Model
 /// `logits`, `labels` and `mask` are `T x L` (mask 1 for real rows, 0 for padding).
 /// Returns the per-task means summed (`sum_t mean_t`), which gives each task's own parameters
 /// exactly its own loss gradient; divide by `T` for the task average.
-pub fn masked_task_loss_sum(logits: &Tensor, labels: &Tensor, mask: &Tensor, rows_per_task_inv: &Tensor) -> Result<Tensor, ModelError> {
+pub fn masked_task_loss_sum(
+    logits: &Tensor,
+    labels: &Tensor,
+    mask: &Tensor,
+    rows_per_task_inv: &Tensor,
+) -> Result<Tensor, ModelError> {
     let per_row = bce_with_logits(logits, labels)?.mul(mask)?;
     Ok(per_row.sum(D::Minus1)?.mul(rows_per_task_inv)?.sum_all()?)
 }

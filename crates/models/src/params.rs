@@ -25,15 +25,31 @@ impl ParamStore {
     }
 
     /// A weight matrix `fan_in x fan_out`, Glorot-uniform.
-    pub fn glorot(&mut self, name: &str, fan_in: usize, fan_out: usize, rng: &mut StdRng) -> Result<Tensor, ModelError> {
+    pub fn glorot(
+        &mut self,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        rng: &mut StdRng,
+    ) -> Result<Tensor, ModelError> {
         let bound = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt() as f32;
-        let values = (0..fan_in * fan_out).map(|_| rng.random_range(-bound..bound)).collect();
+        let values = (0..fan_in * fan_out)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
         self.push(name, values, &[fan_in, fan_out])
     }
 
     /// An embedding table `rows x dim`, normal with standard deviation `std`.
-    pub fn normal(&mut self, name: &str, rows: usize, dim: usize, std: f32, rng: &mut StdRng) -> Result<Tensor, ModelError> {
-        let normal = rand_distr::Normal::new(0.0f32, std).map_err(|e| ModelError::Weights(e.to_string()))?;
+    pub fn normal(
+        &mut self,
+        name: &str,
+        rows: usize,
+        dim: usize,
+        std: f32,
+        rng: &mut StdRng,
+    ) -> Result<Tensor, ModelError> {
+        let normal =
+            rand_distr::Normal::new(0.0f32, std).map_err(|e| ModelError::Weights(e.to_string()))?;
         let values = (0..rows * dim).map(|_| rng.sample(normal)).collect();
         self.push(name, values, &[rows, dim])
     }
@@ -45,7 +61,12 @@ impl ParamStore {
     }
 
     /// Adds a parameter with the given values.
-    pub fn push(&mut self, name: &str, values: Vec<f32>, shape: &[usize]) -> Result<Tensor, ModelError> {
+    pub fn push(
+        &mut self,
+        name: &str,
+        values: Vec<f32>,
+        shape: &[usize],
+    ) -> Result<Tensor, ModelError> {
         let var = Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu)?)?;
         self.names.push(name.to_string());
         self.vars.push(var.clone());
@@ -67,7 +88,11 @@ impl ParamStore {
 
     /// A detached copy of the current values (to keep the best epoch's weights).
     pub fn snapshot(&self) -> Result<Vec<Tensor>, ModelError> {
-        Ok(self.vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<_, _>>()?)
+        Ok(self
+            .vars
+            .iter()
+            .map(|v| v.as_tensor().copy())
+            .collect::<Result<_, _>>()?)
     }
 
     /// Overwrites every parameter with a snapshot taken by [`ParamStore::snapshot`].
@@ -80,8 +105,12 @@ impl ParamStore {
 
     /// The parameters as a safetensors file in memory (names in insertion order).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, ModelError> {
-        let tensors: Vec<(String, Tensor)> =
-            self.names.iter().cloned().zip(self.vars.iter().map(|v| v.as_tensor().clone())).collect();
+        let tensors: Vec<(String, Tensor)> = self
+            .names
+            .iter()
+            .cloned()
+            .zip(self.vars.iter().map(|v| v.as_tensor().clone()))
+            .collect();
         safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None)
             .map_err(|e| ModelError::Weights(e.to_string()))
     }
@@ -89,9 +118,12 @@ impl ParamStore {
     /// Overwrites every parameter with the same-named tensor of a safetensors buffer; each must
     /// be present with the same shape.
     pub fn load_safetensors_bytes(&self, bytes: &[u8]) -> Result<(), ModelError> {
-        let loaded: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        let loaded: HashMap<String, Tensor> =
+            candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
         for (name, var) in self.names.iter().zip(&self.vars) {
-            let value = loaded.get(name).ok_or_else(|| ModelError::Weights(format!("tensor `{name}` is missing")))?;
+            let value = loaded
+                .get(name)
+                .ok_or_else(|| ModelError::Weights(format!("tensor `{name}` is missing")))?;
             if value.dims() != var.dims() || value.dtype() != DType::F32 {
                 return Err(ModelError::Weights(format!(
                     "tensor `{name}` has shape {:?} {:?}, expected {:?} f32",

@@ -20,7 +20,9 @@ use crate::config::{MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
 use crate::inputs::{check_data, u32_tensor, DataShape, Features};
-use crate::limaml::{latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskRows};
+use crate::limaml::{
+    latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskRows,
+};
 use crate::mlp::sigmoid;
 use crate::params::ParamStore;
 
@@ -55,7 +57,11 @@ pub(crate) enum Net {
 }
 
 impl Net {
-    fn create(method: &MethodConfig, shape: DataShape, rng: &mut StdRng) -> Result<Net, ModelError> {
+    fn create(
+        method: &MethodConfig,
+        shape: DataShape,
+        rng: &mut StdRng,
+    ) -> Result<Net, ModelError> {
         Ok(match method {
             MethodConfig::Limaml(c) => {
                 let (net, store) = LimamlNet::create(c, shape, rng)?;
@@ -80,7 +86,10 @@ impl TrainedModel {
     pub(crate) fn load(&self, tasks: &TaskSet) -> Result<Net, ModelError> {
         let shape = DataShape::of(tasks);
         if shape != self.shape {
-            return Err(ModelError::ShapeMismatch(format!("trained on {:?}, given {:?}", self.shape, shape)));
+            return Err(ModelError::ShapeMismatch(format!(
+                "trained on {:?}, given {:?}",
+                self.shape, shape
+            )));
         }
         let net = Net::create(&self.method, self.shape, &mut StdRng::seed_from_u64(0))?;
         net.store().load_safetensors_bytes(&self.weights)?;
@@ -91,7 +100,10 @@ impl TrainedModel {
     /// everything but the weights, then the safetensors weights as they are. (The internally
     /// tagged `MethodConfig` rules out non-self-describing formats such as postcard.)
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
-        let header = TrainedModel { weights: Vec::new(), ..self.clone() };
+        let header = TrainedModel {
+            weights: Vec::new(),
+            ..self.clone()
+        };
         let json = serde_json::to_vec(&header).map_err(|e| ModelError::Weights(e.to_string()))?;
         let mut out = Vec::with_capacity(8 + json.len() + self.weights.len());
         out.extend_from_slice(&(json.len() as u64).to_le_bytes());
@@ -103,9 +115,18 @@ impl TrainedModel {
     /// Reads what [`TrainedModel::to_bytes`] wrote.
     pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, ModelError> {
         let truncated = || ModelError::Weights("truncated model bytes".into());
-        let length = u64::from_le_bytes(bytes.get(..8).ok_or_else(truncated)?.try_into().expect("8 bytes")) as usize;
-        let json = bytes.get(8..8usize.checked_add(length).ok_or_else(truncated)?).ok_or_else(truncated)?;
-        let mut model: TrainedModel = serde_json::from_slice(json).map_err(|e| ModelError::Weights(e.to_string()))?;
+        let length = u64::from_le_bytes(
+            bytes
+                .get(..8)
+                .ok_or_else(truncated)?
+                .try_into()
+                .expect("8 bytes"),
+        ) as usize;
+        let json = bytes
+            .get(8..8usize.checked_add(length).ok_or_else(truncated)?)
+            .ok_or_else(truncated)?;
+        let mut model: TrainedModel =
+            serde_json::from_slice(json).map_err(|e| ModelError::Weights(e.to_string()))?;
         model.weights = bytes[8 + length..].to_vec();
         Ok(model)
     }
@@ -128,7 +149,9 @@ pub fn train(
     }
     check_data(interactions, tasks)?;
     let second_order = matches!(method, MethodConfig::Limaml(c) if c.second_order);
-    run_in_gradient_mode(second_order, on_epoch, |report| train_here(method, train, interactions, tasks, seed, report))
+    run_in_gradient_mode(second_order, on_epoch, |report| {
+        train_here(method, train, interactions, tasks, seed, report)
+    })
 }
 
 /// Runs `work` on this thread, or for second-order gradients on a fresh thread of a process
@@ -145,13 +168,17 @@ pub(crate) fn run_in_gradient_mode<T: Send>(
     enable_second_order_gradients();
     let (sender, receiver) = mpsc::channel::<EpochRecord>();
     std::thread::scope(|scope| {
-        let worker = scope.spawn(move || work(&mut |record: &EpochRecord| {
-            let _ = sender.send(record.clone());
-        }));
+        let worker = scope.spawn(move || {
+            work(&mut |record: &EpochRecord| {
+                let _ = sender.send(record.clone());
+            })
+        });
         for record in receiver {
             on_epoch(&record);
         }
-        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
@@ -161,16 +188,28 @@ pub(crate) fn run_in_gradient_mode<T: Send>(
 fn enable_second_order_gradients() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if std::env::var("CANDLE_GRAD_DO_NOT_DETACH").map(|v| v.is_empty() || v == "0").unwrap_or(true) {
+        if std::env::var("CANDLE_GRAD_DO_NOT_DETACH")
+            .map(|v| v.is_empty() || v == "0")
+            .unwrap_or(true)
+        {
             std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
         }
     });
 }
 
 pub(crate) fn optimizer(store: &ParamStore, train: &TrainConfig) -> Result<AdamW, ModelError> {
-    let params = ParamsAdamW { lr: train.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: train.l2 };
+    let params = ParamsAdamW {
+        lr: train.learning_rate,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: train.l2,
+    };
     Ok(<AdamW as Optimizer>::new(store.vars().to_vec(), params)?)
 }
+
+/// One training epoch of a method; returns its mean loss.
+type EpochStep<'a> = Box<dyn FnMut(&mut AdamW, &mut StdRng) -> Result<f64, ModelError> + 'a>;
 
 fn train_here(
     method: &MethodConfig,
@@ -187,25 +226,56 @@ fn train_here(
     let mut optimizer = optimizer(store, train)?;
     let features = Features::new(&tasks.features)?;
     let data = LimamlData::new(interactions, tasks)?;
-    let mut epoch_step: Box<dyn FnMut(&mut AdamW, &mut StdRng) -> Result<f64, ModelError> + '_> = match &net {
+    let mut epoch_step: EpochStep<'_> = match &net {
         Net::Baseline(b, s) => {
             if tasks.baseline_train_rows.is_empty() {
-                return Err(ModelError::NoTrainingData("baseline_train_rows is empty".into()));
+                return Err(ModelError::NoTrainingData(
+                    "baseline_train_rows is empty".into(),
+                ));
             }
-            Box::new(|opt, rng| b.train_epoch(s, opt, &features, interactions, tasks, train.batch_size, rng))
+            Box::new(|opt, rng| {
+                b.train_epoch(
+                    s,
+                    opt,
+                    &features,
+                    interactions,
+                    tasks,
+                    train.batch_size,
+                    rng,
+                )
+            })
         }
         Net::Limaml(l, s) => {
             if meta_train_tasks(tasks).is_empty() {
-                return Err(ModelError::NoTrainingData("no meta-train task has query rows".into()));
+                return Err(ModelError::NoTrainingData(
+                    "no meta-train task has query rows".into(),
+                ));
             }
-            let gradients = if l.config.second_order { InnerGradients::SecondOrder } else { InnerGradients::FirstOrder };
+            let gradients = if l.config.second_order {
+                InnerGradients::SecondOrder
+            } else {
+                InnerGradients::FirstOrder
+            };
             let data = &data;
-            Box::new(move |opt, rng| l.train_epoch(s, opt, data, train.max_support, train.max_query, gradients, rng))
+            Box::new(move |opt, rng| {
+                l.train_epoch(
+                    s,
+                    opt,
+                    data,
+                    train.max_support,
+                    train.max_query,
+                    gradients,
+                    rng,
+                )
+            })
         }
     };
 
     let (val_rows, val_tasks) = query_rows(tasks, &[TaskRole::Validation]);
-    let val_labels: Vec<f32> = val_rows.iter().map(|&r| interactions.label[r as usize]).collect();
+    let val_labels: Vec<f32> = val_rows
+        .iter()
+        .map(|&r| interactions.label[r as usize])
+        .collect();
     let mut curve = Vec::new();
     let mut best: Option<(usize, Option<f64>, Vec<Tensor>)> = None;
     for epoch in 1..=train.epochs {
@@ -213,10 +283,23 @@ fn train_here(
         let validation_auc = if val_rows.is_empty() {
             None
         } else {
-            let scores = score_rows(&net, &features, &data, interactions, tasks, &val_rows, &val_tasks, train.max_support)?;
+            let scores = score_rows(
+                &net,
+                &features,
+                &data,
+                interactions,
+                tasks,
+                &val_rows,
+                &val_tasks,
+                train.max_support,
+            )?;
             auc(&scores, &val_labels)
         };
-        let record = EpochRecord { epoch, train_loss, validation_auc };
+        let record = EpochRecord {
+            epoch,
+            train_loss,
+            validation_auc,
+        };
         on_epoch(&record);
         curve.push(record);
         let improved = match (&best, validation_auc) {
@@ -264,7 +347,9 @@ pub(crate) fn score_rows(
         Net::Baseline(b, s) => {
             let params: Vec<Tensor> = s.tensors().iter().map(Tensor::detach).collect();
             for chunk in rows.chunks(CHUNK) {
-                let logits = b.logits(&params, features, interactions, tasks, chunk)?.to_vec1::<f32>()?;
+                let logits = b
+                    .logits(&params, features, interactions, tasks, chunk)?
+                    .to_vec1::<f32>()?;
                 scores.extend(logits.into_iter().map(sigmoid));
             }
         }
@@ -273,18 +358,28 @@ pub(crate) fn score_rows(
             distinct.dedup();
             distinct.sort_unstable();
             distinct.dedup();
-            let supports: Vec<Vec<u32>> =
-                distinct.iter().map(|&t| latest_support(data, &tasks.tasks[t as usize].support, max_support)).collect();
+            let supports: Vec<Vec<u32>> = distinct
+                .iter()
+                .map(|&t| latest_support(data, &tasks.tasks[t as usize].support, max_support))
+                .collect();
             let members: Vec<TaskRows> = distinct
                 .iter()
                 .zip(&supports)
-                .map(|(&t, support)| TaskRows { entity: tasks.tasks[t as usize].entity, support, query: &[] })
+                .map(|(&t, support)| TaskRows {
+                    entity: tasks.tasks[t as usize].entity,
+                    hide_id: false,
+                    support,
+                    query: &[],
+                })
                 .collect();
             let params = s.tensors();
             let embeddings = l.adapted_meta_embeddings(&params, data, &members)?;
             let m = l.config.meta_embedding_dim;
             let position = |t: u32| distinct.binary_search(&t).expect("task is in distinct");
-            let per_row: Vec<f32> = task_index.iter().flat_map(|&t| embeddings[position(t) * m..(position(t) + 1) * m].to_vec()).collect();
+            let per_row: Vec<f32> = task_index
+                .iter()
+                .flat_map(|&t| embeddings[position(t) * m..(position(t) + 1) * m].to_vec())
+                .collect();
             scores = score_with_embeddings(l, &params, features, interactions, rows, &per_row)?;
         }
     }
@@ -305,11 +400,23 @@ pub(crate) fn score_with_embeddings(
     let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
     let mut scores = Vec::with_capacity(rows.len());
     for (k, chunk) in rows.chunks(CHUNK).enumerate() {
-        let users = u32_tensor(chunk.iter().map(|&r| interactions.user[r as usize]).collect())?;
-        let items = u32_tensor(chunk.iter().map(|&r| interactions.item[r as usize]).collect())?;
+        let users = u32_tensor(
+            chunk
+                .iter()
+                .map(|&r| interactions.user[r as usize])
+                .collect(),
+        )?;
+        let items = u32_tensor(
+            chunk
+                .iter()
+                .map(|&r| interactions.item[r as usize])
+                .collect(),
+        )?;
         let meta = &meta_per_row[k * CHUNK * m..(k * CHUNK + chunk.len()) * m];
         let meta = Tensor::from_slice(meta, (chunk.len(), m), &candle_core::Device::Cpu)?;
-        let logits = net.global_logits(&params, features, &users, &items, &meta)?.to_vec1::<f32>()?;
+        let logits = net
+            .global_logits(&params, features, &users, &items, &meta)?
+            .to_vec1::<f32>()?;
         scores.extend(logits.into_iter().map(sigmoid));
     }
     Ok(scores)

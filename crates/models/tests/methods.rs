@@ -6,9 +6,16 @@ use common::*;
 use limaml_data::TaskRole;
 use limaml_models::*;
 
-fn test_auc(model: &TrainedModel, interactions: &limaml_data::Interactions, tasks: &limaml_data::TaskSet) -> f64 {
+fn test_auc(
+    model: &TrainedModel,
+    interactions: &limaml_data::Interactions,
+    tasks: &limaml_data::TaskSet,
+) -> f64 {
     let predictions = predict(model, interactions, tasks, None, &[TaskRole::Test]).unwrap();
-    evaluate(&predictions, interactions, tasks).overall.auc.unwrap()
+    evaluate(&predictions, interactions, tasks)
+        .overall
+        .auc
+        .unwrap()
 }
 
 #[test]
@@ -17,26 +24,66 @@ fn every_personalized_method_beats_global_on_test_auc() {
     let train_config = quick_train();
     let mut aucs = Vec::new();
     for (name, method) in all_methods() {
-        let model = train(&method, &train_config, &interactions, &tasks, 1, &mut |_| {}).unwrap();
-        aucs.push((name, test_auc(&model, &interactions, &tasks), model.best_epoch));
+        let model = train(
+            &method,
+            &train_config,
+            &interactions,
+            &tasks,
+            1,
+            &mut |_| {},
+        )
+        .unwrap();
+        aucs.push((
+            name,
+            test_auc(&model, &interactions, &tasks),
+            model.best_epoch,
+        ));
     }
     let oracle = oracle_predictions(&interactions, &tasks, &[TaskRole::Test]).unwrap();
-    let oracle_auc = evaluate(&oracle, &interactions, &tasks).overall.auc.unwrap();
+    let oracle_auc = evaluate(&oracle, &interactions, &tasks)
+        .overall
+        .auc
+        .unwrap();
     eprintln!("test AUC (name, auc, best epoch): {aucs:?}; oracle {oracle_auc:.4}");
     let global = aucs[0].1;
     for &(name, auc, _) in &aucs[1..] {
-        assert!(auc > global + 0.02, "{name} AUC {auc:.4} does not beat global {global:.4}");
-        assert!(auc <= oracle_auc + 0.03, "{name} AUC {auc:.4} above the oracle {oracle_auc:.4}");
+        assert!(
+            auc > global + 0.02,
+            "{name} AUC {auc:.4} does not beat global {global:.4}"
+        );
+        assert!(
+            auc <= oracle_auc + 0.03,
+            "{name} AUC {auc:.4} above the oracle {oracle_auc:.4}"
+        );
     }
 }
 
 #[test]
 fn same_seed_gives_identical_weights_and_metrics() {
     let (interactions, tasks) = synthetic(3);
-    let train_config = TrainConfig { epochs: 3, ..quick_train() };
+    let train_config = TrainConfig {
+        epochs: 3,
+        ..quick_train()
+    };
     for (_, method) in all_methods() {
-        let a = train(&method, &train_config, &interactions, &tasks, 42, &mut |_| {}).unwrap();
-        let b = train(&method, &train_config, &interactions, &tasks, 42, &mut |_| {}).unwrap();
+        let a = train(
+            &method,
+            &train_config,
+            &interactions,
+            &tasks,
+            42,
+            &mut |_| {},
+        )
+        .unwrap();
+        let b = train(
+            &method,
+            &train_config,
+            &interactions,
+            &tasks,
+            42,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(a.weights, b.weights, "{}", method.kind_name());
         assert_eq!(a.curve, b.curve);
         let pa = predict(&a, &interactions, &tasks, None, &[TaskRole::Test]).unwrap();
@@ -48,84 +95,216 @@ fn same_seed_gives_identical_weights_and_metrics() {
 #[test]
 fn different_seeds_give_different_weights() {
     let (interactions, tasks) = synthetic(3);
-    let train_config = TrainConfig { epochs: 1, ..quick_train() };
+    let train_config = TrainConfig {
+        epochs: 1,
+        ..quick_train()
+    };
     let method = MethodConfig::Limaml(limaml());
-    let a = train(&method, &train_config, &interactions, &tasks, 1, &mut |_| {}).unwrap();
-    let b = train(&method, &train_config, &interactions, &tasks, 2, &mut |_| {}).unwrap();
+    let a = train(
+        &method,
+        &train_config,
+        &interactions,
+        &tasks,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    let b = train(
+        &method,
+        &train_config,
+        &interactions,
+        &tasks,
+        2,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_ne!(a.weights, b.weights);
 }
 
 #[test]
 fn serving_from_exported_embeddings_matches_the_adapted_meta_block() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig { epochs: 4, ..quick_train() };
-    let config = LimamlConfig { inner_steps: 2, ..limaml() };
-    let model = train(&MethodConfig::Limaml(config), &train_config, &interactions, &tasks, 9, &mut |_| {}).unwrap();
-    let table = export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap();
+    let train_config = TrainConfig {
+        epochs: 4,
+        ..quick_train()
+    };
+    let config = LimamlConfig {
+        inner_steps: 2,
+        ..limaml()
+    };
+    let model = train(
+        &MethodConfig::Limaml(config),
+        &train_config,
+        &interactions,
+        &tasks,
+        9,
+        &mut |_| {},
+    )
+    .unwrap();
+    let table =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap();
     let roles = [TaskRole::Test, TaskRole::Validation];
     let served = predict(&model, &interactions, &tasks, Some(&table), &roles).unwrap();
     let adapted = predict_adapted(&model, &interactions, &tasks, &roles).unwrap();
     assert_eq!(served.rows, adapted.rows);
     assert_eq!(served.task_index, adapted.task_index);
-    let max_gap = served.score.iter().zip(&adapted.score).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(max_gap < 1e-5, "serving and adapted scores differ by {max_gap}");
+    let max_gap = served
+        .score
+        .iter()
+        .zip(&adapted.score)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        max_gap < 1e-5,
+        "serving and adapted scores differ by {max_gap}"
+    );
     // Adaptation changes the embedding: the served scores are not the unadapted ones.
-    let unadapted = MethodConfig::Limaml(LimamlConfig { inner_steps: 0, ..limaml() });
-    let frozen = TrainedModel { method: unadapted, ..model.clone() };
+    let unadapted = MethodConfig::Limaml(LimamlConfig {
+        inner_steps: 0,
+        ..limaml()
+    });
+    let frozen = TrainedModel {
+        method: unadapted,
+        ..model.clone()
+    };
     let plain = predict(&frozen, &interactions, &tasks, None, &roles).unwrap();
-    assert!(plain.score.iter().zip(&served.score).any(|(a, b)| (a - b).abs() > 1e-4));
+    assert!(plain
+        .score
+        .iter()
+        .zip(&served.score)
+        .any(|(a, b)| (a - b).abs() > 1e-4));
 }
 
 #[test]
 fn exported_embeddings_cover_each_entity_once_and_round_trip() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig { epochs: 1, ..quick_train() };
-    let model = train(&MethodConfig::Limaml(limaml()), &train_config, &interactions, &tasks, 9, &mut |_| {}).unwrap();
-    let table = export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap();
+    let train_config = TrainConfig {
+        epochs: 1,
+        ..quick_train()
+    };
+    let model = train(
+        &MethodConfig::Limaml(limaml()),
+        &train_config,
+        &interactions,
+        &tasks,
+        9,
+        &mut |_| {},
+    )
+    .unwrap();
+    let table =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap();
     assert_eq!(table.entity_ids, (0..N_USERS as u32).collect::<Vec<_>>());
     assert_eq!(table.values.len(), N_USERS * table.dim);
     let bytes = table.to_safetensors_bytes().unwrap();
-    assert_eq!(MetaEmbeddingTable::from_safetensors_bytes(&bytes).unwrap(), table);
+    assert_eq!(
+        MetaEmbeddingTable::from_safetensors_bytes(&bytes).unwrap(),
+        table
+    );
     let csv = table.to_csv();
     assert_eq!(csv.lines().count(), N_USERS + 1);
     assert!(csv.starts_with("entity,m0,m1,"));
-    let stale = export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Stale).unwrap();
-    assert_ne!(stale.values, table.values, "a smaller support set adapts to other embeddings");
+    let stale =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Stale).unwrap();
+    assert_ne!(
+        stale.values, table.values,
+        "a smaller support set adapts to other embeddings"
+    );
 }
 
 #[test]
 fn stale_export_without_stale_support_is_a_typed_error() {
     let (interactions, tasks) = synthetic_item_tasks(2);
-    let train_config = TrainConfig { epochs: 1, ..quick_train() };
-    let model = train(&MethodConfig::Limaml(limaml()), &train_config, &interactions, &tasks, 1, &mut |_| {}).unwrap();
-    let err = export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Stale).unwrap_err();
+    let train_config = TrainConfig {
+        epochs: 1,
+        ..quick_train()
+    };
+    let model = train(
+        &MethodConfig::Limaml(limaml()),
+        &train_config,
+        &interactions,
+        &tasks,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    let err =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Stale).unwrap_err();
     assert!(matches!(err, ModelError::NoStaleSupport { .. }), "{err}");
 }
 
 #[test]
 fn baselines_have_no_meta_embeddings() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig { epochs: 1, ..quick_train() };
-    let model = train(&MethodConfig::default_for("global").unwrap(), &train_config, &interactions, &tasks, 1, &mut |_| {}).unwrap();
-    let err = export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap_err();
+    let train_config = TrainConfig {
+        epochs: 1,
+        ..quick_train()
+    };
+    let model = train(
+        &MethodConfig::default_for("global").unwrap(),
+        &train_config,
+        &interactions,
+        &tasks,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    let err =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap_err();
     assert!(matches!(err, ModelError::NotAMetaModel(_)));
 }
 
 #[test]
 fn second_order_runs_and_differs_from_first_order() {
     let (interactions, tasks) = synthetic(11);
-    let train_config = TrainConfig { epochs: 2, ..quick_train() };
-    let first = LimamlConfig { inner_steps: 2, ..limaml() };
-    let second = LimamlConfig { second_order: true, ..first.clone() };
-    let a = train(&MethodConfig::Limaml(first), &train_config, &interactions, &tasks, 4, &mut |_| {}).unwrap();
+    let train_config = TrainConfig {
+        epochs: 2,
+        ..quick_train()
+    };
+    let first = LimamlConfig {
+        inner_steps: 2,
+        ..limaml()
+    };
+    let second = LimamlConfig {
+        second_order: true,
+        ..first.clone()
+    };
+    let a = train(
+        &MethodConfig::Limaml(first),
+        &train_config,
+        &interactions,
+        &tasks,
+        4,
+        &mut |_| {},
+    )
+    .unwrap();
     let mut epochs_seen = 0;
-    let b = train(&MethodConfig::Limaml(second.clone()), &train_config, &interactions, &tasks, 4, &mut |_| epochs_seen += 1).unwrap();
-    assert_eq!(epochs_seen, b.curve.len(), "epoch records reach the caller from the worker thread");
+    let b = train(
+        &MethodConfig::Limaml(second.clone()),
+        &train_config,
+        &interactions,
+        &tasks,
+        4,
+        &mut |_| epochs_seen += 1,
+    )
+    .unwrap();
+    assert_eq!(
+        epochs_seen,
+        b.curve.len(),
+        "epoch records reach the caller from the worker thread"
+    );
     assert_ne!(a.weights, b.weights);
     let gap = (a.curve[0].train_loss - b.curve[0].train_loss).abs();
     assert!(gap < 0.05, "first epoch losses should be close: {gap}");
     assert!(b.curve.iter().all(|r| r.train_loss.is_finite()));
-    let c = train(&MethodConfig::Limaml(second), &train_config, &interactions, &tasks, 4, &mut |_| {}).unwrap();
+    let c = train(
+        &MethodConfig::Limaml(second),
+        &train_config,
+        &interactions,
+        &tasks,
+        4,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(b.weights, c.weights, "second-order is deterministic too");
 }
 
@@ -133,25 +312,56 @@ fn second_order_runs_and_differs_from_first_order() {
 fn early_stopping_keeps_the_best_validation_epoch() {
     let (interactions, tasks) = synthetic(13);
     // A large learning rate overfits quickly, so validation AUC peaks early.
-    let train_config = TrainConfig { epochs: 40, learning_rate: 0.05, patience: 2, ..quick_train() };
+    let train_config = TrainConfig {
+        epochs: 40,
+        learning_rate: 0.05,
+        patience: 2,
+        ..quick_train()
+    };
     let method = MethodConfig::default_for("id_embedding").unwrap();
-    let model = train(&method, &train_config, &interactions, &tasks, 3, &mut |_| {}).unwrap();
-    let aucs: Vec<f64> = model.curve.iter().map(|r| r.validation_auc.unwrap()).collect();
+    let model = train(
+        &method,
+        &train_config,
+        &interactions,
+        &tasks,
+        3,
+        &mut |_| {},
+    )
+    .unwrap();
+    let aucs: Vec<f64> = model
+        .curve
+        .iter()
+        .map(|r| r.validation_auc.unwrap())
+        .collect();
     let best = aucs.iter().cloned().fold(f64::MIN, f64::max);
     let first_best = aucs.iter().position(|&a| a == best).unwrap() + 1;
     assert_eq!(model.best_epoch, first_best);
     assert!(model.curve.len() < 40, "stopped early: {aucs:?}");
     assert_eq!(model.curve.len(), model.best_epoch + train_config.patience);
     let validation = predict(&model, &interactions, &tasks, None, &[TaskRole::Validation]).unwrap();
-    let kept_auc = evaluate(&validation, &interactions, &tasks).overall.auc.unwrap();
+    let kept_auc = evaluate(&validation, &interactions, &tasks)
+        .overall
+        .auc
+        .unwrap();
     assert_eq!(kept_auc, best, "the kept weights are the best epoch's");
 }
 
 #[test]
 fn trained_model_round_trips_through_bytes() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig { epochs: 1, ..quick_train() };
-    let model = train(&MethodConfig::default_for("wide_deep").unwrap(), &train_config, &interactions, &tasks, 1, &mut |_| {}).unwrap();
+    let train_config = TrainConfig {
+        epochs: 1,
+        ..quick_train()
+    };
+    let model = train(
+        &MethodConfig::default_for("wide_deep").unwrap(),
+        &train_config,
+        &interactions,
+        &tasks,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
     let back = TrainedModel::from_bytes(&model.to_bytes().unwrap()).unwrap();
     assert_eq!(back, model);
 }
@@ -159,13 +369,37 @@ fn trained_model_round_trips_through_bytes() {
 #[test]
 fn item_tasks_train_and_serve_with_the_same_code() {
     let (interactions, tasks) = synthetic_item_tasks(2);
-    let train_config = TrainConfig { epochs: 3, ..quick_train() };
-    let model = train(&MethodConfig::Limaml(limaml()), &train_config, &interactions, &tasks, 1, &mut |_| {}).unwrap();
-    let table = export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap();
+    let train_config = TrainConfig {
+        epochs: 3,
+        ..quick_train()
+    };
+    let model = train(
+        &MethodConfig::Limaml(limaml()),
+        &train_config,
+        &interactions,
+        &tasks,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    let table =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap();
     assert_eq!(table.entity_ids.len(), N_ITEMS);
-    let served = predict(&model, &interactions, &tasks, Some(&table), &[TaskRole::Test]).unwrap();
+    let served = predict(
+        &model,
+        &interactions,
+        &tasks,
+        Some(&table),
+        &[TaskRole::Test],
+    )
+    .unwrap();
     let adapted = predict_adapted(&model, &interactions, &tasks, &[TaskRole::Test]).unwrap();
-    let max_gap = served.score.iter().zip(&adapted.score).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_gap = served
+        .score
+        .iter()
+        .zip(&adapted.score)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(max_gap < 1e-5);
     assert!(served.score.iter().all(|s| s.is_finite()));
 }
@@ -173,10 +407,28 @@ fn item_tasks_train_and_serve_with_the_same_code() {
 #[test]
 fn a_model_rejects_a_task_set_of_another_shape() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig { epochs: 1, ..quick_train() };
-    let model = train(&MethodConfig::default_for("global").unwrap(), &train_config, &interactions, &tasks, 1, &mut |_| {}).unwrap();
+    let train_config = TrainConfig {
+        epochs: 1,
+        ..quick_train()
+    };
+    let model = train(
+        &MethodConfig::default_for("global").unwrap(),
+        &train_config,
+        &interactions,
+        &tasks,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
     let (other_interactions, other_tasks) = synthetic_item_tasks(5);
-    let err = predict(&model, &other_interactions, &other_tasks, None, &[TaskRole::Test]).unwrap_err();
+    let err = predict(
+        &model,
+        &other_interactions,
+        &other_tasks,
+        None,
+        &[TaskRole::Test],
+    )
+    .unwrap_err();
     assert!(matches!(err, ModelError::ShapeMismatch(_)));
 }
 
@@ -184,7 +436,15 @@ fn a_model_rejects_a_task_set_of_another_shape() {
 fn inconsistent_rows_are_a_typed_error() {
     let (interactions, mut tasks) = synthetic(5);
     tasks.tasks[0].query.push(interactions.len() as u32 + 5);
-    let err = train(&MethodConfig::default_for("global").unwrap(), &quick_train(), &interactions, &tasks, 1, &mut |_| {}).unwrap_err();
+    let err = train(
+        &MethodConfig::default_for("global").unwrap(),
+        &quick_train(),
+        &interactions,
+        &tasks,
+        1,
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, ModelError::InconsistentData(_)));
 }
 
@@ -194,7 +454,10 @@ fn evaluation_reports_segments_and_states() {
     let oracle = oracle_predictions(&interactions, &tasks, &[TaskRole::Test]).unwrap();
     let report = evaluate(&oracle, &interactions, &tasks);
     assert_eq!(report.by_state.keys().collect::<Vec<_>>(), ["cold", "warm"]);
-    assert_eq!(report.by_segment.keys().collect::<Vec<_>>(), ["high", "low"]);
+    assert_eq!(
+        report.by_segment.keys().collect::<Vec<_>>(),
+        ["high", "low"]
+    );
     let rows: usize = report.by_state.values().map(|m| m.rows).sum();
     assert_eq!(rows, report.overall.rows);
     assert_eq!(report.overall.tasks, 25);
@@ -204,7 +467,12 @@ fn evaluation_reports_segments_and_states() {
 #[test]
 fn bench_reports_positive_throughput() {
     let (interactions, tasks) = synthetic(5);
-    let result = bench_meta_training(&limaml(), &quick_train(), &interactions, &tasks, 1, 3).unwrap();
-    assert!(result.tasks_per_second > 0.0 && result.entities_per_second > 0.0 && result.rows_per_second > 0.0);
+    let result =
+        bench_meta_training(&limaml(), &quick_train(), &interactions, &tasks, 1, 3).unwrap();
+    assert!(
+        result.tasks_per_second > 0.0
+            && result.entities_per_second > 0.0
+            && result.rows_per_second > 0.0
+    );
     assert_eq!(result.tasks, 30);
 }

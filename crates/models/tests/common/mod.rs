@@ -25,19 +25,34 @@ pub fn synthetic_sized(seed: u64, n_users: usize) -> (Interactions, TaskSet) {
     let mut rng = StdRng::seed_from_u64(seed);
     let normal = Normal::new(0.0f32, 1.0).unwrap();
     let item_tag: Vec<u32> = (0..N_ITEMS).map(|i| (i % N_TAGS) as u32).collect();
-    let item_bias: Vec<f32> = (0..N_ITEMS).map(|_| 0.5 * normal.sample(&mut rng)).collect();
+    let item_bias: Vec<f32> = (0..N_ITEMS)
+        .map(|_| 0.5 * normal.sample(&mut rng))
+        .collect();
     let mut item_features = Vec::new();
-    for i in 0..N_ITEMS {
+    for &tag in &item_tag {
         for t in 0..N_TAGS {
-            item_features.push(if item_tag[i] as usize == t { 1.0 } else { 0.0 });
+            item_features.push(if tag as usize == t { 1.0 } else { 0.0 });
         }
         item_features.push(normal.sample(&mut rng));
     }
     let user_features: Vec<f32> = (0..n_users * 2).map(|_| normal.sample(&mut rng)).collect();
-    let taste: Vec<f32> = (0..n_users * N_TAGS).map(|_| 1.6 * normal.sample(&mut rng)).collect();
+    let taste: Vec<f32> = (0..n_users * N_TAGS)
+        .map(|_| 1.6 * normal.sample(&mut rng))
+        .collect();
 
-    let mut interactions = Interactions { user: vec![], item: vec![], label: vec![], timestamp: vec![], true_probability: Some(vec![]) };
-    let draw = |interactions: &mut Interactions, rng: &mut StdRng, user: usize, count: usize, t0: i64| -> Vec<u32> {
+    let mut interactions = Interactions {
+        user: vec![],
+        item: vec![],
+        label: vec![],
+        timestamp: vec![],
+        true_probability: Some(vec![]),
+    };
+    let draw = |interactions: &mut Interactions,
+                rng: &mut StdRng,
+                user: usize,
+                count: usize,
+                t0: i64|
+     -> Vec<u32> {
         (0..count)
             .map(|k| {
                 let item = rng.random_range(0..N_ITEMS);
@@ -46,7 +61,9 @@ pub fn synthetic_sized(seed: u64, n_users: usize) -> (Interactions, TaskSet) {
                 let row = interactions.len() as u32;
                 interactions.user.push(user as u32);
                 interactions.item.push(item as u32);
-                interactions.label.push(if rng.random::<f32>() < p { 1.0 } else { 0.0 });
+                interactions
+                    .label
+                    .push(if rng.random::<f32>() < p { 1.0 } else { 0.0 });
                 interactions.timestamp.push(t0 + k as i64);
                 interactions.true_probability.as_mut().unwrap().push(p);
                 row
@@ -78,14 +95,32 @@ pub fn synthetic_sized(seed: u64, n_users: usize) -> (Interactions, TaskSet) {
         };
         if role == TaskRole::MetaTrain {
             baseline_train_rows.extend_from_slice(&rows);
-            tasks.push(task(role, EntityState::Warm, support.to_vec(), query.to_vec(), count));
+            tasks.push(task(
+                role,
+                EntityState::Warm,
+                support.to_vec(),
+                query.to_vec(),
+                count,
+            ));
             if user < 10 {
                 let later = draw(&mut interactions, &mut rng, user, 16, 5000);
-                tasks.push(task(TaskRole::Test, EntityState::Warm, rows.clone(), later, count + 16));
+                tasks.push(task(
+                    TaskRole::Test,
+                    EntityState::Warm,
+                    rows.clone(),
+                    later,
+                    count + 16,
+                ));
             }
         } else {
             baseline_train_rows.extend_from_slice(support);
-            tasks.push(task(role, EntityState::Cold, support.to_vec(), query.to_vec(), count));
+            tasks.push(task(
+                role,
+                EntityState::Cold,
+                support.to_vec(),
+                query.to_vec(),
+                count,
+            ));
         }
     }
     let features = FeatureTables {
@@ -126,7 +161,11 @@ pub fn synthetic_item_tasks(seed: u64) -> (Interactions, TaskSet) {
             let half = rows.len() / 2;
             Task {
                 entity: item as u32,
-                role: match item % 5 { 0 => TaskRole::Validation, 1 => TaskRole::Test, _ => TaskRole::MetaTrain },
+                role: match item % 5 {
+                    0 => TaskRole::Validation,
+                    1 => TaskRole::Test,
+                    _ => TaskRole::MetaTrain,
+                },
                 state: EntityState::Warm,
                 segment: 0,
                 n_interactions: rows.len() as u32,
@@ -141,11 +180,20 @@ pub fn synthetic_item_tasks(seed: u64) -> (Interactions, TaskSet) {
 
 /// Training settings small enough for a test run in release.
 pub fn quick_train() -> TrainConfig {
-    TrainConfig { epochs: 25, learning_rate: 0.01, batch_size: 128, patience: 4, ..TrainConfig::default() }
+    TrainConfig {
+        epochs: 25,
+        learning_rate: 0.01,
+        batch_size: 128,
+        patience: 4,
+        ..TrainConfig::default()
+    }
 }
 
 pub fn limaml() -> LimamlConfig {
-    LimamlConfig { meta_batch: 10, ..LimamlConfig::default() }
+    LimamlConfig {
+        meta_batch: 10,
+        ..LimamlConfig::default()
+    }
 }
 
 pub fn all_methods() -> Vec<(&'static str, MethodConfig)> {

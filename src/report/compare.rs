@@ -1,0 +1,358 @@
+//! Comparing runs: every evaluation in the chosen runs becomes an [`Observation`] (one method,
+//! one configuration, one seed); observations that differ only in the seed are grouped into a
+//! [`Row`] with mean, std, n and a 95% confidence interval, and, against a baseline method, the
+//! paired per-seed difference. Reads stage records; writes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::stats;
+use super::table::TableData;
+use crate::store::{RunRecord, StageRecord, Store, StoreError};
+
+/// One evaluation: a method under one configuration and one seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    /// The method label as stage names show it (`limaml`, `limaml[methods.limaml.inner_steps=2]`,
+    /// `limaml@stale`, `oracle`).
+    pub label: String,
+    /// The method's name in the spec (`limaml`), without sweep or freshness suffixes.
+    pub method: String,
+    pub seed: u64,
+    /// Identifies everything but the seed: observations with equal ids are grouped.
+    pub config_id: String,
+    /// Identifies the data and slicing configuration (without the seed): baselines pair on it.
+    pub data_id: String,
+    /// Flattened output-affecting parameters (`method.inner_lr`, `train.epochs`, `split.setting`...).
+    pub params: BTreeMap<String, String>,
+    /// `auc`, `gauc`, `logloss`, and `<segment>.auc`, `<state>.auc`... per segment and state.
+    pub metrics: BTreeMap<String, f64>,
+    pub stage_key: String,
+}
+
+/// Observations of the chosen runs, newest run first winning on duplicates.
+pub fn collect(store: &Store, runs: &[RunRecord]) -> Result<Vec<Observation>, StoreError> {
+    let mut seen = BTreeSet::new();
+    let mut observations = Vec::new();
+    for run in runs.iter().rev() {
+        for stage in run.stages.iter().filter(|s| s.kind == "evaluate") {
+            if !seen.insert(stage.key.clone()) {
+                continue;
+            }
+            let Some(record) = store.stage(&stage.key)? else { continue };
+            if let Some(observation) = observe(store, &record)? {
+                observations.push(observation);
+            }
+        }
+    }
+    observations.sort_by(|a, b| (&a.label, &a.config_id, a.seed).cmp(&(&b.label, &b.config_id, b.seed)));
+    Ok(observations)
+}
+
+fn observe(store: &Store, evaluation: &StageRecord) -> Result<Option<Observation>, StoreError> {
+    // evaluate/<label>/seed=<seed>
+    let Some(rest) = evaluation.name.strip_prefix("evaluate/") else { return Ok(None) };
+    let Some((label, seed)) = rest.rsplit_once("/seed=") else { return Ok(None) };
+    let seed: u64 = seed.parse().unwrap_or(0);
+    let method = label.split(['[', '@']).next().unwrap_or(label).to_string();
+    let upstream = |role: &str| -> Result<Option<StageRecord>, StoreError> {
+        match evaluation.components.inputs.get(role) {
+            Some(key) => store.stage(key),
+            None => Ok(None),
+        }
+    };
+    let tasks = upstream("tasks")?;
+    let dataset = upstream("dataset")?;
+    let model = upstream("model")?;
+    let embeddings = upstream("embeddings")?;
+    let mut params = BTreeMap::new();
+    let mut identity = serde_json::Map::new();
+    if let Some(dataset) = &dataset {
+        flatten("data", &dataset.components.params, &mut params);
+        identity.insert("data".into(), dataset.components.params.clone());
+        identity.insert("source".into(), dataset.components.source_digest.clone().into());
+    }
+    if let Some(tasks) = &tasks {
+        flatten("split", &tasks.components.params, &mut params);
+        identity.insert("split".into(), tasks.components.params.clone());
+    }
+    let data_id = digest(&identity);
+    if let Some(model) = &model {
+        flatten("", &model.components.params, &mut params);
+        identity.insert("model".into(), model.components.params.clone());
+    }
+    if let Some(embeddings) = &embeddings {
+        flatten("embeddings", &embeddings.components.params, &mut params);
+        identity.insert("embeddings".into(), embeddings.components.params.clone());
+    }
+    identity.insert("evaluate".into(), evaluation.components.params.clone());
+    identity.insert("label".into(), label.into());
+    let mut metrics = BTreeMap::new();
+    let report = &evaluation.metrics;
+    for name in ["auc", "gauc", "logloss"] {
+        if let Some(v) = report.pointer(&format!("/overall/{name}")).and_then(|v| v.as_f64()) {
+            metrics.insert(name.to_string(), v);
+        }
+        for group in ["by_segment", "by_state"] {
+            if let Some(map) = report.get(group).and_then(|g| g.as_object()) {
+                for (slice, values) in map {
+                    if let Some(v) = values.get(name).and_then(|v| v.as_f64()) {
+                        metrics.insert(format!("{slice}.{name}"), v);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(Observation {
+        label: label.to_string(),
+        method,
+        seed,
+        config_id: digest(&identity),
+        data_id,
+        params,
+        metrics,
+        stage_key: evaluation.key.clone(),
+    }))
+}
+
+fn digest(value: &serde_json::Map<String, serde_json::Value>) -> String {
+    blake3::hash(serde_json::to_string(value).expect("serializes").as_bytes()).to_hex()[..16].to_string()
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(&path, inner, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string().trim_matches('"').to_string());
+        }
+    }
+}
+
+/// Mean, std, n and 95% CI of one metric over seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub mean: f64,
+    pub std: f64,
+    pub n: usize,
+    pub ci95: f64,
+    pub values: Vec<f64>,
+}
+
+impl Summary {
+    pub fn of(values: Vec<f64>) -> Option<Summary> {
+        (!values.is_empty()).then(|| Summary {
+            mean: stats::mean(&values),
+            std: stats::std_dev(&values),
+            n: values.len(),
+            ci95: stats::ci95_half_width(&values),
+            values,
+        })
+    }
+
+    pub fn mean_std(&self) -> String {
+        format!("{:.4} ± {:.4}", self.mean, self.std)
+    }
+
+    pub fn interval(&self) -> String {
+        if self.ci95.is_nan() {
+            "—".into()
+        } else {
+            format!("[{:.4}, {:.4}]", self.mean - self.ci95, self.mean + self.ci95)
+        }
+    }
+}
+
+/// Observations equal in all but the seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub label: String,
+    pub method: String,
+    pub config_id: String,
+    pub data_id: String,
+    pub params: BTreeMap<String, String>,
+    pub seeds: Vec<u64>,
+    pub metrics: BTreeMap<String, Summary>,
+    /// Paired difference to the baseline method (same data, same seed), per metric.
+    pub versus_baseline: BTreeMap<String, Summary>,
+    pub stage_keys: Vec<String>,
+}
+
+pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
+    let mut groups: BTreeMap<(String, String), Vec<&Observation>> = BTreeMap::new();
+    for observation in observations {
+        groups.entry((observation.label.clone(), observation.config_id.clone())).or_default().push(observation);
+    }
+    let mut rows: Vec<Row> = groups
+        .into_values()
+        .map(|members| {
+            let first = members[0];
+            let names: BTreeSet<&String> = members.iter().flat_map(|o| o.metrics.keys()).collect();
+            let metrics = names
+                .into_iter()
+                .filter_map(|name| {
+                    Summary::of(members.iter().filter_map(|o| o.metrics.get(name).copied()).collect()).map(|s| (name.clone(), s))
+                })
+                .collect();
+            Row {
+                label: first.label.clone(),
+                method: first.method.clone(),
+                config_id: first.config_id.clone(),
+                data_id: first.data_id.clone(),
+                params: first.params.clone(),
+                seeds: members.iter().map(|o| o.seed).collect(),
+                metrics,
+                versus_baseline: BTreeMap::new(),
+                stage_keys: members.iter().map(|o| o.stage_key.clone()).collect(),
+            }
+        })
+        .collect();
+    if let Some(baseline) = baseline {
+        for row in &mut rows {
+            let mut differences: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for observation in observations.iter().filter(|o| o.config_id == row.config_id && o.label == row.label) {
+                let Some(base) = observations
+                    .iter()
+                    .find(|b| b.method == baseline && b.label == baseline && b.data_id == observation.data_id && b.seed == observation.seed)
+                else {
+                    continue;
+                };
+                for (name, value) in &observation.metrics {
+                    if let Some(base_value) = base.metrics.get(name) {
+                        differences.entry(name.clone()).or_default().push(value - base_value);
+                    }
+                }
+            }
+            row.versus_baseline = differences.into_iter().filter_map(|(k, v)| Summary::of(v).map(|s| (k, s))).collect();
+        }
+    }
+    rows
+}
+
+/// Parameter paths whose values differ between rows.
+pub fn changed_parameters(rows: &[Row]) -> Vec<String> {
+    let keys: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
+    keys.into_iter()
+        .filter(|key| {
+            let values: BTreeSet<Option<&String>> = rows.iter().map(|r| r.params.get(*key)).collect();
+            values.len() > 1
+        })
+        .cloned()
+        .collect()
+}
+
+/// What to show in a comparison table.
+pub struct TableOptions<'a> {
+    pub metrics: &'a [String],
+    pub baseline: Option<&'a str>,
+    pub only_changed: bool,
+}
+
+/// The comparison as a table: label, changed parameters, per metric mean ± std and CI, n.
+pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -> TableData {
+    let changed = if options.only_changed { changed_parameters(rows) } else { Vec::new() };
+    let mut header: Vec<String> = vec!["method".into()];
+    header.extend(changed.iter().cloned());
+    for metric in options.metrics {
+        header.push(metric.clone());
+        header.push(format!("{metric} 95% CI"));
+        if let Some(baseline) = options.baseline {
+            header.push(format!("Δ{metric} vs {baseline}"));
+            header.push(format!("Δ{metric} 95% CI"));
+        }
+    }
+    header.push("n".into());
+    let mut table = TableData { title: title.to_string(), header, ..Default::default() };
+    for row in rows {
+        let mut cells = vec![row.label.clone()];
+        for key in &changed {
+            cells.push(row.params.get(key).cloned().unwrap_or_else(|| "—".into()));
+        }
+        for metric in options.metrics {
+            match row.metrics.get(metric) {
+                Some(summary) => {
+                    cells.push(summary.mean_std());
+                    cells.push(summary.interval());
+                }
+                None => cells.extend(["—".to_string(), "—".to_string()]),
+            }
+            if options.baseline.is_some() {
+                match row.versus_baseline.get(metric) {
+                    Some(diff) if row.method != options.baseline.unwrap_or_default() || row.label != row.method => {
+                        cells.push(format!("{:+.4}", diff.mean));
+                        cells.push(if diff.ci95.is_nan() { "—".into() } else { format!("[{:+.4}, {:+.4}]", diff.mean - diff.ci95, diff.mean + diff.ci95) });
+                    }
+                    _ => cells.extend(["—".to_string(), "—".to_string()]),
+                }
+            }
+        }
+        cells.push(row.seeds.len().to_string());
+        table.push(cells, row.stage_keys.clone());
+    }
+    if rows.iter().any(|r| r.seeds.len() < 3) {
+        table.notes.push("warning: some rows have fewer than 3 seeds; their std and CI say little".into());
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(label: &str, seed: u64, auc: f64) -> Observation {
+        Observation {
+            label: label.into(),
+            method: label.into(),
+            seed,
+            config_id: format!("cfg-{label}"),
+            data_id: "data".into(),
+            params: BTreeMap::from([("method.kind".to_string(), label.to_string())]),
+            metrics: BTreeMap::from([("auc".to_string(), auc)]),
+            stage_key: format!("{label}{seed}"),
+        }
+    }
+
+    #[test]
+    fn seeds_of_one_configuration_group_into_one_row_with_mean_std_and_ci() {
+        let observations = vec![observation("global", 1, 0.70), observation("global", 2, 0.72), observation("global", 3, 0.74)];
+        let rows = group(&observations, None);
+        assert_eq!(rows.len(), 1);
+        let auc = &rows[0].metrics["auc"];
+        assert_eq!(auc.n, 3);
+        assert!((auc.mean - 0.72).abs() < 1e-12);
+        assert!((auc.std - 0.02).abs() < 1e-12);
+        assert!((auc.ci95 - 4.303 * 0.02 / 3f64.sqrt()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_baseline_difference_is_paired_by_seed() {
+        let observations = vec![
+            observation("global", 1, 0.70),
+            observation("global", 2, 0.80),
+            observation("limaml", 1, 0.72),
+            observation("limaml", 2, 0.83),
+        ];
+        let rows = group(&observations, Some("global"));
+        let limaml = rows.iter().find(|r| r.label == "limaml").unwrap();
+        let diff = &limaml.versus_baseline["auc"];
+        assert_eq!(diff.n, 2);
+        assert!((diff.mean - 0.025).abs() < 1e-12);
+        // Paired: differences 0.02 and 0.03, std 0.00707.
+        assert!((diff.std - 0.005f64.sqrt() / 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn only_parameters_that_differ_are_reported_as_changed() {
+        let mut a = observation("a", 1, 0.7);
+        let mut b = observation("b", 1, 0.7);
+        a.params.insert("train.epochs".into(), "5".into());
+        b.params.insert("train.epochs".into(), "5".into());
+        let rows = group(&[a, b], None);
+        assert_eq!(changed_parameters(&rows), vec!["method.kind".to_string()]);
+    }
+}
