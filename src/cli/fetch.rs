@@ -16,7 +16,6 @@ use super::Failure;
 pub fn fetch_command(name: &str, dir: &Path, url: Option<&str>) -> Result<ExitCode, Failure> {
     let archive = fetch::lookup(name).map_err(failure)?;
     let source = url.unwrap_or(archive.url);
-    eprintln!("downloading {source}");
 
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -30,8 +29,11 @@ pub fn fetch_command(name: &str, dir: &Path, url: Option<&str>) -> Result<ExitCo
         bar
     });
     let mut on_event = |event: FetchEvent| match (event, &bar) {
-        (FetchEvent::Started { total }, Some(bar)) => {
-            bar.set_length(total.unwrap_or(archive.size));
+        (FetchEvent::Started { total }, bar) => {
+            eprintln!("downloading {source}");
+            if let Some(bar) = bar {
+                bar.set_length(total.unwrap_or(archive.size));
+            }
         }
         (FetchEvent::Downloaded { downloaded }, Some(bar)) => bar.set_position(downloaded),
         (FetchEvent::Unpacking, bar) => {
@@ -40,7 +42,7 @@ pub fn fetch_command(name: &str, dir: &Path, url: Option<&str>) -> Result<ExitCo
             }
             eprintln!("sha256 ok, unpacking");
         }
-        (_, None) => {}
+        (FetchEvent::Downloaded { .. }, None) => {}
     };
     let result = fetch::fetch_known(name, dir, url, &mut on_event);
     if let Some(bar) = &bar {

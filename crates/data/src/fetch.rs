@@ -60,17 +60,23 @@ pub fn known_names() -> Vec<&'static str> {
 
 /// The known archive called `name`, or [`FetchError::UnknownName`] listing the known names.
 pub fn lookup(name: &str) -> Result<&'static KnownArchive, FetchError> {
-    KNOWN.iter().find(|archive| archive.name == name).ok_or_else(|| FetchError::UnknownName {
-        name: name.to_string(),
-        known: known_names(),
-    })
+    KNOWN
+        .iter()
+        .find(|archive| archive.name == name)
+        .ok_or_else(|| FetchError::UnknownName {
+            name: name.to_string(),
+            known: known_names(),
+        })
 }
 
 /// Every way fetching can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("unknown data set `{name}` (known: {})", known.join(", "))]
-    UnknownName { name: String, known: Vec<&'static str> },
+    UnknownName {
+        name: String,
+        known: Vec<&'static str>,
+    },
 
     #[error("`{digest}` is not a sha256 digest (expected 64 hexadecimal digits)")]
     MalformedDigest { digest: String },
@@ -94,7 +100,12 @@ pub enum FetchError {
     },
 
     #[error("sha256 mismatch for {url}: expected {expected}, got {actual} ({bytes} bytes); nothing was unpacked")]
-    DigestMismatch { url: String, expected: String, actual: String, bytes: u64 },
+    DigestMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+        bytes: u64,
+    },
 
     #[error("{url} is not a usable zip archive: {reason}")]
     BadArchive { url: String, reason: String },
@@ -167,7 +178,12 @@ pub fn fetch_url_with_progress(
     let zip_path = staging.path.join("download.zip");
     let (actual, bytes) = download(url, &zip_path, progress)?;
     if actual != expected {
-        return Err(FetchError::DigestMismatch { url: url.to_string(), expected, actual, bytes });
+        return Err(FetchError::DigestMismatch {
+            url: url.to_string(),
+            expected,
+            actual,
+            bytes,
+        });
     }
 
     progress(FetchEvent::Unpacking);
@@ -179,7 +195,11 @@ pub fn fetch_url_with_progress(
     }
     std::fs::rename(unpacked.join(&top), &target).map_err(|source| io_error(&target, source))?;
     drop(staging);
-    Ok(Fetched { path: target, sha256: actual, bytes })
+    Ok(Fetched {
+        path: target,
+        sha256: actual,
+        bytes,
+    })
 }
 
 /// Lowercase hex of a well-formed sha256 digest.
@@ -188,12 +208,17 @@ fn parse_digest(digest: &str) -> Result<String, FetchError> {
     if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(trimmed.to_ascii_lowercase())
     } else {
-        Err(FetchError::MalformedDigest { digest: digest.to_string() })
+        Err(FetchError::MalformedDigest {
+            digest: digest.to_string(),
+        })
     }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> FetchError {
-    FetchError::Io { path: path.to_path_buf(), source }
+    FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A hidden folder beside the target (same file system, so the final rename is atomic), removed
@@ -232,10 +257,14 @@ fn download(
         .user_agent(concat!("limaml-data/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
-    let request_error =
-        |source: ureq::Error| FetchError::Request { url: url.to_string(), source: Box::new(source) };
+    let request_error = |source: ureq::Error| FetchError::Request {
+        url: url.to_string(),
+        source: Box::new(source),
+    };
     let mut response = agent.get(url).call().map_err(request_error)?;
-    progress(FetchEvent::Started { total: response.body().content_length() });
+    progress(FetchEvent::Started {
+        total: response.body().content_length(),
+    });
 
     let mut reader = response.body_mut().as_reader();
     let file = File::create(dest).map_err(|source| io_error(dest, source))?;
@@ -249,35 +278,59 @@ fn download(
             Ok(n) => n,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                return Err(FetchError::Transfer { url: url.to_string(), received, source })
+                return Err(FetchError::Transfer {
+                    url: url.to_string(),
+                    received,
+                    source,
+                })
             }
         };
         hasher.update(&buffer[..n]);
-        writer.write_all(&buffer[..n]).map_err(|source| io_error(dest, source))?;
+        writer
+            .write_all(&buffer[..n])
+            .map_err(|source| io_error(dest, source))?;
         received += n as u64;
-        progress(FetchEvent::Downloaded { downloaded: received });
+        progress(FetchEvent::Downloaded {
+            downloaded: received,
+        });
     }
-    let file = writer.into_inner().map_err(|error| io_error(dest, error.into_error()))?;
+    let file = writer
+        .into_inner()
+        .map_err(|error| io_error(dest, error.into_error()))?;
     file.sync_all().map_err(|source| io_error(dest, source))?;
-    let digest: String = hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect();
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     Ok((digest, received))
 }
 
 /// Unpacks the zip at `zip_path` into `into` (created), returning the archive's one top-level
 /// folder name. Entries whose names would leave `into` are refused, not skipped.
 fn unpack(url: &str, zip_path: &Path, into: &Path) -> Result<PathBuf, FetchError> {
-    let bad = |reason: String| FetchError::BadArchive { url: url.to_string(), reason };
+    let bad = |reason: String| FetchError::BadArchive {
+        url: url.to_string(),
+        reason,
+    };
     let file = File::open(zip_path).map_err(|source| io_error(zip_path, source))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|error| bad(error.to_string()))?;
     std::fs::create_dir_all(into).map_err(|source| io_error(into, source))?;
 
     let mut top: Option<PathBuf> = None;
     for index in 0..archive.len() {
-        let mut entry = archive.by_index(index).map_err(|error| bad(error.to_string()))?;
-        let display = entry.name().map(|name| name.into_owned()).unwrap_or_default();
-        let relative = entry
-            .enclosed_name()
-            .ok_or_else(|| bad(format!("entry `{display}` would unpack outside the target folder")))?;
+        let mut entry = archive
+            .by_index(index)
+            .map_err(|error| bad(error.to_string()))?;
+        let display = entry
+            .name()
+            .map(|name| name.into_owned())
+            .unwrap_or_default();
+        let relative = entry.enclosed_name().ok_or_else(|| {
+            bad(format!(
+                "entry `{display}` would unpack outside the target folder"
+            ))
+        })?;
         let Some(first) = relative.components().next() else {
             continue; // the archive's root itself
         };
@@ -302,7 +355,9 @@ fn unpack(url: &str, zip_path: &Path, into: &Path) -> Result<PathBuf, FetchError
             continue;
         }
         if relative.components().count() < 2 {
-            return Err(bad(format!("expected one top-level folder, found the file `{display}`")));
+            return Err(bad(format!(
+                "expected one top-level folder, found the file `{display}`"
+            )));
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| io_error(parent, source))?;
@@ -328,14 +383,25 @@ mod tests {
     fn digests_are_accepted_in_either_case_and_rejected_when_malformed() {
         let upper = KNOWN[0].sha256.to_ascii_uppercase();
         assert_eq!(parse_digest(&upper).unwrap(), KNOWN[0].sha256);
-        assert!(matches!(parse_digest("abc"), Err(FetchError::MalformedDigest { .. })));
-        assert!(matches!(parse_digest(&"g".repeat(64)), Err(FetchError::MalformedDigest { .. })));
+        assert!(matches!(
+            parse_digest("abc"),
+            Err(FetchError::MalformedDigest { .. })
+        ));
+        assert!(matches!(
+            parse_digest(&"g".repeat(64)),
+            Err(FetchError::MalformedDigest { .. })
+        ));
     }
 
     #[test]
     fn known_archives_pin_well_formed_digests_and_distinct_names() {
         for archive in KNOWN {
-            assert_eq!(parse_digest(archive.sha256).unwrap(), archive.sha256, "{}", archive.name);
+            assert_eq!(
+                parse_digest(archive.sha256).unwrap(),
+                archive.sha256,
+                "{}",
+                archive.name
+            );
             assert!(archive.url.starts_with("https://files.grouplens.org/"));
         }
         let mut names = known_names();

@@ -1,6 +1,6 @@
 //! limaml-data: loaders (MovieLens 100K/1M, CSV/TSV logs), the synthetic generator, encoding, and
-//! slicing into per-task support/query sets. Pure data in, data out: no caching, no I/O beyond
-//! reading its sources, no models.
+//! slicing into per-task support/query sets. Pure data in, data out: no caching, no models, no
+//! terminal output; I/O is reading sources, and downloading official archives in [`fetch`].
 
 pub mod config;
 pub mod csv;

@@ -42,7 +42,10 @@ fn movielens_like_zip(folder: &str) -> Vec<u8> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Serves `body` at `/archive.zip` (anything else is a 404) for at most `max_requests` requests
@@ -84,8 +87,11 @@ fn answer(mut stream: TcpStream, body: &[u8]) -> std::io::Result<()> {
     }
     let request = String::from_utf8_lossy(&request);
     let path = request.split_whitespace().nth(1).unwrap_or("");
-    let (status, body): (&str, &[u8]) =
-        if path == "/archive.zip" { ("200 OK", body) } else { ("404 Not Found", b"not found") };
+    let (status, body): (&str, &[u8]) = if path == "/archive.zip" {
+        ("200 OK", body)
+    } else {
+        ("404 Not Found", b"not found")
+    };
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -122,7 +128,11 @@ fn a_served_zip_whose_digest_matches_is_unpacked_into_the_folder() {
     assert!(data.starts_with("196\t242\t3\t881250949\n"));
     assert!(dir.join("ml-100k/u.item").is_file());
     assert!(dir.join("ml-100k/README").is_file());
-    assert_eq!(listing(&dir), vec!["ml-100k"], "the staging folder must be gone");
+    assert_eq!(
+        listing(&dir),
+        vec!["ml-100k"],
+        "the staging folder must be gone"
+    );
 }
 
 #[test]
@@ -162,7 +172,12 @@ fn a_wrong_digest_is_an_error_and_leaves_nothing_behind() {
     server.join().unwrap();
 
     match &error {
-        FetchError::DigestMismatch { expected, actual, bytes, .. } => {
+        FetchError::DigestMismatch {
+            expected,
+            actual,
+            bytes,
+            ..
+        } => {
             assert_eq!(expected, &wrong);
             assert_eq!(actual, &sha256_hex(&zip));
             assert_eq!(*bytes, zip.len() as u64);
@@ -205,15 +220,22 @@ fn an_unknown_name_is_an_error_listing_the_known_names() {
     }
     let message = error.to_string();
     assert!(message.contains("movielens-10m"), "{message}");
-    assert!(message.contains("movielens-100k, movielens-1m"), "{message}");
+    assert!(
+        message.contains("movielens-100k, movielens-1m"),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_malformed_digest_is_refused_before_anything_is_downloaded() {
     let dir = common::scratch_dir("fetch-malformed");
     // Nothing listens on this URL; a download attempt would fail differently.
-    let error = fetch::fetch_url("http://127.0.0.1:9/archive.zip", "not-a-digest", &dir).unwrap_err();
-    assert!(matches!(error, FetchError::MalformedDigest { .. }), "{error:?}");
+    let error =
+        fetch::fetch_url("http://127.0.0.1:9/archive.zip", "not-a-digest", &dir).unwrap_err();
+    assert!(
+        matches!(error, FetchError::MalformedDigest { .. }),
+        "{error:?}"
+    );
     assert!(listing(&dir).is_empty());
 }
 
@@ -225,8 +247,14 @@ fn an_existing_target_folder_is_refused_before_downloading() {
 
     // No URL override and no network: the refusal must come before any download.
     let error = fetch::fetch_known("movielens-100k", &dir, None, &mut |_| {}).unwrap_err();
-    assert!(matches!(error, FetchError::AlreadyExists { .. }), "{error:?}");
-    assert_eq!(std::fs::read_to_string(dir.join("ml-100k/u.data")).unwrap(), "mine\n");
+    assert!(
+        matches!(error, FetchError::AlreadyExists { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ml-100k/u.data")).unwrap(),
+        "mine\n"
+    );
 }
 
 #[test]
@@ -241,8 +269,14 @@ fn an_existing_target_folder_is_not_overwritten_by_fetch_url() {
     let error = fetch::fetch_url(&format!("{base}/archive.zip"), &digest, &dir).unwrap_err();
     server.join().unwrap();
 
-    assert!(matches!(error, FetchError::AlreadyExists { .. }), "{error:?}");
-    assert_eq!(std::fs::read_to_string(dir.join("ml-100k/u.data")).unwrap(), "mine\n");
+    assert!(
+        matches!(error, FetchError::AlreadyExists { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ml-100k/u.data")).unwrap(),
+        "mine\n"
+    );
     assert_eq!(listing(&dir), vec!["ml-100k"]);
 }
 
@@ -269,15 +303,22 @@ fn an_unreachable_server_is_a_request_error() {
     let dir = common::scratch_dir("fetch-refused");
 
     let digest = sha256_hex(b"");
-    let error =
-        fetch::fetch_url(&format!("http://127.0.0.1:{port}/archive.zip"), &digest, &dir).unwrap_err();
+    let error = fetch::fetch_url(
+        &format!("http://127.0.0.1:{port}/archive.zip"),
+        &digest,
+        &dir,
+    )
+    .unwrap_err();
     assert!(matches!(error, FetchError::Request { .. }), "{error:?}");
     assert!(listing(&dir).is_empty());
 }
 
 #[test]
 fn an_entry_that_would_unpack_outside_the_folder_is_refused() {
-    let zip = zip_of(&[("ml-100k/u.data", b"1\t2\t3\t4\n"), ("ml-100k/../../evil.txt", b"x")]);
+    let zip = zip_of(&[
+        ("ml-100k/u.data", b"1\t2\t3\t4\n"),
+        ("ml-100k/../../evil.txt", b"x"),
+    ]);
     let digest = sha256_hex(&zip);
     let (base, server) = serve(zip, 1);
     let root = common::scratch_dir("fetch-escape");
@@ -302,7 +343,10 @@ fn an_archive_without_a_single_top_level_folder_is_refused() {
     server.join().unwrap();
 
     assert!(matches!(error, FetchError::BadArchive { .. }), "{error:?}");
-    assert!(error.to_string().contains("one top-level folder"), "{error}");
+    assert!(
+        error.to_string().contains("one top-level folder"),
+        "{error}"
+    );
     assert!(listing(&dir).is_empty(), "left behind: {:?}", listing(&dir));
 }
 
@@ -328,14 +372,20 @@ fn progress_reports_the_total_every_byte_and_then_unpacking() {
     let dir = common::scratch_dir("fetch-progress");
 
     let mut events = Vec::new();
-    fetch::fetch_url_with_progress(&format!("{base}/archive.zip"), &digest, &dir, &mut |event| {
-        events.push(event)
-    })
+    fetch::fetch_url_with_progress(
+        &format!("{base}/archive.zip"),
+        &digest,
+        &dir,
+        &mut |event| events.push(event),
+    )
     .unwrap();
     server.join().unwrap();
 
     let total = zip.len() as u64;
-    assert_eq!(events.first(), Some(&FetchEvent::Started { total: Some(total) }));
+    assert_eq!(
+        events.first(),
+        Some(&FetchEvent::Started { total: Some(total) })
+    );
     assert_eq!(events.last(), Some(&FetchEvent::Unpacking));
     let downloaded: Vec<u64> = events
         .iter()
