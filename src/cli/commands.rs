@@ -21,6 +21,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             run_command(&store_path, &spec, jobs, executor, keep_going, no_wait, json, &slurm)
         }
         Command::Compare(args) => super::compare::compare_command(&store_path, &args),
+        Command::Reproduce { quick, out, specs, jobs, no_wait } => {
+            super::reproduce::reproduce_command(&store_path, quick, &out, &specs, jobs, no_wait, &CANCEL)
+        }
         Command::Cancel { run } => super::slurm::cancel_command(&store_path, &run),
         Command::Stage { command: StageCommand::Exec { spec, key, staging } } => super::slurm::stage_exec_command(&spec, &key, &staging),
         Command::Data { command: DataCommand::Fetch { name, dir, url } } => super::fetch::fetch_command(&name, &dir, url.as_deref()),
@@ -105,13 +108,7 @@ fn run_command(
         ExecutorKind::Slurm => super::slurm::executor(&loaded, args, slurm, store_path)?,
     };
     let store = open_store(store_path, no_wait)?;
-    let _ = ctrlc::set_handler(|| {
-        if CANCEL.swap(true, Ordering::SeqCst) {
-            eprintln!("\nstopping now; finished stages are committed");
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after the running stages commit (Ctrl-C again to stop now)");
-    });
+    install_ctrlc();
     let options = RunOptions {
         keep_going,
         cancel: &CANCEL,
@@ -135,6 +132,18 @@ fn run_command(
         _ if outcome.bad_input => Ok(ExitCode::from(2)),
         _ => Ok(ExitCode::from(1)),
     }
+}
+
+/// First Ctrl-C: stop dispatching, let running stages commit. Second: exit at once (finished
+/// stages are already committed).
+pub fn install_ctrlc() {
+    let _ = ctrlc::set_handler(|| {
+        if CANCEL.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopping now; finished stages are committed");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the running stages commit (Ctrl-C again to stop now)");
+    });
 }
 
 fn runs_command(store_path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {

@@ -5,6 +5,7 @@ mod commands;
 mod compare;
 mod fetch;
 mod inspect;
+mod reproduce;
 mod slurm;
 
 use std::io::IsTerminal;
@@ -73,6 +74,23 @@ pub enum Command {
     },
     /// Compare runs: one row per configuration, seeds grouped, mean ± std, n and 95% CI.
     Compare(CompareArgs),
+    /// Run every spec under experiments/paper and print and write the paper's tables.
+    Reproduce {
+        /// A reduced version (one seed, few epochs) for a smoke check.
+        #[arg(long)]
+        quick: bool,
+        /// Where the tables are written (one folder per table).
+        #[arg(long, default_value = "runs/reports")]
+        out: PathBuf,
+        /// The folder of paper specs.
+        #[arg(long, default_value = "experiments/paper")]
+        specs: PathBuf,
+        /// Parallel stages.
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Cancel the cluster jobs a run submitted.
     Cancel {
         /// A run id (or a unique prefix), or "last".

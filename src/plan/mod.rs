@@ -239,6 +239,13 @@ fn add_cell(
                     )?;
                     let mut inputs = eval_inputs.clone();
                     inputs.push(("embeddings".into(), export));
+                    if spec.report.serving_cost && support == stages::export_embeddings::SupportVersion::Latest {
+                        builder.add(
+                            format!("serving/{label}/seed={seed}"),
+                            Arc::new(stages::serving_cost::ServingCost),
+                            inputs.clone(),
+                        )?;
+                    }
                     let name = format!("evaluate/{label}{suffix}/seed={seed}");
                     let evaluate = builder.add(name.clone(), Arc::new(stages::evaluate::Evaluate::default()), inputs)?;
                     evaluations.push((format!("{label}{suffix}|{seed}"), evaluate));

@@ -41,7 +41,9 @@ pub fn collect(store: &Store, runs: &[RunRecord]) -> Result<Vec<Observation>, St
                 continue;
             }
             let Some(record) = store.stage(&stage.key)? else { continue };
-            if let Some(observation) = observe(store, &record)? {
+            // The name this run gave the stage (a shared stage may have been first recorded
+            // under another spec's name).
+            if let Some(observation) = observe(store, &stage.name, &record)? {
                 observations.push(observation);
             }
         }
@@ -50,9 +52,9 @@ pub fn collect(store: &Store, runs: &[RunRecord]) -> Result<Vec<Observation>, St
     Ok(observations)
 }
 
-fn observe(store: &Store, evaluation: &StageRecord) -> Result<Option<Observation>, StoreError> {
+fn observe(store: &Store, name: &str, evaluation: &StageRecord) -> Result<Option<Observation>, StoreError> {
     // evaluate/<label>/seed=<seed>
-    let Some(rest) = evaluation.name.strip_prefix("evaluate/") else { return Ok(None) };
+    let Some(rest) = name.strip_prefix("evaluate/") else { return Ok(None) };
     let Some((label, seed)) = rest.rsplit_once("/seed=") else { return Ok(None) };
     let seed: u64 = seed.parse().unwrap_or(0);
     let method = label.split(['[', '@']).next().unwrap_or(label).to_string();

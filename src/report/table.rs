@@ -107,6 +107,7 @@ impl TableData {
                 .replace('#', "\\#")
                 .replace('±', "$\\pm$")
                 .replace('—', "--")
+                .replace('Δ', "$\\Delta$")
         };
         let columns: String = self.header.iter().enumerate().map(|(i, _)| if i == 0 { 'l' } else { 'r' }).collect();
         let mut out = String::new();

@@ -68,13 +68,21 @@ pub struct ReportConfig {
     pub metrics: Vec<String>,
     /// The method lifts are measured against (default: "global" when present).
     pub baseline: Option<String>,
-    /// Also evaluate LiMAML with meta embeddings generated from stale support data.
+    /// Also evaluate LiMAML with meta embeddings generated from stale support data (needs
+    /// `split.freshness_fraction`).
     pub freshness: bool,
+    /// Also measure LiMAML's serving cost (lookup vs per-request adaptation).
+    pub serving_cost: bool,
 }
 
 impl Default for ReportConfig {
     fn default() -> Self {
-        ReportConfig { metrics: vec!["auc".into(), "gauc".into(), "logloss".into()], baseline: None, freshness: false }
+        ReportConfig {
+            metrics: vec!["auc".into(), "gauc".into(), "logloss".into()],
+            baseline: None,
+            freshness: false,
+            serving_cost: false,
+        }
     }
 }
 
@@ -449,6 +457,9 @@ fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)]) -> Resul
             }
             issues.push(("report.baseline".into(), message));
         }
+    }
+    if spec.report.freshness && spec.split.freshness_fraction.is_none() {
+        issues.push(("report.freshness".into(), "needs split.freshness_fraction (how much of the support is too new for the stale embeddings)".into()));
     }
     if let Some(jobs) = spec.runtime.jobs {
         if jobs == 0 {

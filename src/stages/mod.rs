@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod export_embeddings;
 pub mod load_data;
 pub mod report;
+pub mod serving_cost;
 pub mod slice_tasks;
 pub mod train;
 

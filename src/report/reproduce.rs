@@ -1,0 +1,321 @@
+//! `limaml reproduce`: run every spec under `experiments/paper/` on one store (so they share
+//! cached stages), then build the paper-style tables from the stage records and write each as
+//! Markdown, CSV, LaTeX and JSON with a manifest linking cells to stage keys.
+//! Owns the tables' shapes; the numbers all come from evaluate / serving_cost records.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::compare::{self, Row, Summary};
+use super::table::{Format, TableData};
+use crate::store::{RunRecord, Store, StoreError};
+
+/// The paper specs, in the order their tables are printed.
+pub const PAPER_SPECS: [&str; 6] = [
+    "main.toml",
+    "synthetic.toml",
+    "ablation-meta-embedding-size.toml",
+    "ablation-inner-steps.toml",
+    "ablation-order.toml",
+    "ablation-meta-inputs.toml",
+];
+
+/// `--quick`: one seed and few epochs, a smoke check of the whole pipeline.
+pub fn quick_overrides() -> Vec<String> {
+    vec!["experiment.seeds=[1]".into(), "train.epochs=3".into()]
+}
+
+/// The runs of one reproduce, by spec file name.
+pub type PaperRuns = BTreeMap<String, RunRecord>;
+
+fn rows_of(store: &Store, run: &RunRecord, baseline: Option<&str>) -> Result<Vec<Row>, StoreError> {
+    let observations = compare::collect(store, std::slice::from_ref(run))?;
+    Ok(compare::group(&observations, baseline))
+}
+
+fn cell(summary: Option<&Summary>) -> String {
+    summary.map_or("—".into(), |s| if s.n > 1 { s.mean_std() } else { format!("{:.4}", s.mean) })
+}
+
+fn lift(row: &Row, base: Option<&Row>, metric: &str) -> String {
+    match (row.metrics.get(metric), base.and_then(|b| b.metrics.get(metric))) {
+        (Some(value), Some(base)) if base.mean != 0.0 => format!("{:+.2}", 100.0 * (value.mean - base.mean) / base.mean),
+        _ => "—".into(),
+    }
+}
+
+fn find<'a>(rows: &'a [Row], label: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.label == label)
+}
+
+/// Table 1 (or 5 on synthetic data): every method, AUC / GAUC / log loss, lifts.
+pub fn main_table(title: &str, rows: &[Row]) -> TableData {
+    let mut table = TableData::new(
+        title,
+        vec!["method", "AUC", "GAUC", "log loss", "AUC lift vs global %", "AUC lift vs wide_deep %", "ΔAUC vs global 95% CI", "n"],
+    );
+    let global = find(rows, "global");
+    let wide_deep = find(rows, "wide_deep");
+    for row in rows.iter().filter(|r| !r.label.contains('@')) {
+        let paired = row
+            .versus_baseline
+            .get("auc")
+            .filter(|_| row.label != "global")
+            .map_or("—".into(), |d| if d.ci95.is_nan() { format!("{:+.4}", d.mean) } else { format!("{:+.4} ± {:.4}", d.mean, d.ci95) });
+        table.push(
+            vec![
+                row.label.clone(),
+                cell(row.metrics.get("auc")),
+                cell(row.metrics.get("gauc")),
+                cell(row.metrics.get("logloss")),
+                lift(row, global, "auc"),
+                lift(row, wide_deep, "auc"),
+                paired,
+                row.seeds.len().to_string(),
+            ],
+            row.stage_keys.clone(),
+        );
+    }
+    note_seeds(&mut table, rows);
+    table
+}
+
+/// Table 2: AUC and lift over global per activity segment and per warm/cold state.
+pub fn segment_table(title: &str, rows: &[Row], segments: &[String]) -> TableData {
+    let mut header = vec!["method".to_string()];
+    for segment in segments {
+        header.push(format!("{segment} AUC"));
+        header.push(format!("{segment} lift %"));
+    }
+    let mut table = TableData { title: title.into(), header, ..Default::default() };
+    let global = find(rows, "global");
+    for row in rows.iter().filter(|r| !r.label.contains('@') && r.label != "oracle") {
+        let mut cells = vec![row.label.clone()];
+        for segment in segments {
+            let metric = format!("{segment}.auc");
+            cells.push(cell(row.metrics.get(&metric)));
+            cells.push(lift(row, global, &metric));
+        }
+        table.push(cells, row.stage_keys.clone());
+    }
+    note_seeds(&mut table, rows);
+    table
+}
+
+/// Table 3 (one per ablation): each swept value of LiMAML, AUC / GAUC and the change against
+/// the spec's default value (marked).
+pub fn ablation_table(title: &str, rows: &[Row], default_label: &str) -> TableData {
+    let mut table = TableData::new(title, vec!["setting", "AUC", "GAUC", "low AUC", "ΔAUC vs default", "n"]);
+    let default = find(rows, default_label).or_else(|| rows.first());
+    let mut ablated: Vec<&Row> = rows.iter().filter(|r| r.method == "limaml").collect();
+    ablated.sort_by(|a, b| {
+        let number = |r: &Row| setting_of(r).rsplit('=').next().and_then(|v| v.parse::<f64>().ok());
+        match (number(a), number(b)) {
+            (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+            _ => a.label.cmp(&b.label),
+        }
+    });
+    for row in ablated {
+        let setting = setting_of(row);
+        let delta = match (row.metrics.get("auc"), default.and_then(|d| d.metrics.get("auc"))) {
+            (Some(a), Some(d)) => format!("{:+.4}", a.mean - d.mean),
+            _ => "—".into(),
+        };
+        table.push(
+            vec![
+                if row.label == default_label { format!("{setting} (default)") } else { setting },
+                cell(row.metrics.get("auc")),
+                cell(row.metrics.get("gauc")),
+                cell(row.metrics.get("low.auc")),
+                delta,
+                row.seeds.len().to_string(),
+            ],
+            row.stage_keys.clone(),
+        );
+    }
+    table
+}
+
+/// "inner_steps=2" from "limaml[methods.limaml.inner_steps=2]".
+fn setting_of(row: &Row) -> String {
+    let inside = row.label.split_once('[').and_then(|(_, rest)| rest.strip_suffix(']')).unwrap_or(&row.label);
+    match inside.split_once('=') {
+        Some((path, value)) => format!("{}={value}", path.rsplit('.').next().unwrap_or(path)),
+        None => inside.to_string(),
+    }
+}
+
+/// Table 3, freshness: meta embeddings from the latest support data versus an earlier cut-off.
+pub fn freshness_table(title: &str, rows: &[Row]) -> TableData {
+    let mut table = TableData::new(title, vec!["meta embeddings", "AUC", "GAUC", "low AUC", "ΔAUC vs latest", "n"]);
+    let latest = rows.iter().find(|r| r.method == "limaml" && !r.label.contains('@'));
+    for row in rows.iter().filter(|r| r.method == "limaml") {
+        let name = if row.label.contains("@stale") { "stale (earlier cut-off)" } else { "latest" };
+        let delta = match (row.metrics.get("auc"), latest.and_then(|l| l.metrics.get("auc"))) {
+            (Some(a), Some(l)) => format!("{:+.4}", a.mean - l.mean),
+            _ => "—".into(),
+        };
+        table.push(
+            vec![
+                name.into(),
+                cell(row.metrics.get("auc")),
+                cell(row.metrics.get("gauc")),
+                cell(row.metrics.get("low.auc")),
+                delta,
+                row.seeds.len().to_string(),
+            ],
+            row.stage_keys.clone(),
+        );
+    }
+    table
+}
+
+/// Table 4: serving cost, from the serving_cost stages (mean over seeds).
+pub fn serving_table(title: &str, store: &Store, run: &RunRecord) -> Result<TableData, StoreError> {
+    let mut table = TableData::new(
+        title,
+        vec![
+            "method",
+            "bytes / entity",
+            "lookup rows/s",
+            "adapt-per-request rows/s",
+            "speedup",
+            "max |score diff|",
+            "n",
+        ],
+    );
+    let mut by_label: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+    for stage in run.stages.iter().filter(|s| s.kind == "serving_cost") {
+        if let Some(record) = store.stage(&stage.key)? {
+            let label = stage.name.trim_start_matches("serving/").rsplit_once("/seed=").map_or(stage.name.clone(), |(l, _)| l.to_string());
+            by_label.entry(label).or_default().push((stage.key.clone(), record.metrics));
+        }
+    }
+    for (label, records) in by_label {
+        let mean = |field: &str| {
+            let values: Vec<f64> = records.iter().filter_map(|(_, m)| m.get(field).and_then(|v| v.as_f64())).collect();
+            super::stats::mean(&values)
+        };
+        let max = |field: &str| records.iter().filter_map(|(_, m)| m.get(field).and_then(|v| v.as_f64())).fold(0.0, f64::max);
+        table.push(
+            vec![
+                label,
+                format!("{:.0}", mean("bytes_per_entity")),
+                format!("{:.0}", mean("lookup_rows_per_second")),
+                format!("{:.0}", mean("adapt_rows_per_second")),
+                format!("{:.1}x", mean("speedup")),
+                match max("max_abs_score_difference") {
+                    d if d == 0.0 => "0 (identical)".to_string(),
+                    d => format!("{d:.1e}"),
+                },
+                records.len().to_string(),
+            ],
+            records.iter().map(|(k, _)| k.clone()).collect(),
+        );
+    }
+    Ok(table)
+}
+
+fn note_seeds(table: &mut TableData, rows: &[Row]) {
+    if rows.iter().any(|r| r.seeds.len() < 3) {
+        table.notes.push("note: fewer than 3 seeds (--quick?); std and CI say little".into());
+    }
+}
+
+/// The segment names of a run's tasks, lowest activity first, then entity states.
+pub fn segment_names(rows: &[Row]) -> (Vec<String>, Vec<String>) {
+    let mut segments = Vec::new();
+    let mut states = Vec::new();
+    for row in rows {
+        for name in row.metrics.keys() {
+            if let Some(prefix) = name.strip_suffix(".auc") {
+                let bucket = if prefix == "warm" || prefix == "cold" { &mut states } else { &mut segments };
+                if !bucket.iter().any(|s: &String| s == prefix) {
+                    bucket.push(prefix.to_string());
+                }
+            }
+        }
+    }
+    let order = |s: &String| match s.as_str() {
+        "low" => 0,
+        "mid" => 1,
+        "high" => 2,
+        _ => 3,
+    };
+    segments.sort_by_key(order);
+    (segments, states)
+}
+
+/// Builds every table from the runs of one reproduce.
+pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)>, StoreError> {
+    let mut out: Vec<(String, TableData)> = Vec::new();
+    if let Some(run) = runs.get("main.toml") {
+        let rows = rows_of(store, run, Some("global"))?;
+        let (segments, states) = segment_names(&rows);
+        out.push(("1-main".into(), main_table("Table 1. MovieLens 100K: test AUC, GAUC, log loss (mean ± std over seeds)", &rows)));
+        out.push(("2a-segments".into(), segment_table("Table 2a. AUC and lift over global by activity segment", &rows, &segments)));
+        out.push(("2b-warm-cold".into(), segment_table("Table 2b. AUC and lift over global, warm vs cold users", &rows, &states)));
+        out.push(("3e-freshness".into(), freshness_table("Table 3e. Meta embedding freshness", &rows)));
+        out.push(("4-serving".into(), serving_table("Table 4. Serving cost of LiMAML's meta embeddings", store, run)?));
+    }
+    let ablations = [
+        ("ablation-meta-embedding-size.toml", "3a-meta-embedding-size", "Table 3a. Meta embedding size", "meta_embedding_dim"),
+        ("ablation-inner-steps.toml", "3b-inner-steps", "Table 3b. Inner steps (0 = no adaptation)", "inner_steps"),
+        ("ablation-order.toml", "3c-order", "Table 3c. First- vs second-order MAML", "second_order"),
+        ("ablation-meta-inputs.toml", "3d-meta-inputs", "Table 3d. What the Meta Block sees", "meta_inputs"),
+    ];
+    for (spec, name, title, parameter) in ablations {
+        if let Some(run) = runs.get(spec) {
+            let rows = rows_of(store, run, None)?;
+            // The default cell is the one whose parameter equals the method's default value.
+            let default_value = limaml_models::LimamlConfig::default();
+            let default_text = serde_json::to_value(&default_value).ok().and_then(|v| v.get(parameter).cloned()).unwrap_or_default();
+            let default_label = rows
+                .iter()
+                .find(|r| r.params.get(&format!("method.{parameter}")).map(|v| v.as_str()) == Some(plain(&default_text).as_str()))
+                .map(|r| r.label.clone())
+                .unwrap_or_default();
+            out.push((name.into(), ablation_table(title, &rows, &default_label)));
+        }
+    }
+    if let Some(run) = runs.get("synthetic.toml") {
+        let rows = rows_of(store, run, Some("global"))?;
+        out.push(("5-synthetic".into(), main_table("Table 5. Synthetic data (taste invisible to features), with the oracle", &rows)));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn plain(value: &serde_json::Value) -> String {
+    value.to_string().trim_matches('"').to_string()
+}
+
+/// Writes a table as table.md/.csv/.tex/.json plus manifest.json under `dir/name/`.
+pub fn write_table(dir: &Path, name: &str, table: &TableData) -> std::io::Result<PathBuf> {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder)?;
+    for (format, extension) in [(Format::Md, "md"), (Format::Csv, "csv"), (Format::Latex, "tex"), (Format::Json, "json")] {
+        write_atomically(&folder.join(format!("table.{extension}")), &table.render(format, true))?;
+    }
+    let mut cells = serde_json::Map::new();
+    for (r, (row, keys)) in table.rows.iter().zip(&table.provenance).enumerate() {
+        for column in table.header.iter().skip(1) {
+            cells.insert(format!("{}/{}", row.first().cloned().unwrap_or_else(|| r.to_string()), column), keys.clone().into());
+        }
+    }
+    let manifest = serde_json::json!({
+        "table": name,
+        "title": table.title,
+        "cells": cells,
+        "note": "each cell maps to the keys of the stage records its numbers were computed from (limaml show / the store)",
+    });
+    write_atomically(&folder.join("manifest.json"), &(serde_json::to_string_pretty(&manifest).expect("serializes") + "\n"))?;
+    Ok(folder)
+}
+
+/// Writes through a temporary file and a rename: a table file is never half-written.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
