@@ -24,6 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Reproduce { quick, out, specs, jobs, no_wait } => {
             super::reproduce::reproduce_command(&store_path, quick, &out, &specs, jobs, no_wait, &CANCEL)
         }
+        Command::Bench(args) => super::bench::bench_command(&args),
         Command::Cancel { run } => super::slurm::cancel_command(&store_path, &run),
         Command::Stage { command: StageCommand::Exec { spec, key, staging } } => super::slurm::stage_exec_command(&spec, &key, &staging),
         Command::Data { command: DataCommand::Fetch { name, dir, url } } => super::fetch::fetch_command(&name, &dir, url.as_deref()),

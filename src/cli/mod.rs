@@ -1,6 +1,7 @@
 //! Argument parsing (clap) and dispatch to the library. Owns the process: logging, Ctrl-C,
 //! exit codes. Must not hold experiment logic.
 
+mod bench;
 mod commands;
 mod compare;
 mod fetch;
@@ -91,6 +92,8 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Throughput benchmarks: meta-training, embedding export, scoring (and PyTorch, when set up).
+    Bench(BenchArgs),
     /// Cancel the cluster jobs a run submitted.
     Cancel {
         /// A run id (or a unique prefix), or "last".
@@ -204,6 +207,16 @@ pub struct CompareArgs {
     pub wide: bool,
     #[arg(long, value_enum, default_value = "terminal")]
     pub format: limaml::report::table::Format,
+}
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// Print the results as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Smaller sizes and fewer repeats (a smoke check, not a measurement).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Options of the Slurm executor (`--executor slurm`).
