@@ -26,8 +26,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Bench(args) => super::bench::bench_command(&args),
         Command::Cancel { run } => super::slurm::cancel_command(&store_path, &run),
-        Command::Stage { command: StageCommand::Exec { spec, key, staging } } => super::slurm::stage_exec_command(&spec, &key, &staging),
-        Command::Data { command: DataCommand::Fetch { name, dir, url } } => super::fetch::fetch_command(&name, &dir, url.as_deref()),
+        Command::Stage { command: StageCommand::Exec { spec, key, staging } } => {
+            super::slurm::stage_exec_command(&spec, &key, &staging)
+        }
+        Command::Data { command: DataCommand::Fetch { name, dir, url } } => {
+            super::fetch::fetch_command(&name, &dir, url.as_deref())
+        }
         Command::Runs { json } => runs_command(&store_path, json),
         Command::Show { run, json } => show_command(&store_path, &run, json),
         Command::Why { spec, stage } => why_command(&store_path, &spec, &stage),
@@ -48,11 +52,18 @@ pub fn open_store(path: &std::path::Path, no_wait: bool) -> Result<Store, Failur
     Ok(Store::open(path, wait, |owner| eprintln!("waiting for {owner} to release {display} ..."))?)
 }
 
-fn plan_command(store_path: &std::path::Path, args: &SpecArgs, dot: bool, json: bool, no_wait: bool) -> Result<ExitCode, Failure> {
+fn plan_command(
+    store_path: &std::path::Path,
+    args: &SpecArgs,
+    dot: bool,
+    json: bool,
+    no_wait: bool,
+) -> Result<ExitCode, Failure> {
     let (_, plan) = load(args)?;
     let store = open_store(store_path, no_wait)?;
     let cached = exec::cache_status(&plan, &store, &|text| eprintln!("warning: {text}"))?;
-    let status = |i: petgraph::graph::NodeIndex| if cached[i.index()] { "cached".to_string() } else { "to run".to_string() };
+    let status =
+        |i: petgraph::graph::NodeIndex| if cached[i.index()] { "cached".to_string() } else { "to run".to_string() };
     if json {
         let stages: Vec<serde_json::Value> = plan
             .graph
@@ -68,7 +79,11 @@ fn plan_command(store_path: &std::path::Path, args: &SpecArgs, dot: bool, json: 
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"experiment": plan.experiment, "stages": stages})).expect("serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"experiment": plan.experiment, "stages": stages}))
+                .expect("serializes")
+        );
     } else if dot {
         print!("{}", plan::render::dot(&plan, &status));
     } else {
@@ -98,9 +113,8 @@ fn run_command(
 ) -> Result<ExitCode, Failure> {
     let (loaded, plan) = load(args)?;
     let runtime = &loaded.cells[0].spec.runtime;
-    let jobs = jobs
-        .or(runtime.jobs)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs =
+        jobs.or(runtime.jobs).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if jobs == 0 {
         return Err(Failure::BadInput("-j must be at least 1".into()));
     }
@@ -110,19 +124,18 @@ fn run_command(
     };
     let store = open_store(store_path, no_wait)?;
     install_ctrlc();
-    let options = RunOptions {
-        keep_going,
-        cancel: &CANCEL,
-        show_progress: runtime.progress.unwrap_or(true),
-        quiet: false,
-    };
+    let options =
+        RunOptions { keep_going, cancel: &CANCEL, show_progress: runtime.progress.unwrap_or(true), quiet: false };
     let outcome = exec::run_plan(&plan, &loaded, &store, executor.as_ref(), &options)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome).expect("outcome serializes"));
     } else {
-        let baseline = loaded.cells[0].spec.report.baseline.clone().or_else(|| {
-            loaded.cells[0].spec.methods.contains_key("global").then(|| "global".to_string())
-        });
+        let baseline = loaded.cells[0]
+            .spec
+            .report
+            .baseline
+            .clone()
+            .or_else(|| loaded.cells[0].spec.methods.contains_key("global").then(|| "global".to_string()));
         print!("{}", tables::run_summary(&outcome, baseline.as_deref()));
     }
     if CANCEL.load(Ordering::SeqCst) {
@@ -173,7 +186,9 @@ pub fn find_run(store: &Store, id: &str) -> Result<limaml::store::RunRecord, Fai
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
         [] => {
-            let hint = did_you_mean(id, runs.iter().map(|r| r.id.as_str())).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
+            let hint = did_you_mean(id, runs.iter().map(|r| r.id.as_str()))
+                .map(|s| format!(" (did you mean {s}?)"))
+                .unwrap_or_default();
             Err(Failure::BadInput(format!("no run {id}{hint}; `limaml runs` lists them")))
         }
         many => Err(Failure::BadInput(format!("{id} matches {} runs; give more of the id", many.len()))),
@@ -188,7 +203,13 @@ fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<Ex
         return Ok(ExitCode::SUCCESS);
     }
     println!("run {} — experiment {} — {:?}", run.id, run.experiment, run.status);
-    println!("spec {} (digest {}), limaml {}, host {}", run.spec_path, &run.spec_digest[..12], run.tool_version, run.host);
+    println!(
+        "spec {} (digest {}), limaml {}, host {}",
+        run.spec_path,
+        &run.spec_digest[..12],
+        run.tool_version,
+        run.host
+    );
     println!("{}", tables::stages_table(&run));
     if let Some(table) = tables::methods_table(&run.metrics, Some("global")) {
         println!("{table}");
@@ -200,7 +221,9 @@ fn why_command(store_path: &std::path::Path, args: &SpecArgs, stage_name: &str) 
     let (_, plan) = load(args)?;
     let Some(index) = plan.find(stage_name) else {
         let names = plan::stage_names(&plan);
-        let hint = did_you_mean(stage_name, names.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+        let hint = did_you_mean(stage_name, names.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
         return Err(Failure::BadInput(format!("the plan has no stage `{stage_name}`{hint}; `limaml plan` lists them")));
     };
     let store = open_store(store_path, false)?;

@@ -47,18 +47,20 @@ pub fn compare_command(store_path: &std::path::Path, args: &CompareArgs) -> Resu
         rows.sort_by(|a, b| {
             let (x, y) = (value(a), value(b));
             let order = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
-            if lower_is_better { order } else { order.reverse() }
+            if lower_is_better {
+                order
+            } else {
+                order.reverse()
+            }
         });
     }
     if args.baseline.as_deref().is_some_and(|b| !rows.iter().any(|r| r.method == b)) {
         eprintln!("warning: no rows of baseline method {}", args.baseline.as_deref().unwrap_or_default());
     }
-    let title = format!(
-        "{} run(s): {}",
-        chosen.len(),
-        chosen.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
-    );
-    let options = TableOptions { metrics: &args.metrics, baseline: args.baseline.as_deref(), only_changed: args.only_changed };
+    let title =
+        format!("{} run(s): {}", chosen.len(), chosen.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
+    let options =
+        TableOptions { metrics: &args.metrics, baseline: args.baseline.as_deref(), only_changed: args.only_changed };
     let table = compare::comparison_table(&title, &rows, &options);
     print!("{}", table.render(args.format, args.wide));
     Ok(ExitCode::SUCCESS)

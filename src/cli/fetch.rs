@@ -20,11 +20,9 @@ pub fn fetch_command(name: &str, dir: &Path, url: Option<&str>) -> Result<ExitCo
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bytes:>10}/{total_bytes:10} [{bar:30.cyan/blue}] {bytes_per_sec:>12} {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{bytes:>10}/{total_bytes:10} [{bar:30.cyan/blue}] {bytes_per_sec:>12} {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar
     });
@@ -49,12 +47,7 @@ pub fn fetch_command(name: &str, dir: &Path, url: Option<&str>) -> Result<ExitCo
         bar.finish_and_clear();
     }
     let fetched = result.map_err(failure)?;
-    println!(
-        "{name}: unpacked to {} ({} bytes, sha256 {})",
-        fetched.path.display(),
-        fetched.bytes,
-        fetched.sha256
-    );
+    println!("{name}: unpacked to {} ({} bytes, sha256 {})", fetched.path.display(), fetched.bytes, fetched.sha256);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -68,8 +61,6 @@ fn failure(error: FetchError) -> Failure {
         | FetchError::AlreadyExists { .. }
         | FetchError::DigestMismatch { .. }
         | FetchError::BadArchive { .. } => Failure::BadInput(message),
-        FetchError::Request { .. } | FetchError::Transfer { .. } | FetchError::Io { .. } => {
-            Failure::Failed(message)
-        }
+        FetchError::Request { .. } | FetchError::Transfer { .. } | FetchError::Io { .. } => Failure::Failed(message),
     }
 }

@@ -53,7 +53,9 @@ fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<(String, Stri
                 flatten(&format!("{prefix}.{name}"), &rest, rows);
             }
         }
-        serde_json::Value::Number(n) if n.is_f64() => rows.push((prefix.to_string(), format!("{:.4}", n.as_f64().unwrap_or(0.0)))),
+        serde_json::Value::Number(n) if n.is_f64() => {
+            rows.push((prefix.to_string(), format!("{:.4}", n.as_f64().unwrap_or(0.0))))
+        }
         other => rows.push((prefix.to_string(), other.to_string().trim_matches('"').to_string())),
     }
 }

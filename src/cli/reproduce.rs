@@ -42,7 +42,10 @@ pub fn reproduce_command(
         eprintln!("== {} ({} stages)", loaded.path.display(), plan.graph.node_count());
         let options = RunOptions { keep_going: true, cancel, show_progress: true, quiet: false };
         let outcome = exec::run_plan(plan, loaded, &store, &executor, &options)?;
-        eprintln!("   {} executed, {} cached, {} failed in {:.1}s", outcome.executed, outcome.cached, outcome.failed, outcome.seconds);
+        eprintln!(
+            "   {} executed, {} cached, {} failed in {:.1}s",
+            outcome.executed, outcome.cached, outcome.failed, outcome.seconds
+        );
         failed |= outcome.status != RunStatus::Succeeded;
         if cancel.load(Ordering::SeqCst) {
             return Err(Failure::Interrupted);

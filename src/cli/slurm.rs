@@ -9,7 +9,12 @@ use limaml::spec::LoadedSpec;
 
 use super::{Failure, SlurmArgs, SpecArgs};
 
-pub fn executor(_spec: &LoadedSpec, _args: &SpecArgs, _slurm: &SlurmArgs, _store: &Path) -> Result<Box<dyn Executor>, Failure> {
+pub fn executor(
+    _spec: &LoadedSpec,
+    _args: &SpecArgs,
+    _slurm: &SlurmArgs,
+    _store: &Path,
+) -> Result<Box<dyn Executor>, Failure> {
     Err(Failure::BadInput("the slurm executor is not available in this build yet; use --executor local".into()))
 }
 
@@ -18,5 +23,7 @@ pub fn cancel_command(_store: &Path, _run: &str) -> Result<ExitCode, Failure> {
 }
 
 pub fn stage_exec_command(_spec: &SpecArgs, _key: &str, _staging: &Path) -> Result<ExitCode, Failure> {
-    Err(Failure::BadInput("limaml stage exec needs the slurm executor, which is not available in this build yet".into()))
+    Err(Failure::BadInput(
+        "limaml stage exec needs the slurm executor, which is not available in this build yet".into(),
+    ))
 }

@@ -32,11 +32,8 @@ impl Executor for LocalExecutor {
             if !job.to_run[index.index()] {
                 continue;
             }
-            waiting[index.index()] = plan
-                .graph
-                .neighbors_directed(index, Direction::Incoming)
-                .filter(|i| job.to_run[i.index()])
-                .count();
+            waiting[index.index()] =
+                plan.graph.neighbors_directed(index, Direction::Incoming).filter(|i| job.to_run[i.index()]).count();
             if waiting[index.index()] == 0 {
                 ready.push_back(index);
             }
@@ -93,7 +90,10 @@ impl Executor for LocalExecutor {
                         for downstream in plan.descendants(result.node) {
                             if job.to_run[downstream.index()] && !settled[downstream.index()] {
                                 settled[downstream.index()] = true;
-                                results.push(StageResult::skipped(downstream, format!("upstream {} failed", plan.node(result.node).name)));
+                                results.push(StageResult::skipped(
+                                    downstream,
+                                    format!("upstream {} failed", plan.node(result.node).name),
+                                ));
                             }
                         }
                         if !job.keep_going {
@@ -110,7 +110,8 @@ impl Executor for LocalExecutor {
         });
         for index in plan.graph.node_indices() {
             if job.to_run[index.index()] && !settled[index.index()] {
-                let reason = if job.cancel.load(Ordering::Relaxed) { "run stopped" } else { "run stopped after a failure" };
+                let reason =
+                    if job.cancel.load(Ordering::Relaxed) { "run stopped" } else { "run stopped after a failure" };
                 results.push(StageResult::skipped(index, reason.to_string()));
             }
         }

@@ -144,15 +144,14 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
         let name = node.name.clone();
         let report = move |message: String| job.progress.message(&name, message);
         let context = StageContext { inputs: &inputs, progress: &report, cancelled: job.cancel };
-        let output = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&context)))
-            .map_err(|panic| {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                StageError::Failed(format!("stage panicked: {text}"))
-            })??;
+        let output = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&context))).map_err(|panic| {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            StageError::Failed(format!("stage panicked: {text}"))
+        })??;
         let mut outputs = BTreeMap::new();
         for (name, bytes) in &output.artifacts {
             let artifact = job.store.put_artifact(bytes).map_err(|e| StageError::Failed(e.to_string()))?;
@@ -181,8 +180,13 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
         }
         Err(error) => {
             let bad_input = matches!(error, StageError::BadInput(_));
-            let status = if matches!(error, StageError::Cancelled) { StageStatus::Skipped } else { StageStatus::Failed };
-            job.progress.finished(&node.name, if status == StageStatus::Failed { "FAILED" } else { "stopped" }, seconds);
+            let status =
+                if matches!(error, StageError::Cancelled) { StageStatus::Skipped } else { StageStatus::Failed };
+            job.progress.finished(
+                &node.name,
+                if status == StageStatus::Failed { "FAILED" } else { "stopped" },
+                seconds,
+            );
             if status == StageStatus::Failed {
                 tracing::error!(stage = node.name, "{error}");
             }
@@ -249,10 +253,9 @@ pub fn run_plan(
     let started = Instant::now();
     let run_id = new_run_id(&spec.digest);
     store.set_owner(&format!("run {run_id} (pid {})", std::process::id()));
-    let order = plan.topological_order().map_err(|e| StoreError::Database {
-        path: store.root().to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let order = plan
+        .topological_order()
+        .map_err(|e| StoreError::Database { path: store.root().to_path_buf(), message: e.to_string() })?;
     let progress = Progress::new(0, options.show_progress, options.quiet);
     let cached = cache_status(plan, store, &|text| progress.note(&format!("warning: {text}")))?;
     let mut record = RunRecord {
@@ -290,7 +293,15 @@ pub fn run_plan(
             executor.name()
         ));
     }
-    let job = ExecutionJob { plan, store, to_run, run_id: &run_id, keep_going: options.keep_going, cancel: options.cancel, progress: &progress };
+    let job = ExecutionJob {
+        plan,
+        store,
+        to_run,
+        run_id: &run_id,
+        keep_going: options.keep_going,
+        cancel: options.cancel,
+        progress: &progress,
+    };
     let results = if pending > 0 { executor.execute(&job) } else { Vec::new() };
     progress.done();
     let mut bad_input = false;

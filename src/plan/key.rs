@@ -63,7 +63,10 @@ impl KeyComponents {
             changes.push(KeyChange::InputRemoved { role: role.clone() });
         }
         if self.source_digest != earlier.source_digest {
-            changes.push(KeyChange::SourceData { before: earlier.source_digest.clone(), after: self.source_digest.clone() });
+            changes.push(KeyChange::SourceData {
+                before: earlier.source_digest.clone(),
+                after: self.source_digest.clone(),
+            });
         }
         changes
     }
@@ -94,12 +97,9 @@ impl std::fmt::Display for KeyChange {
                 write!(f, "parameter {path} changed: {} -> {}", show(before), show(after))
             }
             KeyChange::Seed { before, after } => write!(f, "seed changed: {before:?} -> {after:?}"),
-            KeyChange::Input { role, before, after } => write!(
-                f,
-                "input '{role}' changed: {} -> {}",
-                short(before),
-                short(&Some(after.clone()))
-            ),
+            KeyChange::Input { role, before, after } => {
+                write!(f, "input '{role}' changed: {} -> {}", short(before), short(&Some(after.clone())))
+            }
             KeyChange::InputRemoved { role } => write!(f, "input '{role}' is no longer used"),
             KeyChange::SourceData { before, after } => {
                 write!(f, "source data content changed: {} -> {}", short(before), short(after))

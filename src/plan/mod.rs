@@ -67,7 +67,8 @@ impl Plan {
     /// Nodes in an order where every input comes before its consumers.
     pub fn topological_order(&self) -> Result<Vec<NodeIndex>, PlanError> {
         self.check_acyclic()?;
-        petgraph::algo::toposort(&self.graph, None).map_err(|cycle| PlanError::Cycle(vec![self.graph[cycle.node_id()].name.clone()]))
+        petgraph::algo::toposort(&self.graph, None)
+            .map_err(|cycle| PlanError::Cycle(vec![self.graph[cycle.node_id()].name.clone()]))
     }
 
     /// Reports every stage on a cycle (toposort names only one), via strongly connected components.
@@ -124,7 +125,12 @@ impl PlanBuilder {
     }
 
     /// Adds a stage; an identical stage (same key) already present is returned instead.
-    pub fn add(&mut self, name: String, stage: Arc<dyn Stage>, inputs: Vec<(String, NodeIndex)>) -> Result<NodeIndex, PlanError> {
+    pub fn add(
+        &mut self,
+        name: String,
+        stage: Arc<dyn Stage>,
+        inputs: Vec<(String, NodeIndex)>,
+    ) -> Result<NodeIndex, PlanError> {
         let components = KeyComponents {
             kind: stage.kind().to_string(),
             version: stage.version(),
@@ -143,7 +149,13 @@ impl PlanBuilder {
             unique_name = format!("{name}#{n}");
             n += 1;
         }
-        let index = self.graph.add_node(PlanNode { name: unique_name.clone(), stage, components, key: key.clone(), inputs: inputs.clone() });
+        let index = self.graph.add_node(PlanNode {
+            name: unique_name.clone(),
+            stage,
+            components,
+            key: key.clone(),
+            inputs: inputs.clone(),
+        });
         for (role, input) in inputs {
             self.graph.add_edge(input, index, role);
         }
@@ -199,7 +211,11 @@ fn add_cell(
     let bracket = |sections: &[&str]| {
         let sections: Vec<String> = sections.iter().map(|s| s.to_string()).collect();
         let label = cell.label_for(&sections);
-        if label.is_empty() { String::new() } else { format!("[{label}]") }
+        if label.is_empty() {
+            String::new()
+        } else {
+            format!("[{label}]")
+        }
     };
     let data_stage = Arc::new(stages::load_data::LoadData::new(spec.data.clone(), base_dir));
     let data = builder.add(format!("data{}", bracket(&["data"])), data_stage, vec![])?;
@@ -213,15 +229,10 @@ fn add_cell(
         )?;
         let base_inputs = vec![("dataset".to_string(), data), ("tasks".to_string(), tasks)];
         for (method_name, method) in &spec.methods {
-            let label = format!(
-                "{method_name}{}",
-                bracket(&["data", "split", "train", &format!("methods.{method_name}")])
-            );
-            let train_stage = Arc::new(stages::train::Train {
-                method: method.clone(),
-                train: spec.train.clone(),
-                seed,
-            });
+            let label =
+                format!("{method_name}{}", bracket(&["data", "split", "train", &format!("methods.{method_name}")]));
+            let train_stage =
+                Arc::new(stages::train::Train { method: method.clone(), train: spec.train.clone(), seed });
             let model = builder.add(format!("train/{label}/seed={seed}"), train_stage, base_inputs.clone())?;
             let mut eval_inputs = base_inputs.clone();
             eval_inputs.push(("model".into(), model));
@@ -247,7 +258,8 @@ fn add_cell(
                         )?;
                     }
                     let name = format!("evaluate/{label}{suffix}/seed={seed}");
-                    let evaluate = builder.add(name.clone(), Arc::new(stages::evaluate::Evaluate::default()), inputs)?;
+                    let evaluate =
+                        builder.add(name.clone(), Arc::new(stages::evaluate::Evaluate::default()), inputs)?;
                     evaluations.push((format!("{label}{suffix}|{seed}"), evaluate));
                 }
             } else {

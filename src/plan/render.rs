@@ -38,7 +38,8 @@ fn draw(
     let stage = &plan.graph[node];
     let label = format!("{prefix}{branch}{}", stage.name);
     let other_inputs = stage.inputs.len().saturating_sub(1);
-    let note = if other_inputs > 0 && stage.inputs.len() > 2 { format!("  (+{other_inputs} inputs)") } else { String::new() };
+    let note =
+        if other_inputs > 0 && stage.inputs.len() > 2 { format!("  (+{other_inputs} inputs)") } else { String::new() };
     out.push_str(&format!("{label:<width$} {}  {}{note}\n", stage.short_key(), status(node), width = width + 8));
     drawn[node.index()] = true;
     // Children drawn here: consumers whose first input is this node.
@@ -49,11 +50,8 @@ fn draw(
         .collect();
     children.sort_by(|a, b| plan.graph[*a].name.cmp(&plan.graph[*b].name));
     children.dedup();
-    let child_prefix = if is_root {
-        String::new()
-    } else {
-        format!("{prefix}{}", if branch == "└─ " { "   " } else { "│  " })
-    };
+    let child_prefix =
+        if is_root { String::new() } else { format!("{prefix}{}", if branch == "└─ " { "   " } else { "│  " }) };
     let count = children.len();
     for (i, child) in children.into_iter().enumerate() {
         if drawn[child.index()] {

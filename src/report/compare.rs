@@ -198,7 +198,8 @@ pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
             let metrics = names
                 .into_iter()
                 .filter_map(|name| {
-                    Summary::of(members.iter().filter_map(|o| o.metrics.get(name).copied()).collect()).map(|s| (name.clone(), s))
+                    Summary::of(members.iter().filter_map(|o| o.metrics.get(name).copied()).collect())
+                        .map(|s| (name.clone(), s))
                 })
                 .collect();
             Row {
@@ -218,10 +219,12 @@ pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
         for row in &mut rows {
             let mut differences: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for observation in observations.iter().filter(|o| o.config_id == row.config_id && o.label == row.label) {
-                let Some(base) = observations
-                    .iter()
-                    .find(|b| b.method == baseline && b.label == baseline && b.data_id == observation.data_id && b.seed == observation.seed)
-                else {
+                let Some(base) = observations.iter().find(|b| {
+                    b.method == baseline
+                        && b.label == baseline
+                        && b.data_id == observation.data_id
+                        && b.seed == observation.seed
+                }) else {
                     continue;
                 };
                 for (name, value) in &observation.metrics {
@@ -287,7 +290,11 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
                 match row.versus_baseline.get(metric) {
                     Some(diff) if row.method != options.baseline.unwrap_or_default() || row.label != row.method => {
                         cells.push(format!("{:+.4}", diff.mean));
-                        cells.push(if diff.ci95.is_nan() { "—".into() } else { format!("[{:+.4}, {:+.4}]", diff.mean - diff.ci95, diff.mean + diff.ci95) });
+                        cells.push(if diff.ci95.is_nan() {
+                            "—".into()
+                        } else {
+                            format!("[{:+.4}, {:+.4}]", diff.mean - diff.ci95, diff.mean + diff.ci95)
+                        });
                     }
                     _ => cells.extend(["—".to_string(), "—".to_string()]),
                 }
@@ -321,7 +328,8 @@ mod tests {
 
     #[test]
     fn seeds_of_one_configuration_group_into_one_row_with_mean_std_and_ci() {
-        let observations = vec![observation("global", 1, 0.70), observation("global", 2, 0.72), observation("global", 3, 0.74)];
+        let observations =
+            vec![observation("global", 1, 0.70), observation("global", 2, 0.72), observation("global", 3, 0.74)];
         let rows = group(&observations, None);
         assert_eq!(rows.len(), 1);
         let auc = &rows[0].metrics["auc"];

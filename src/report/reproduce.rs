@@ -39,7 +39,9 @@ fn cell(summary: Option<&Summary>) -> String {
 
 fn lift(row: &Row, base: Option<&Row>, metric: &str) -> String {
     match (row.metrics.get(metric), base.and_then(|b| b.metrics.get(metric))) {
-        (Some(value), Some(base)) if base.mean != 0.0 => format!("{:+.2}", 100.0 * (value.mean - base.mean) / base.mean),
+        (Some(value), Some(base)) if base.mean != 0.0 => {
+            format!("{:+.2}", 100.0 * (value.mean - base.mean) / base.mean)
+        }
         _ => "—".into(),
     }
 }
@@ -52,16 +54,27 @@ fn find<'a>(rows: &'a [Row], label: &str) -> Option<&'a Row> {
 pub fn main_table(title: &str, rows: &[Row]) -> TableData {
     let mut table = TableData::new(
         title,
-        vec!["method", "AUC", "GAUC", "log loss", "AUC lift vs global %", "AUC lift vs wide_deep %", "ΔAUC vs global 95% CI", "n"],
+        vec![
+            "method",
+            "AUC",
+            "GAUC",
+            "log loss",
+            "AUC lift vs global %",
+            "AUC lift vs wide_deep %",
+            "ΔAUC vs global 95% CI",
+            "n",
+        ],
     );
     let global = find(rows, "global");
     let wide_deep = find(rows, "wide_deep");
     for row in rows.iter().filter(|r| !r.label.contains('@')) {
-        let paired = row
-            .versus_baseline
-            .get("auc")
-            .filter(|_| row.label != "global")
-            .map_or("—".into(), |d| if d.ci95.is_nan() { format!("{:+.4}", d.mean) } else { format!("{:+.4} ± {:.4}", d.mean, d.ci95) });
+        let paired = row.versus_baseline.get("auc").filter(|_| row.label != "global").map_or("—".into(), |d| {
+            if d.ci95.is_nan() {
+                format!("{:+.4}", d.mean)
+            } else {
+                format!("{:+.4} ± {:.4}", d.mean, d.ci95)
+            }
+        });
         table.push(
             vec![
                 row.label.clone(),
@@ -187,7 +200,11 @@ pub fn serving_table(title: &str, store: &Store, run: &RunRecord) -> Result<Tabl
     let mut by_label: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
     for stage in run.stages.iter().filter(|s| s.kind == "serving_cost") {
         if let Some(record) = store.stage(&stage.key)? {
-            let label = stage.name.trim_start_matches("serving/").rsplit_once("/seed=").map_or(stage.name.clone(), |(l, _)| l.to_string());
+            let label = stage
+                .name
+                .trim_start_matches("serving/")
+                .rsplit_once("/seed=")
+                .map_or(stage.name.clone(), |(l, _)| l.to_string());
             by_label.entry(label).or_default().push((stage.key.clone(), record.metrics));
         }
     }
@@ -196,7 +213,8 @@ pub fn serving_table(title: &str, store: &Store, run: &RunRecord) -> Result<Tabl
             let values: Vec<f64> = records.iter().filter_map(|(_, m)| m.get(field).and_then(|v| v.as_f64())).collect();
             super::stats::mean(&values)
         };
-        let max = |field: &str| records.iter().filter_map(|(_, m)| m.get(field).and_then(|v| v.as_f64())).fold(0.0, f64::max);
+        let max =
+            |field: &str| records.iter().filter_map(|(_, m)| m.get(field).and_then(|v| v.as_f64())).fold(0.0, f64::max);
         table.push(
             vec![
                 label,
@@ -252,14 +270,28 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
     if let Some(run) = runs.get("main.toml") {
         let rows = rows_of(store, run, Some("global"))?;
         let (segments, states) = segment_names(&rows);
-        out.push(("1-main".into(), main_table("Table 1. MovieLens 100K: test AUC, GAUC, log loss (mean ± std over seeds)", &rows)));
-        out.push(("2a-segments".into(), segment_table("Table 2a. AUC and lift over global by activity segment", &rows, &segments)));
-        out.push(("2b-warm-cold".into(), segment_table("Table 2b. AUC and lift over global, warm vs cold users", &rows, &states)));
+        out.push((
+            "1-main".into(),
+            main_table("Table 1. MovieLens 100K: test AUC, GAUC, log loss (mean ± std over seeds)", &rows),
+        ));
+        out.push((
+            "2a-segments".into(),
+            segment_table("Table 2a. AUC and lift over global by activity segment", &rows, &segments),
+        ));
+        out.push((
+            "2b-warm-cold".into(),
+            segment_table("Table 2b. AUC and lift over global, warm vs cold users", &rows, &states),
+        ));
         out.push(("3e-freshness".into(), freshness_table("Table 3e. Meta embedding freshness", &rows)));
         out.push(("4-serving".into(), serving_table("Table 4. Serving cost of LiMAML's meta embeddings", store, run)?));
     }
     let ablations = [
-        ("ablation-meta-embedding-size.toml", "3a-meta-embedding-size", "Table 3a. Meta embedding size", "meta_embedding_dim"),
+        (
+            "ablation-meta-embedding-size.toml",
+            "3a-meta-embedding-size",
+            "Table 3a. Meta embedding size",
+            "meta_embedding_dim",
+        ),
         ("ablation-inner-steps.toml", "3b-inner-steps", "Table 3b. Inner steps (0 = no adaptation)", "inner_steps"),
         ("ablation-order.toml", "3c-order", "Table 3c. First- vs second-order MAML", "second_order"),
         ("ablation-meta-inputs.toml", "3d-meta-inputs", "Table 3d. What the Meta Block sees", "meta_inputs"),
@@ -269,10 +301,14 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
             let rows = rows_of(store, run, None)?;
             // The default cell is the one whose parameter equals the method's default value.
             let default_value = limaml_models::LimamlConfig::default();
-            let default_text = serde_json::to_value(&default_value).ok().and_then(|v| v.get(parameter).cloned()).unwrap_or_default();
+            let default_text =
+                serde_json::to_value(&default_value).ok().and_then(|v| v.get(parameter).cloned()).unwrap_or_default();
             let default_label = rows
                 .iter()
-                .find(|r| r.params.get(&format!("method.{parameter}")).map(|v| v.as_str()) == Some(plain(&default_text).as_str()))
+                .find(|r| {
+                    r.params.get(&format!("method.{parameter}")).map(|v| v.as_str())
+                        == Some(plain(&default_text).as_str())
+                })
                 .map(|r| r.label.clone())
                 .unwrap_or_default();
             out.push((name.into(), ablation_table(title, &rows, &default_label)));
@@ -280,7 +316,10 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
     }
     if let Some(run) = runs.get("synthetic.toml") {
         let rows = rows_of(store, run, Some("global"))?;
-        out.push(("5-synthetic".into(), main_table("Table 5. Synthetic data (taste invisible to features), with the oracle", &rows)));
+        out.push((
+            "5-synthetic".into(),
+            main_table("Table 5. Synthetic data (taste invisible to features), with the oracle", &rows),
+        ));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -294,13 +333,18 @@ fn plain(value: &serde_json::Value) -> String {
 pub fn write_table(dir: &Path, name: &str, table: &TableData) -> std::io::Result<PathBuf> {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder)?;
-    for (format, extension) in [(Format::Md, "md"), (Format::Csv, "csv"), (Format::Latex, "tex"), (Format::Json, "json")] {
+    for (format, extension) in
+        [(Format::Md, "md"), (Format::Csv, "csv"), (Format::Latex, "tex"), (Format::Json, "json")]
+    {
         write_atomically(&folder.join(format!("table.{extension}")), &table.render(format, true))?;
     }
     let mut cells = serde_json::Map::new();
     for (r, (row, keys)) in table.rows.iter().zip(&table.provenance).enumerate() {
         for column in table.header.iter().skip(1) {
-            cells.insert(format!("{}/{}", row.first().cloned().unwrap_or_else(|| r.to_string()), column), keys.clone().into());
+            cells.insert(
+                format!("{}/{}", row.first().cloned().unwrap_or_else(|| r.to_string()), column),
+                keys.clone().into(),
+            );
         }
     }
     let manifest = serde_json::json!({
@@ -309,7 +353,10 @@ pub fn write_table(dir: &Path, name: &str, table: &TableData) -> std::io::Result
         "cells": cells,
         "note": "each cell maps to the keys of the stage records its numbers were computed from (limaml show / the store)",
     });
-    write_atomically(&folder.join("manifest.json"), &(serde_json::to_string_pretty(&manifest).expect("serializes") + "\n"))?;
+    write_atomically(
+        &folder.join("manifest.json"),
+        &(serde_json::to_string_pretty(&manifest).expect("serializes") + "\n"),
+    )?;
     Ok(folder)
 }
 

@@ -54,7 +54,11 @@ impl TableData {
         for row in &self.rows {
             table.add_row(row.iter().enumerate().map(|(i, text)| {
                 let cell = Cell::new(text);
-                if i > 0 && looks_numeric(text) { cell.set_alignment(CellAlignment::Right) } else { cell }
+                if i > 0 && looks_numeric(text) {
+                    cell.set_alignment(CellAlignment::Right)
+                } else {
+                    cell
+                }
             }));
         }
         let mut out = String::new();
@@ -78,7 +82,12 @@ impl TableData {
         let _ = writeln!(
             out,
             "|{}|",
-            self.header.iter().enumerate().map(|(i, _)| if i == 0 { "---" } else { "---:" }).collect::<Vec<_>>().join("|")
+            self.header
+                .iter()
+                .enumerate()
+                .map(|(i, _)| if i == 0 { "---" } else { "---:" })
+                .collect::<Vec<_>>()
+                .join("|")
         );
         for row in &self.rows {
             let _ = writeln!(out, "| {} |", row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(" | "));
@@ -116,7 +125,8 @@ impl TableData {
             let _ = writeln!(out, "\\caption{{{}}}", escape(&self.title));
         }
         let _ = writeln!(out, "\\begin{{tabular}}{{{columns}}}\n\\toprule");
-        let _ = writeln!(out, "{} \\\\\n\\midrule", self.header.iter().map(|h| escape(h)).collect::<Vec<_>>().join(" & "));
+        let _ =
+            writeln!(out, "{} \\\\\n\\midrule", self.header.iter().map(|h| escape(h)).collect::<Vec<_>>().join(" & "));
         for row in &self.rows {
             let _ = writeln!(out, "{} \\\\", row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(" & "));
         }
@@ -136,7 +146,8 @@ impl TableData {
                 object
             })
             .collect();
-        let document = serde_json::json!({ "title": self.title, "columns": self.header, "rows": rows, "notes": self.notes });
+        let document =
+            serde_json::json!({ "title": self.title, "columns": self.header, "rows": rows, "notes": self.notes });
         serde_json::to_string_pretty(&document).expect("serializes") + "\n"
     }
 }

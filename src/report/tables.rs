@@ -7,7 +7,10 @@ use crate::store::{RunRecord, StageStatus};
 
 fn new_table(header: Vec<&str>) -> Table {
     let mut table = Table::new();
-    table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header);
     table
 }
 
@@ -39,7 +42,8 @@ pub fn methods_table(methods: &serde_json::Value, baseline: Option<&str>) -> Opt
             Cell::new(summary.get("n").and_then(|v| v.as_u64()).unwrap_or(0)).set_alignment(CellAlignment::Right),
         ];
         if let Some(base) = baseline_auc {
-            let lift = get("auc").map(|auc| format!("{:+.2}%", 100.0 * (auc - base) / base)).unwrap_or_else(|| "—".into());
+            let lift =
+                get("auc").map(|auc| format!("{:+.2}%", 100.0 * (auc - base) / base)).unwrap_or_else(|| "—".into());
             row.push(Cell::new(lift).set_alignment(CellAlignment::Right));
         }
         table.add_row(row);
@@ -71,11 +75,17 @@ pub fn run_summary(outcome: &RunOutcome, baseline: Option<&str>) -> String {
 }
 
 pub fn runs_table(runs: &[RunRecord]) -> Table {
-    let mut table = new_table(vec!["run", "experiment", "status", "executed", "cached", "failed", "started", "seconds"]);
+    let mut table =
+        new_table(vec!["run", "experiment", "status", "executed", "cached", "failed", "started", "seconds"]);
     for run in runs {
         let count = |s: StageStatus| run.stages.iter().filter(|x| x.status == s).count();
-        let started = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.started_unix_ms));
-        let seconds = run.finished_unix_ms.map(|f| format!("{:.1}", (f.saturating_sub(run.started_unix_ms)) as f64 / 1000.0)).unwrap_or_else(|| "—".into());
+        let started = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.started_unix_ms),
+        );
+        let seconds = run
+            .finished_unix_ms
+            .map(|f| format!("{:.1}", (f.saturating_sub(run.started_unix_ms)) as f64 / 1000.0))
+            .unwrap_or_else(|| "—".into());
         table.add_row(vec![
             Cell::new(&run.id),
             Cell::new(&run.experiment),

@@ -167,7 +167,8 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
     for assignments in grid(&axes) {
         let mut cell_table = table.clone();
         for (key, value) in &assignments {
-            set_path(&mut cell_table, key, value.clone()).map_err(|message| at(&origins, &format!("sweep.{key}"), message))?;
+            set_path(&mut cell_table, key, value.clone())
+                .map_err(|message| at(&origins, &format!("sweep.{key}"), message))?;
         }
         let spec = deserialize(cell_table, &origins, &texts)?;
         validate(&spec, &origins, &texts)?;
@@ -216,11 +217,8 @@ fn load_file(
     }
     let mut own: toml::Table = toml::from_str(&text).map_err(|e| {
         let (line, column) = e.span().map(|s| origin::line_column(&text, s.start)).unwrap_or((1, 1));
-        let mut error = SpecError::new(
-            Origin::File { file: display.clone(), line, column },
-            None,
-            e.message().trim().to_string(),
-        );
+        let mut error =
+            SpecError::new(Origin::File { file: display.clone(), line, column }, None, e.message().trim().to_string());
         error.source_line = origin::source_line(&text, line);
         error
     })?;
@@ -256,7 +254,9 @@ fn load_file(
 fn merge(base: &mut toml::Table, overlay: toml::Table) {
     for (key, value) in overlay {
         match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => merge(base_table, overlay_table),
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => {
+                merge(base_table, overlay_table)
+            }
             (_, value) => {
                 base.insert(key, value);
             }
@@ -355,9 +355,7 @@ fn deserialize(table: toml::Table, origins: &Origins, texts: &[(String, String)]
 /// Turns a serde message at `path` into a located error with a suggestion.
 fn explain(path: &str, message: &str, origins: &Origins, texts: &[(String, String)]) -> SpecError {
     let join = |field: &str| if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
-    let quoted = |text: &str| -> Vec<String> {
-        text.split('`').skip(1).step_by(2).map(str::to_string).collect()
-    };
+    let quoted = |text: &str| -> Vec<String> { text.split('`').skip(1).step_by(2).map(str::to_string).collect() };
     let (key, suggestion) = if let Some(rest) = message.strip_prefix("unknown field ") {
         let names = quoted(rest);
         let field = names.first().cloned().unwrap_or_default();
@@ -459,7 +457,10 @@ fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)]) -> Resul
         }
     }
     if spec.report.freshness && spec.split.freshness_fraction.is_none() {
-        issues.push(("report.freshness".into(), "needs split.freshness_fraction (how much of the support is too new for the stale embeddings)".into()));
+        issues.push((
+            "report.freshness".into(),
+            "needs split.freshness_fraction (how much of the support is too new for the stale embeddings)".into(),
+        ));
     }
     if let Some(jobs) = spec.runtime.jobs {
         if jobs == 0 {

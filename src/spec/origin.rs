@@ -55,9 +55,6 @@ mod tests {
             origins.get("methods.limaml.inner_lr"),
             Some(&Origin::File { file: "f.toml".into(), line: 6, column: 1 })
         );
-        assert_eq!(
-            origins.get("experiment.name"),
-            Some(&Origin::File { file: "f.toml".into(), line: 2, column: 1 })
-        );
+        assert_eq!(origins.get("experiment.name"), Some(&Origin::File { file: "f.toml".into(), line: 2, column: 1 }));
     }
 }

@@ -37,12 +37,16 @@ impl Stage for Evaluate {
         let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
         let roles = [TaskRole::Test];
         let predictions = if self.oracle {
-            limaml_models::oracle_predictions(&dataset.interactions, &tasks, &roles)
-                .ok_or_else(|| StageError::BadInput("the data set has no true click probabilities (only synthetic data does)".into()))?
+            limaml_models::oracle_predictions(&dataset.interactions, &tasks, &roles).ok_or_else(|| {
+                StageError::BadInput("the data set has no true click probabilities (only synthetic data does)".into())
+            })?
         } else {
             let model: TrainedModel = super::train::decode_model(ctx, "model")?;
-            let embeddings: Option<MetaEmbeddingTable> =
-                if ctx.inputs.roles().iter().any(|r| r == "embeddings") { Some(ctx.decode("embeddings", "meta_embeddings")?) } else { None };
+            let embeddings: Option<MetaEmbeddingTable> = if ctx.inputs.roles().iter().any(|r| r == "embeddings") {
+                Some(ctx.decode("embeddings", "meta_embeddings")?)
+            } else {
+                None
+            };
             (ctx.progress)("scoring".into());
             limaml_models::predict(&model, &dataset.interactions, &tasks, embeddings.as_ref(), &roles)
                 .map_err(|e| StageError::Failed(e.to_string()))?

@@ -61,8 +61,9 @@ impl Stage for ExportEmbeddings {
         let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
         let model: TrainedModel = super::train::decode_model(ctx, "model")?;
         (ctx.progress)("adapting the Meta Block per entity".into());
-        let table = limaml_models::export_meta_embeddings(&model, &dataset.interactions, &tasks, self.support.model_version())
-            .map_err(|e| StageError::Failed(e.to_string()))?;
+        let table =
+            limaml_models::export_meta_embeddings(&model, &dataset.interactions, &tasks, self.support.model_version())
+                .map_err(|e| StageError::Failed(e.to_string()))?;
         let entities = table.entity_ids.len();
         let metrics = serde_json::json!({
             "entities": entities,

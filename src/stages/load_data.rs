@@ -38,7 +38,8 @@ impl Stage for LoadData {
     }
 
     fn source_digest(&self) -> Result<Option<String>, StageError> {
-        let files = limaml_data::source_files(&self.config, &self.base_dir).map_err(|e| StageError::BadInput(e.to_string()))?;
+        let files =
+            limaml_data::source_files(&self.config, &self.base_dir).map_err(|e| StageError::BadInput(e.to_string()))?;
         if files.is_empty() {
             return Ok(None);
         }
@@ -55,7 +56,8 @@ impl Stage for LoadData {
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         (ctx.progress)("loading".into());
-        let dataset = limaml_data::load(&self.config, &self.base_dir).map_err(|e| StageError::BadInput(e.to_string()))?;
+        let dataset =
+            limaml_data::load(&self.config, &self.base_dir).map_err(|e| StageError::BadInput(e.to_string()))?;
         let interactions = &dataset.interactions;
         let positives = interactions.label.iter().filter(|&&l| l > 0.5).count();
         let metrics = serde_json::json!({

@@ -79,7 +79,11 @@ fn summarize(seeds: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
             .filter_map(|r| r.get(field).and_then(|g| g.as_object()))
             .flat_map(|g| g.keys().cloned())
             .collect();
-        names.into_iter().map(|name| (name.clone(), block(&format!("/{field}/{name}")))).collect::<serde_json::Map<_, _>>().into()
+        names
+            .into_iter()
+            .map(|name| (name.clone(), block(&format!("/{field}/{name}"))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     };
     let mut summary = block("/overall").as_object().cloned().unwrap_or_default();
     summary.insert("n".into(), seeds.len().into());
@@ -87,7 +91,11 @@ fn summarize(seeds: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
     summary.insert("states".into(), groups("by_state"));
     summary.insert(
         "per_seed".into(),
-        seeds.iter().map(|(seed, r)| (seed.clone(), r.get("overall").cloned().unwrap_or_default())).collect::<serde_json::Map<_, _>>().into(),
+        seeds
+            .iter()
+            .map(|(seed, r)| (seed.clone(), r.get("overall").cloned().unwrap_or_default()))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
     );
     summary.into()
 }

@@ -49,18 +49,15 @@ impl Stage for ServingCost {
         let roles = [TaskRole::Test];
         let failed = |e: limaml_models::ModelError| StageError::Failed(e.to_string());
         (ctx.progress)("timing the lookup path".into());
-        let (served, lookup_seconds) =
-            fastest(|| limaml_models::predict(&model, &dataset.interactions, &tasks, Some(&embeddings), &roles).map_err(failed))?;
+        let (served, lookup_seconds) = fastest(|| {
+            limaml_models::predict(&model, &dataset.interactions, &tasks, Some(&embeddings), &roles).map_err(failed)
+        })?;
         (ctx.progress)("timing per-request adaptation".into());
         let (_, adapt_seconds) =
             fastest(|| limaml_models::predict(&model, &dataset.interactions, &tasks, None, &roles).map_err(failed))?;
         let adapted = limaml_models::predict_adapted(&model, &dataset.interactions, &tasks, &roles).map_err(failed)?;
-        let max_abs_difference = served
-            .score
-            .iter()
-            .zip(&adapted.score)
-            .map(|(a, b)| (a - b).abs() as f64)
-            .fold(0.0, f64::max);
+        let max_abs_difference =
+            served.score.iter().zip(&adapted.score).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
         let rows = served.rows.len() as f64;
         let metrics = serde_json::json!({
             "rows": served.rows.len(),

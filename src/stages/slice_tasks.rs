@@ -31,7 +31,8 @@ impl Stage for SliceTasks {
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         let dataset: Dataset = ctx.decode("dataset", "dataset")?;
         (ctx.progress)("slicing".into());
-        let tasks = limaml_data::slice(&dataset, &self.split, self.seed).map_err(|e| StageError::BadInput(e.to_string()))?;
+        let tasks =
+            limaml_data::slice(&dataset, &self.split, self.seed).map_err(|e| StageError::BadInput(e.to_string()))?;
         let count = |role: TaskRole| tasks.tasks.iter().filter(|t| t.role == role).count();
         let metrics = serde_json::json!({
             "tasks": tasks.tasks.len(),

@@ -42,8 +42,9 @@ impl Stage for Train {
                 record.validation_auc.map_or("—".to_string(), |auc| format!("{auc:.4}"))
             ));
         };
-        let model = limaml_models::train(&self.method, &self.train, &dataset.interactions, &tasks, self.seed, &mut on_epoch)
-            .map_err(|e| StageError::Failed(e.to_string()))?;
+        let model =
+            limaml_models::train(&self.method, &self.train, &dataset.interactions, &tasks, self.seed, &mut on_epoch)
+                .map_err(|e| StageError::Failed(e.to_string()))?;
         ctx.check_cancelled()?;
         let metrics = serde_json::json!({
             "best_epoch": model.best_epoch,
@@ -58,5 +59,6 @@ impl Stage for Train {
 /// Reads the `model` artifact of the input bound to `role`.
 pub fn decode_model(ctx: &StageContext<'_>, role: &str) -> Result<TrainedModel, StageError> {
     let bytes = ctx.inputs.artifact(role, "model")?;
-    TrainedModel::from_bytes(&bytes).map_err(|e| StageError::Failed(format!("input {role}/model cannot be decoded: {e}")))
+    TrainedModel::from_bytes(&bytes)
+        .map_err(|e| StageError::Failed(format!("input {role}/model cannot be decoded: {e}")))
 }

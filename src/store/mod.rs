@@ -159,8 +159,8 @@ impl Store {
             match sled::Config::new().path(&db_path).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if is_lock_error(&e) => {
-                    let owner = fs::read_to_string(root.join("owner"))
-                        .unwrap_or_else(|_| "another limaml process".to_string());
+                    let owner =
+                        fs::read_to_string(root.join("owner")).unwrap_or_else(|_| "another limaml process".to_string());
                     let owner = owner.trim().to_string();
                     match wait {
                         LockWait::NoWait => return Err(StoreError::Busy { path: root.to_path_buf(), owner }),
@@ -179,8 +179,7 @@ impl Store {
             }
         };
         let tree = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| StoreError::Database { path: db_path.clone(), message: e.to_string() })
+            db.open_tree(name).map_err(|e| StoreError::Database { path: db_path.clone(), message: e.to_string() })
         };
         let store = Store {
             stages: tree("stages")?,
@@ -232,9 +231,7 @@ impl Store {
     pub fn commit_stage(&self, record: &StageRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(|e| self.db_error(e))?;
         self.stages.insert(record.key.as_bytes(), bytes).map_err(|e| self.db_error(e))?;
-        self.names
-            .insert(record.name.as_bytes(), record.key.as_bytes())
-            .map_err(|e| self.db_error(e))?;
+        self.names.insert(record.name.as_bytes(), record.key.as_bytes()).map_err(|e| self.db_error(e))?;
         self.db.flush().map_err(|e| self.db_error(e))?;
         Ok(())
     }

@@ -39,12 +39,8 @@ impl ObjectStore {
         }
         let dir = final_path.parent().expect("object path has a parent");
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let tmp_path = self.root.join("tmp").join(format!(
-            "{}.{}.{}",
-            &digest[..16],
-            std::process::id(),
-            unique_suffix()
-        ));
+        let tmp_path =
+            self.root.join("tmp").join(format!("{}.{}.{}", &digest[..16], std::process::id(), unique_suffix()));
         let write = || -> io::Result<()> {
             let mut file = fs::File::create(&tmp_path)?;
             // Large artifacts are written in chunks; nothing is held twice in memory.
@@ -69,12 +65,10 @@ impl ObjectStore {
     pub fn get(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.path_of(digest);
         let mut bytes = Vec::new();
-        fs::File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => StoreError::MissingObject { digest: digest.to_string() },
-                _ => StoreError::io(&path, e),
-            })?;
+        fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingObject { digest: digest.to_string() },
+            _ => StoreError::io(&path, e),
+        })?;
         let actual = blake3::hash(&bytes).to_hex().to_string();
         if actual != digest {
             return Err(StoreError::Corrupted { digest: digest.to_string(), path, actual });
@@ -143,9 +137,6 @@ fn file_len(path: &Path) -> Option<u64> {
 fn unique_suffix() -> u128 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) as u128)
 }
