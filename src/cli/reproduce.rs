@@ -59,9 +59,11 @@ pub fn reproduce_command(
         println!();
         reproduce::write_table(out, &name, &table)?;
     }
+    let plots = reproduce::write_plots(&store, &runs, out).map_err(|e| Failure::Failed(e.to_string()))?;
     println!(
-        "{} tables written to {} ({}) in {:.1}s",
+        "{} tables and {} plots written to {} ({}) in {:.1}s",
         if quick { "quick" } else { "full" },
+        plots.len(),
         out.display(),
         "md, csv, tex, json, manifest.json",
         started.elapsed().as_secs_f64()

@@ -2,6 +2,7 @@
 //! Owns statistics and rendering; numbers come from stage records in the store.
 
 pub mod compare;
+pub mod plots;
 pub mod reproduce;
 pub mod stats;
 pub mod table;

@@ -325,6 +325,80 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
     Ok(out)
 }
 
+/// Draws the SVG plots next to their tables: lift by segment (2a), learning curves (1), and
+/// AUC against the swept value for the numeric ablations (3a, 3b). Returns the files written.
+pub fn write_plots(store: &Store, runs: &PaperRuns, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let mut written = Vec::new();
+    if let Some(run) = runs.get("main.toml") {
+        let rows = rows_of(store, run, Some("global"))?;
+        let (segments, _) = segment_names(&rows);
+        let path = dir.join("2a-segments").join("lift-by-segment.svg");
+        std::fs::create_dir_all(dir.join("2a-segments"))?;
+        super::plots::segment_lift(&path, &rows, &segments)?;
+        written.push(path);
+        let curves = learning_curves(store, run)?;
+        let path = dir.join("1-main").join("learning-curves.svg");
+        std::fs::create_dir_all(dir.join("1-main"))?;
+        super::plots::line_chart(&path, "Validation AUC per epoch (first seed)", "epoch", "validation AUC", &curves, None)?;
+        written.push(path);
+    }
+    for (spec, name, parameter) in
+        [("ablation-meta-embedding-size.toml", "3a-meta-embedding-size", "meta_embedding_dim"), ("ablation-inner-steps.toml", "3b-inner-steps", "inner_steps")]
+    {
+        let Some(run) = runs.get(spec) else { continue };
+        let rows = rows_of(store, run, None)?;
+        let mut points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let x: f64 = r.params.get(&format!("method.{parameter}"))?.parse().ok()?;
+                Some((x, r.metrics.get("auc")?.mean))
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        let path = dir.join(name).join("auc.svg");
+        std::fs::create_dir_all(dir.join(name))?;
+        let series = [super::plots::Series { name: "limaml test AUC (mean over seeds)".into(), points }];
+        super::plots::line_chart(&path, &format!("LiMAML AUC by {parameter}"), parameter, "AUC", &series, None)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Validation AUC per epoch of every trained method, first seed only.
+fn learning_curves(store: &Store, run: &RunRecord) -> Result<Vec<super::plots::Series>, StoreError> {
+    let first_seed = run.stages.iter().filter(|s| s.kind == "train").filter_map(|s| s.name.rsplit_once("/seed=")).map(|(_, seed)| seed.to_string()).min();
+    let mut series = Vec::new();
+    for stage in run.stages.iter().filter(|s| s.kind == "train") {
+        let Some((label, seed)) = stage.name.trim_start_matches("train/").rsplit_once("/seed=") else { continue };
+        if Some(seed.to_string()) != first_seed {
+            continue;
+        }
+        let Some(record) = store.stage(&stage.key)? else { continue };
+        let points = record
+            .metrics
+            .get("curve")
+            .and_then(|c| c.as_array())
+            .map(|epochs| {
+                epochs
+                    .iter()
+                    .filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get("validation_auc")?.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        series.push(super::plots::Series { name: label.to_string(), points });
+    }
+    Ok(series)
+}
+
+/// Reading records or writing report files.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 fn plain(value: &serde_json::Value) -> String {
     value.to_string().trim_matches('"').to_string()
 }

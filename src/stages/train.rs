@@ -37,7 +37,7 @@ impl Stage for Train {
         let mut on_epoch = |record: &limaml_models::EpochRecord| {
             (ctx.progress)(format!(
                 "epoch {}/{epochs} loss {:.4} val auc {}",
-                record.epoch + 1,
+                record.epoch,
                 record.train_loss,
                 record.validation_auc.map_or("—".to_string(), |auc| format!("{auc:.4}"))
             ));
