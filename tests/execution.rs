@@ -174,3 +174,26 @@ fn runs_and_show_list_what_ran() {
     assert_eq!(record["id"], id);
     assert_eq!(record["status"], "succeeded");
 }
+
+#[test]
+fn ctrl_c_stops_after_running_stages_commit_and_exits_130() {
+    let ws = Workspace::new();
+    let child = ws
+        .command(&["run", "tiny.toml", "-j", "1"])
+        .env("LIMAML_STAGE_SLEEP_MS", "500")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1700));
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(stderr(&output).contains("stopping after the running stages commit"), "{}", stderr(&output));
+    let show = ws.run(&["show", "last", "--json"]);
+    let record: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(record["status"], "interrupted");
+    let (_, resumed) = ws.run_json("tiny.toml", &[]);
+    assert!(resumed["cached"].as_u64().unwrap() >= 2, "stages finished before Ctrl-C are kept: {resumed}");
+}

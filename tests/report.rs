@@ -110,6 +110,11 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let ablation = std::fs::read_to_string(reports.join("3b-inner-steps/table.csv")).unwrap();
     assert!(ablation.contains("inner_steps=0") && ablation.contains("inner_steps=1 (default)"), "{ablation}");
 
+    for plot in ["2a-segments/lift-by-segment.svg", "1-main/learning-curves.svg", "3b-inner-steps/auc.svg"] {
+        let svg = std::fs::read_to_string(reports.join(plot)).unwrap_or_else(|e| panic!("{plot}: {e}"));
+        assert!(svg.contains("<svg") && svg.contains("polyline"), "{plot} draws lines");
+    }
+
     let again = ws.run(&["reproduce", "--specs", "paper", "--out", "reports"]);
     assert_eq!(again.status.code(), Some(0));
     assert!(!stderr(&again).contains("  start "), "nothing runs again: {}", stderr(&again));
