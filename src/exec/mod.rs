@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod progress;
+pub mod slurm;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -13,12 +14,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
 
-use crate::plan::Plan;
-use crate::stages::{InputSource, StageContext, StageError};
+use crate::plan::{Plan, PlanNode};
+use crate::stages::{InputSource, StageContext, StageError, StageOutput};
 use crate::store::{RunRecord, RunStage, RunStatus, StageRecord, StageStatus, Store, StoreError};
 pub use progress::Progress;
 
-/// Runs the stages of a plan that are not cached. Local now; a cluster executor comes later.
+/// Runs the stages of a plan that are not cached: locally ([`local`]) or as Slurm jobs ([`slurm`]).
 pub trait Executor {
     fn name(&self) -> &'static str;
     /// Runs every stage marked in `job.to_run`, committing each to the store as it finishes,
@@ -115,6 +116,32 @@ fn injected_failure(name: &str) -> Option<String> {
         .map(|p| format!("failure injected by LIMAML_FAIL_STAGE={p}"))
 }
 
+/// Runs one stage against any input source and returns its output without touching the store:
+/// the test hooks, then the stage, with a panic turned into an error. The caller commits (the
+/// local executor to the store; a cluster job to its staging folder).
+pub fn execute_stage(
+    node: &PlanNode,
+    inputs: &dyn InputSource,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<StageOutput, StageError> {
+    if let Ok(ms) = std::env::var("LIMAML_STAGE_SLEEP_MS") {
+        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+    }
+    if let Some(message) = injected_failure(&node.name) {
+        return Err(StageError::Failed(message));
+    }
+    let context = StageContext { inputs, progress, cancelled: cancel };
+    std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&context))).map_err(|panic| {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        StageError::Failed(format!("stage panicked: {text}"))
+    })?
+}
+
 /// The whole life of one stage: read inputs, run, store artifacts, commit the record.
 pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
     let node = job.plan.node(index);
@@ -122,12 +149,6 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
     let started_unix_ms = unix_ms();
     job.progress.started(&node.name);
     let outcome = (|| -> Result<StageRecord, StageError> {
-        if let Ok(ms) = std::env::var("LIMAML_STAGE_SLEEP_MS") {
-            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
-        }
-        if let Some(message) = injected_failure(&node.name) {
-            return Err(StageError::Failed(message));
-        }
         let mut records = BTreeMap::new();
         let mut order = Vec::new();
         for (role, input) in &node.inputs {
@@ -143,15 +164,7 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
         let inputs = StoreInputs { store: job.store, records, order };
         let name = node.name.clone();
         let report = move |message: String| job.progress.message(&name, message);
-        let context = StageContext { inputs: &inputs, progress: &report, cancelled: job.cancel };
-        let output = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&context))).map_err(|panic| {
-            let text = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            StageError::Failed(format!("stage panicked: {text}"))
-        })??;
+        let output = execute_stage(node, &inputs, job.cancel, &report)?;
         let mut outputs = BTreeMap::new();
         for (name, bytes) in &output.artifacts {
             let artifact = job.store.put_artifact(bytes).map_err(|e| StageError::Failed(e.to_string()))?;

@@ -2,7 +2,8 @@
 //! Owns the canonical form. Must not read files or the store: callers hand in digests.
 //!
 //! A key is blake3 over the canonical JSON of [`KeyComponents`]: the stage kind and its
-//! implementation version, its output-affecting parameters, its seed, the keys of its inputs,
+//! implementation version, a fingerprint of the library code behind it (see build.rs), its
+//! output-affecting parameters, its seed, the keys of its inputs,
 //! and (for data stages) the content digest of the source files. Paths, mtimes, worker counts,
 //! log levels and progress display never enter a key.
 
@@ -17,6 +18,8 @@ const KEY_SCHEME: &str = "limaml-stage-key-v1";
 pub struct KeyComponents {
     pub kind: String,
     pub version: u32,
+    /// Fingerprint of the library code that computes the stage (data or models crate).
+    pub code: String,
     /// Output-affecting parameters. JSON objects serialize with sorted keys (serde_json's
     /// default map is a BTreeMap), which makes this canonical.
     pub params: serde_json::Value,
@@ -46,6 +49,9 @@ impl KeyComponents {
         }
         if self.version != earlier.version {
             changes.push(KeyChange::Version { before: earlier.version, after: self.version });
+        }
+        if self.code != earlier.code {
+            changes.push(KeyChange::Code { before: earlier.code.clone(), after: self.code.clone() });
         }
         let mut param_changes = Vec::new();
         diff_json("params", &earlier.params, &self.params, &mut param_changes);
@@ -77,6 +83,7 @@ impl KeyComponents {
 pub enum KeyChange {
     Kind { before: String, after: String },
     Version { before: u32, after: u32 },
+    Code { before: String, after: String },
     Param { path: String, before: Option<serde_json::Value>, after: Option<serde_json::Value> },
     Seed { before: Option<u64>, after: Option<u64> },
     Input { role: String, before: Option<String>, after: String },
@@ -93,6 +100,7 @@ impl std::fmt::Display for KeyChange {
             KeyChange::Version { before, after } => {
                 write!(f, "implementation version changed: {before} -> {after}")
             }
+            KeyChange::Code { before, after } => write!(f, "the code that computes it changed: {before} -> {after}"),
             KeyChange::Param { path, before, after } => {
                 write!(f, "parameter {path} changed: {} -> {}", show(before), show(after))
             }
@@ -140,6 +148,7 @@ mod tests {
         KeyComponents {
             kind: "train".into(),
             version: 1,
+            code: "c0de".into(),
             params,
             seed: Some(1),
             inputs: BTreeMap::from([("tasks".to_string(), "abc".to_string())]),

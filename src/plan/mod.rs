@@ -134,6 +134,7 @@ impl PlanBuilder {
         let components = KeyComponents {
             kind: stage.kind().to_string(),
             version: stage.version(),
+            code: stage.code().to_string(),
             params: stage.params(),
             seed: stage.seed(),
             inputs: inputs.iter().map(|(role, i)| (role.clone(), self.graph[*i].key.clone())).collect(),

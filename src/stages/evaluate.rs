@@ -28,6 +28,10 @@ impl Stage for Evaluate {
         1
     }
 
+    fn code(&self) -> &'static str {
+        super::MODELS_CODE
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "oracle": self.oracle, "roles": ["test"] })
     }

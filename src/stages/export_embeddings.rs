@@ -52,6 +52,10 @@ impl Stage for ExportEmbeddings {
         1
     }
 
+    fn code(&self) -> &'static str {
+        super::MODELS_CODE
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "support": format!("{:?}", self.support).to_lowercase() })
     }

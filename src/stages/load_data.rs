@@ -28,6 +28,10 @@ impl Stage for LoadData {
         1
     }
 
+    fn code(&self) -> &'static str {
+        super::DATA_CODE
+    }
+
     fn params(&self) -> serde_json::Value {
         let mut params = serde_json::to_value(&self.config).expect("config serializes");
         // The location is not content: the source digest stands for the files.

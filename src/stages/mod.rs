@@ -67,6 +67,11 @@ impl StageContext<'_> {
     }
 }
 
+/// Fingerprint of the `limaml-data` sources this binary was built from.
+pub const DATA_CODE: &str = env!("LIMAML_DATA_CODE");
+/// Fingerprint of the `limaml-models` (and `limaml-data`) sources and Cargo.lock.
+pub const MODELS_CODE: &str = env!("LIMAML_MODELS_CODE");
+
 /// Encodes a value for an artifact (postcard: compact, deterministic).
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StageError> {
     postcard::to_allocvec(value).map_err(|e| StageError::Failed(format!("cannot encode artifact: {e}")))
@@ -78,6 +83,11 @@ pub trait Stage: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Bump when the implementation changes its outputs. Part of the key.
     fn version(&self) -> u32;
+    /// Fingerprint of the library code that computes the outputs ([`DATA_CODE`], [`MODELS_CODE`]).
+    /// Part of the key.
+    fn code(&self) -> &'static str {
+        ""
+    }
     /// Output-affecting parameters only. Part of the key.
     fn params(&self) -> serde_json::Value;
     /// The seed this stage draws randomness from, if any. Part of the key.

@@ -37,6 +37,10 @@ impl Stage for ServingCost {
         1
     }
 
+    fn code(&self) -> &'static str {
+        super::MODELS_CODE
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "roles": ["test"], "repeats": REPEATS })
     }

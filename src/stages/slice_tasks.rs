@@ -20,6 +20,10 @@ impl Stage for SliceTasks {
         1
     }
 
+    fn code(&self) -> &'static str {
+        super::DATA_CODE
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.split).expect("config serializes")
     }

@@ -22,6 +22,10 @@ impl Stage for Train {
         1
     }
 
+    fn code(&self) -> &'static str {
+        super::MODELS_CODE
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "method": self.method, "train": self.train })
     }

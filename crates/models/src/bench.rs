@@ -62,7 +62,7 @@ pub fn bench_meta_training(
         let mut rng = StdRng::seed_from_u64(seed);
         let (net, store) = LimamlNet::create(config, DataShape::of(tasks), &mut rng)?;
         let mut opt = optimizer(&store, train)?;
-        let data = LimamlData::new(interactions, tasks)?;
+        let data = LimamlData::new(interactions, tasks, config.evaluation_support_tasks)?;
         let gradients = if config.second_order {
             InnerGradients::SecondOrder
         } else {

@@ -92,6 +92,27 @@ pub struct LimamlConfig {
     /// Tasks per outer step.
     #[serde(default = "default_meta_batch")]
     pub meta_batch: usize,
+    /// Which of a meta-train task's rows the outer loss scores after adaptation.
+    #[serde(default = "default_outer_rows")]
+    pub outer_rows: OuterRows,
+    /// Also meta-train on tasks built from the support rows of validation and test entities
+    /// (each support split by time into an inner support and query, as the slicer splits
+    /// rows). The baselines train on exactly these rows (`baseline_train_rows` holds every
+    /// task's support); without this LiMAML never learns from them, only adapts on them.
+    #[serde(default = "default_evaluation_support_tasks")]
+    pub evaluation_support_tasks: bool,
+}
+
+/// The rows of a meta-train task that the outer (meta) loss is computed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OuterRows {
+    /// Only the query rows (classic MAML): the Global Block learns from a quarter of the
+    /// meta-train rows.
+    Query,
+    /// The support and the query rows, both scored with the meta embedding adapted on the
+    /// support: the Global Block learns from every meta-train row.
+    SupportAndQuery,
 }
 
 /// One input of the Meta Block.
@@ -163,6 +184,8 @@ impl Default for LimamlConfig {
             inner_lr: default_inner_lr(),
             second_order: false,
             meta_batch: default_meta_batch(),
+            outer_rows: default_outer_rows(),
+            evaluation_support_tasks: default_evaluation_support_tasks(),
         }
     }
 }
@@ -200,6 +223,12 @@ fn default_unknown_id_rate() -> f64 {
 }
 fn default_meta_batch() -> usize {
     16
+}
+fn default_outer_rows() -> OuterRows {
+    OuterRows::Query
+}
+fn default_evaluation_support_tasks() -> bool {
+    false
 }
 fn default_epochs() -> usize {
     20

@@ -130,7 +130,7 @@ pub fn export_meta_embeddings_for_roles(
     check_data(interactions, tasks)?;
     let net = model.load(tasks)?;
     let (l, store) = limaml_net(&net, model)?;
-    let data = LimamlData::new(interactions, tasks)?;
+    let data = LimamlData::new(interactions, tasks, l.config.evaluation_support_tasks)?;
     let rank = |role: TaskRole| roles_by_priority.iter().position(|&r| r == role);
     let mut chosen: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
     for (t, task) in tasks.tasks.iter().enumerate() {
@@ -189,7 +189,9 @@ pub fn predict(
     check_data(interactions, tasks)?;
     let net = model.load(tasks)?;
     let features = Features::new(&tasks.features)?;
-    let data = LimamlData::new(interactions, tasks)?;
+    let evaluation_support_tasks =
+        matches!(&net, Net::Limaml(l, _) if l.config.evaluation_support_tasks);
+    let data = LimamlData::new(interactions, tasks, evaluation_support_tasks)?;
     let (rows, task_index) = query_rows(tasks, roles);
     let score = match (embeddings, &net) {
         (Some(table), Net::Limaml(l, store)) => {
@@ -252,7 +254,7 @@ pub fn predict_adapted(
     check_data(interactions, tasks)?;
     let net = model.load(tasks)?;
     let (l, store) = limaml_net(&net, model)?;
-    let data = LimamlData::new(interactions, tasks)?;
+    let data = LimamlData::new(interactions, tasks, l.config.evaluation_support_tasks)?;
     let chosen: Vec<usize> = (0..tasks.tasks.len())
         .filter(|&t| roles.contains(&tasks.tasks[t].role))
         .collect();

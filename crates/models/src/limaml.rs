@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 
-use crate::config::{LimamlConfig, MetaInput};
+use crate::config::{LimamlConfig, MetaInput, OuterRows};
 use crate::error::ModelError;
 use crate::inputs::{counterpart_of_row, row_input_dim, u32_tensor, DataShape, Features};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
@@ -51,25 +51,75 @@ pub struct LimamlNet {
     global: Mlp,
 }
 
-/// The data a LiMAML pass reads: features as tensors and which entities meta-training knew.
+/// Share of an evaluation entity's support rows (the latest, at least one, leaving at least
+/// one) that its training task holds out as the inner query: the slicer's default
+/// `query_fraction`.
+pub const EVALUATION_SUPPORT_QUERY_SHARE: f64 = 0.25;
+
+/// One task meta-training learns from: an entity, the rows to adapt on, the rows held out.
+#[derive(Debug, Clone)]
+pub struct TrainingTask {
+    pub entity: u32,
+    pub support: Vec<u32>,
+    pub query: Vec<u32>,
+}
+
+/// The data a LiMAML pass reads: features as tensors, the tasks meta-training learns from, and
+/// which entities meta-training knew (those have a trained id embedding).
 pub struct LimamlData<'a> {
     pub interactions: &'a Interactions,
     pub tasks: &'a TaskSet,
     pub features: Features,
     entity_features: Option<Tensor>,
     known_entity: Vec<bool>,
+    /// Meta-train tasks with a non-empty query, in task order; with
+    /// `evaluation_support_tasks`, then a task per validation/test support of at least two rows
+    /// (support = its earlier rows, query = the latest [`EVALUATION_SUPPORT_QUERY_SHARE`]).
+    pub training_tasks: Vec<TrainingTask>,
 }
 
 impl<'a> LimamlData<'a> {
-    pub fn new(interactions: &'a Interactions, tasks: &'a TaskSet) -> Result<Self, ModelError> {
+    /// `evaluation_support_tasks`: the [`LimamlConfig`] field of that name.
+    pub fn new(
+        interactions: &'a Interactions,
+        tasks: &'a TaskSet,
+        evaluation_support_tasks: bool,
+    ) -> Result<Self, ModelError> {
         let shape = DataShape::of(tasks);
         let features = Features::new(&tasks.features)?;
         let entity_features = match shape.entity {
             limaml_data::TaskEntity::User => features.user.clone(),
             limaml_data::TaskEntity::Item => features.item.clone(),
         };
+        let mut training_tasks: Vec<TrainingTask> = meta_train_tasks(tasks)
+            .into_iter()
+            .map(|t| TrainingTask {
+                entity: tasks.tasks[t].entity,
+                support: tasks.tasks[t].support.clone(),
+                query: tasks.tasks[t].query.clone(),
+            })
+            .collect();
+        if evaluation_support_tasks {
+            for task in tasks.tasks.iter().filter(|t| t.role != TaskRole::MetaTrain) {
+                // A warm evaluation task's support is its entity's meta-train rows already.
+                let n = task.support.len();
+                if task.state == limaml_data::EntityState::Warm || n < 2 {
+                    continue;
+                }
+                let mut rows = task.support.clone();
+                rows.sort_by_key(|&r| (interactions.timestamp[r as usize], r));
+                let held_out = ((EVALUATION_SUPPORT_QUERY_SHARE * n as f64).round() as usize)
+                    .clamp(1, n - 1);
+                let query = rows.split_off(n - held_out);
+                training_tasks.push(TrainingTask {
+                    entity: task.entity,
+                    support: rows,
+                    query,
+                });
+            }
+        }
         let mut known_entity = vec![false; shape.n_entities()];
-        for task in tasks.tasks.iter().filter(|t| t.role == TaskRole::MetaTrain) {
+        for task in &training_tasks {
             known_entity[task.entity as usize] = true;
         }
         Ok(LimamlData {
@@ -78,6 +128,7 @@ impl<'a> LimamlData<'a> {
             features,
             entity_features,
             known_entity,
+            training_tasks,
         })
     }
 
@@ -456,7 +507,10 @@ impl LimamlNet {
         Ok(loss.to_scalar::<f32>()? as f64)
     }
 
-    /// One pass over the meta-train tasks in shuffled meta-batches; returns the mean outer loss.
+    /// One pass over the training tasks ([`LimamlData::training_tasks`]) in shuffled
+    /// meta-batches; returns the mean outer loss. The outer loss scores the rows `outer_rows`
+    /// names: the query rows (at most `max_query`, a seeded sample), plus with
+    /// [`OuterRows::SupportAndQuery`] the (capped) support rows adapted on.
     #[allow(clippy::too_many_arguments)]
     pub fn train_epoch(
         &self,
@@ -468,34 +522,42 @@ impl LimamlNet {
         gradients: InnerGradients,
         rng: &mut StdRng,
     ) -> Result<f64, ModelError> {
-        let mut order = meta_train_tasks(data.tasks);
+        let mut order: Vec<usize> = (0..data.training_tasks.len()).collect();
         order.shuffle(rng);
         let mut total = 0.0;
         let mut steps = 0;
         for chunk in order.chunks(self.config.meta_batch) {
             let supports: Vec<Vec<u32>> = chunk
                 .iter()
-                .map(|&t| latest_support(data, &data.tasks.tasks[t].support, max_support))
+                .map(|&t| latest_support(data, &data.training_tasks[t].support, max_support))
                 .collect();
-            let queries: Vec<Vec<u32>> = chunk
+            let outer: Vec<Vec<u32>> = chunk
                 .iter()
-                .map(|&t| {
-                    let q = &data.tasks.tasks[t].query;
-                    if q.len() <= max_query {
+                .zip(&supports)
+                .map(|(&t, support)| {
+                    let q = &data.training_tasks[t].query;
+                    let mut picked = if q.len() <= max_query {
                         q.clone()
                     } else {
                         let mut picked: Vec<u32> =
                             q.choose_multiple(rng, max_query).copied().collect();
                         picked.sort_unstable();
                         picked
+                    };
+                    if self.config.outer_rows == OuterRows::SupportAndQuery {
+                        let mut rows = support.clone();
+                        rows.append(&mut picked);
+                        rows
+                    } else {
+                        picked
                     }
                 })
                 .collect();
             let members: Vec<TaskRows> = chunk
                 .iter()
-                .zip(supports.iter().zip(&queries))
+                .zip(supports.iter().zip(&outer))
                 .map(|(&t, (s, q))| TaskRows {
-                    entity: data.tasks.tasks[t].entity,
+                    entity: data.training_tasks[t].entity,
                     hide_id: self.config.unknown_id_rate > 0.0
                         && rng.random_bool(self.config.unknown_id_rate),
                     support: s,

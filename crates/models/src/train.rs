@@ -21,7 +21,7 @@ use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
 use crate::inputs::{check_data, u32_tensor, DataShape, Features};
 use crate::limaml::{
-    latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskRows,
+    latest_support, InnerGradients, LimamlData, LimamlNet, TaskRows,
 };
 use crate::mlp::sigmoid;
 use crate::params::ParamStore;
@@ -225,7 +225,9 @@ fn train_here(
     let store = net.store();
     let mut optimizer = optimizer(store, train)?;
     let features = Features::new(&tasks.features)?;
-    let data = LimamlData::new(interactions, tasks)?;
+    let evaluation_support_tasks =
+        matches!(method, MethodConfig::Limaml(c) if c.evaluation_support_tasks);
+    let data = LimamlData::new(interactions, tasks, evaluation_support_tasks)?;
     let mut epoch_step: EpochStep<'_> = match &net {
         Net::Baseline(b, s) => {
             if tasks.baseline_train_rows.is_empty() {
@@ -246,7 +248,7 @@ fn train_here(
             })
         }
         Net::Limaml(l, s) => {
-            if meta_train_tasks(tasks).is_empty() {
+            if data.training_tasks.is_empty() {
                 return Err(ModelError::NoTrainingData(
                     "no meta-train task has query rows".into(),
                 ));

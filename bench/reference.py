@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""PyTorch reference of limaml's LiMAML step, for `limaml bench`.
+
+It mirrors crates/models/src/limaml.rs (and bench.rs, mlp.rs, train.rs) operation for
+operation, so that the throughput ratios compare implementations of the *same* computation:
+
+* Meta Block: input per task = [entity-id embedding, the entity's own features, a support-set
+  activity summary]; an MLP (ReLU between layers) to the meta embedding. During adaptation
+  each task has its own copy of the Meta Block weights, stacked over a leading task axis
+  (T x in x out), so one batched matmul runs every task of the meta-batch, as in limaml.
+* Global Block: input per row = [user features, item features, item-id embedding, the row's
+  task's meta embedding]; an MLP to one logit. Shared by all tasks.
+* Inner loop: `inner_steps` SGD steps at `inner_lr` on each task's mean support loss, adapting
+  only the Meta Block, all tasks at once. First-order: the inner gradients (and, like limaml,
+  the parameters the inner loss reads) are detached. Second-order: differentiated through.
+* Outer step: mean over tasks of each task's mean query loss, AdamW (weight decay from the
+  config, 0 by default: plain Adam) on every parameter.
+* Rows of a meta-batch are padded to the longest task (padding = row 0, masked out).
+* Export: first-order adaptation on each task's support (chunks of 128 tasks) -> meta
+  embeddings. Scoring: Global Block probabilities of every query row from the stored meta
+  embeddings (chunks of 8192 rows).
+* The timing protocol is bench.rs's: one warm-up outer step, then `meta_batches` timed steps
+  over the meta-train tasks in task order (wrapping), batch building included; export over
+  every task; scoring of every task's query rows.
+
+Input: the folder `limaml bench` writes (data.json + raw little-endian arrays) and a config
+JSON (layer sizes, learning rates, thread count). Output: throughputs, as JSON with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROLE_META_TRAIN = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Data: the task set limaml wrote
+
+
+@dataclass
+class TaskData:
+    """The synthetic task set, as numpy arrays (row = interaction, task = one user)."""
+
+    user_features: torch.Tensor  # n_users x user_dim
+    item_features: torch.Tensor  # n_items x item_dim
+    row_user: np.ndarray
+    row_item: np.ndarray
+    row_label: np.ndarray
+    row_timestamp: np.ndarray
+    task_entity: np.ndarray
+    task_role: np.ndarray
+    support: list[np.ndarray]  # per task, row indices
+    query: list[np.ndarray]
+    n_users: int
+    n_items: int
+    known_entity: np.ndarray  # bool per user: has a meta-train task
+
+    @staticmethod
+    def load(folder: Path) -> "TaskData":
+        meta = json.loads((folder / "data.json").read_text())
+
+        def array(name: str) -> np.ndarray:
+            spec = meta["arrays"][name]
+            values = np.fromfile(folder / spec["file"], dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
+            return values.reshape(spec["shape"])
+
+        def ragged(name: str) -> list[np.ndarray]:
+            offsets, rows = array(f"{name}_offsets"), array(f"{name}_rows").astype(np.int64)
+            return [rows[offsets[t]: offsets[t + 1]] for t in range(len(offsets) - 1)]
+
+        task_entity = array("task_entity").astype(np.int64)
+        task_role = array("task_role")
+        known = np.zeros(meta["users"], dtype=bool)
+        known[task_entity[task_role == ROLE_META_TRAIN]] = True
+        return TaskData(
+            user_features=torch.from_numpy(array("user_features").astype(np.float32)),
+            item_features=torch.from_numpy(array("item_features").astype(np.float32)),
+            row_user=array("row_user").astype(np.int64),
+            row_item=array("row_item").astype(np.int64),
+            row_label=array("row_label").astype(np.float32),
+            row_timestamp=array("row_timestamp"),
+            task_entity=task_entity,
+            task_role=task_role,
+            support=ragged("support"),
+            query=ragged("query"),
+            n_users=meta["users"],
+            n_items=meta["items"],
+            known_entity=known,
+        )
+
+    def latest_support(self, task: int, max_support: int) -> np.ndarray:
+        """The latest `max_support` support rows by (timestamp, row index), in time order."""
+        rows = self.support[task]
+        order = np.lexsort((rows, self.row_timestamp[rows]))
+        return rows[order][-max_support:] if max_support > 0 else rows[:0]
+
+    def meta_train_order(self) -> list[int]:
+        """Meta-train tasks with a non-empty query, in task order (limaml's meta_train_tasks)."""
+        return [t for t in range(len(self.task_entity))
+                if self.task_role[t] == ROLE_META_TRAIN and len(self.query[t]) > 0]
+
+
+@dataclass
+class PaddedRows:
+    """Rows of T tasks padded to the longest: T x L index/label/mask tensors."""
+
+    users: torch.Tensor  # (T*L,) int64
+    items: torch.Tensor
+    labels: torch.Tensor  # T x L
+    mask: torch.Tensor  # T x L, 1 for real rows
+    inv_count: torch.Tensor  # T, 1 / rows per task
+    n_tasks: int
+    length: int
+
+    @staticmethod
+    def build(data: TaskData, rows_per_task: list[np.ndarray]) -> "PaddedRows":
+        n_tasks = len(rows_per_task)
+        length = max([len(r) for r in rows_per_task] + [1])
+        padded = np.zeros((n_tasks, length), dtype=np.int64)  # padding points at row 0
+        mask = np.zeros((n_tasks, length), dtype=np.float32)
+        for t, rows in enumerate(rows_per_task):
+            padded[t, : len(rows)] = rows
+            mask[t, : len(rows)] = 1.0
+        labels = data.row_label[padded] * mask
+        flat = padded.reshape(-1)
+        return PaddedRows(
+            users=torch.from_numpy(data.row_user[flat]),
+            items=torch.from_numpy(data.row_item[flat]),
+            labels=torch.from_numpy(labels),
+            mask=torch.from_numpy(mask),
+            inv_count=torch.tensor([1.0 / max(len(r), 1) for r in rows_per_task], dtype=torch.float32),
+            n_tasks=n_tasks,
+            length=length,
+        )
+
+    def loss_sum(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sum over tasks of each task's mean logistic loss (limaml's masked_task_loss_sum)."""
+        per_row = F.binary_cross_entropy_with_logits(logits, self.labels, reduction="none") * self.mask
+        return (per_row.sum(-1) * self.inv_count).sum()
+
+
+@dataclass
+class TaskBatch:
+    """A meta-batch: the Meta Block's per-task inputs, support rows and query rows."""
+
+    entity_index: torch.Tensor  # row of the entity-id table (the last row = unknown)
+    entity: torch.Tensor  # the entity itself (for its features)
+    activity: torch.Tensor  # T x (2 * item_dim + 2)
+    support: PaddedRows
+    query: PaddedRows
+    n_tasks: int
+
+    @staticmethod
+    def build(data: TaskData, entities: list[int], supports: list[np.ndarray],
+              queries: list[np.ndarray]) -> "TaskBatch":
+        entity_index = [e if data.known_entity[e] else data.n_users for e in entities]
+        activity = np.stack([support_activity(data, s) for s in supports])
+        return TaskBatch(
+            entity_index=torch.tensor(entity_index, dtype=torch.int64),
+            entity=torch.tensor(entities, dtype=torch.int64),
+            activity=torch.from_numpy(activity),
+            support=PaddedRows.build(data, supports),
+            query=PaddedRows.build(data, queries),
+            n_tasks=len(entities),
+        )
+
+
+def support_activity(data: TaskData, support: np.ndarray) -> np.ndarray:
+    """Mean item features of the positive and of all support rows, the positive rate,
+    ln(1 + n) / 5 (limaml's LimamlData::activity, for user tasks)."""
+    items = data.item_features.numpy()[data.row_item[support]]
+    positive = data.row_label[support] > 0.5
+    n, n_pos = len(support), int(positive.sum())
+    positive_mean = items[positive].sum(0) / max(n_pos, 1)
+    all_mean = items.sum(0) / max(n, 1)
+    tail = np.array([n_pos / max(n, 1), math.log(1.0 + n) / 5.0], dtype=np.float32)
+    return np.concatenate([positive_mean, all_mean, tail]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# The model, written functionally (parameters passed in) like limaml's
+
+
+def mlp_forward(layers: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Dense layers [w0, b0, w1, b1, ...], ReLU between. Shared weights: x N x in, w in x out;
+    per-task weights: x T x N x in, w T x in x out, b T x 1 x out (a batched matmul)."""
+    n_layers = len(layers) // 2
+    h = x
+    for layer in range(n_layers):
+        h = h.matmul(layers[2 * layer]) + layers[2 * layer + 1]
+        if layer + 1 < n_layers:
+            h = torch.relu(h)
+    return h
+
+
+class LimamlReference:
+    """LiMAML's parameters in limaml's order: item-id embedding, entity-id embedding (+ an
+    "unknown" row), Meta Block layers, Global Block layers."""
+
+    def __init__(self, config: dict, data: TaskData, generator: torch.Generator):
+        self.config = config
+        self.data = data
+        user_dim, item_dim = data.user_features.shape[1], data.item_features.shape[1]
+        item_id_dim, entity_id_dim = config["item_id_embedding_dim"], config["entity_id_embedding_dim"]
+        m = config["meta_embedding_dim"]
+        assert config["meta_inputs"] == ["id", "features", "activity"], "the reference mirrors the default inputs"
+
+        def normal(rows: int, dim: int) -> torch.Tensor:
+            return torch.randn(rows, dim, generator=generator) * 0.05
+
+        def glorot(fan_in: int, fan_out: int) -> torch.Tensor:
+            bound = math.sqrt(6.0 / max(fan_in + fan_out, 1))
+            return (torch.rand(fan_in, fan_out, generator=generator) * 2 - 1) * bound
+
+        def mlp(widths: list[int]) -> list[torch.Tensor]:
+            out = []
+            for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+                out += [glorot(fan_in, fan_out), torch.zeros(1, fan_out)]
+            return out
+
+        entity_table = torch.cat([normal(data.n_users, entity_id_dim), torch.zeros(1, entity_id_dim)])
+        meta_in = entity_id_dim + user_dim + 2 * item_dim + 2
+        global_in = user_dim + item_dim + item_id_dim + m
+        meta_layers = mlp([meta_in, *config["meta_hidden"], m])
+        global_layers = mlp([global_in, *config["global_hidden"], 1])
+        self.params = [p.requires_grad_() for p in
+                       [normal(data.n_items, item_id_dim), entity_table, *meta_layers, *global_layers]]
+        self.n_meta = len(meta_layers)
+
+    # Parameter views of a flat list (the model's own, or detached copies).
+    @staticmethod
+    def item_embedding(params):
+        return params[0]
+
+    @staticmethod
+    def entity_embedding(params):
+        return params[1]
+
+    def meta_params(self, params):
+        return params[2: 2 + self.n_meta]
+
+    def global_params(self, params):
+        return params[2 + self.n_meta:]
+
+    def meta_input(self, params, batch: TaskBatch) -> torch.Tensor:
+        """T x 1 x in: [entity-id embedding, entity features, activity]."""
+        parts = [self.entity_embedding(params).index_select(0, batch.entity_index),
+                 self.data.user_features.index_select(0, batch.entity),
+                 batch.activity]
+        return torch.cat(parts, 1).unsqueeze(1)
+
+    def global_logits(self, params, users, items, meta_per_row) -> torch.Tensor:
+        """Global Block logits N of rows with their meta embeddings N x m."""
+        x = torch.cat([self.data.user_features.index_select(0, users),
+                       self.data.item_features.index_select(0, items),
+                       self.item_embedding(params).index_select(0, items),
+                       meta_per_row], 1)
+        return mlp_forward(self.global_params(params), x).squeeze(1)
+
+    def padded_logits(self, params, meta_embedding, rows: PaddedRows) -> torch.Tensor:
+        """T x L logits, each task's rows with its own meta embedding (T x 1 x m)."""
+        m = meta_embedding.shape[-1]
+        meta_per_row = meta_embedding.expand(rows.n_tasks, rows.length, m).reshape(-1, m)
+        return self.global_logits(params, rows.users, rows.items, meta_per_row).reshape(rows.n_tasks, rows.length)
+
+    def adapt(self, params, batch: TaskBatch, second_order: bool) -> list[torch.Tensor]:
+        """The inner loop: per-task Meta Block weights (T x in x out), adapted on the supports."""
+        inner_params = params if second_order else [p.detach() for p in params]
+        meta_input = self.meta_input(inner_params, batch)
+        adapted = [p.unsqueeze(0).expand(batch.n_tasks, *p.shape) for p in self.meta_params(params)]
+        for _ in range(self.config["inner_steps"]):
+            meta_embedding = mlp_forward(adapted, meta_input)
+            logits = self.padded_logits(inner_params, meta_embedding, batch.support)
+            support_loss = batch.support.loss_sum(logits)
+            grads = torch.autograd.grad(support_loss, adapted, create_graph=second_order)
+            if not second_order:
+                grads = [g.detach() for g in grads]
+            adapted = [a - self.config["inner_lr"] * g for a, g in zip(adapted, grads)]
+        return adapted
+
+    def meta_train_step(self, optimizer, batch: TaskBatch, second_order: bool) -> float:
+        """One outer step: adapt on supports, mean query loss over tasks, AdamW."""
+        params = self.params
+        adapted = self.adapt(params, batch, second_order)
+        meta_embedding = mlp_forward(adapted, self.meta_input(params, batch))
+        logits = self.padded_logits(params, meta_embedding, batch.query)
+        loss = batch.query.loss_sum(logits) / batch.n_tasks
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def adapted_meta_embeddings(self, batches: list[TaskBatch]) -> torch.Tensor:
+        """First-order adaptation on each task's support, no outer graph: meta embeddings."""
+        params = [p.detach() for p in self.params]
+        out = []
+        for batch in batches:
+            with torch.enable_grad():
+                adapted = [p.unsqueeze(0).expand(batch.n_tasks, *p.shape).detach().requires_grad_()
+                           for p in self.meta_params(params)]
+                meta_input = self.meta_input(params, batch)
+                for _ in range(self.config["inner_steps"]):
+                    logits = self.padded_logits(params, mlp_forward(adapted, meta_input), batch.support)
+                    grads = torch.autograd.grad(batch.support.loss_sum(logits), adapted)
+                    adapted = [(a - self.config["inner_lr"] * g).detach().requires_grad_()
+                               for a, g in zip(adapted, grads)]
+            with torch.no_grad():
+                out.append(mlp_forward(adapted, meta_input).reshape(batch.n_tasks, -1))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def score_with_embeddings(self, users: np.ndarray, items: np.ndarray, meta_per_row: np.ndarray,
+                              chunk: int) -> np.ndarray:
+        """Serving: Global Block probabilities of rows given each row's meta embedding."""
+        params = [p.detach() for p in self.params]
+        scores = []
+        for start in range(0, len(users), chunk):
+            stop = start + chunk
+            logits = self.global_logits(params, torch.from_numpy(users[start:stop]),
+                                        torch.from_numpy(items[start:stop]),
+                                        torch.from_numpy(meta_per_row[start:stop]))
+            scores.append(torch.sigmoid(logits).numpy())
+        return np.concatenate(scores)
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark (bench.rs's protocol)
+
+
+def bench(config: dict, data: TaskData, second_order: bool) -> dict:
+    generator = torch.Generator().manual_seed(config["seed"])
+    model = LimamlReference(config, data, generator)
+    optimizer = torch.optim.AdamW(model.params, lr=config["learning_rate"], betas=(0.9, 0.999),
+                                  eps=1e-8, weight_decay=config["weight_decay"])
+    order = data.meta_train_order()
+    meta_batch, max_support, max_query = config["meta_batch"], config["max_support"], config["max_query"]
+
+    def batch_of(step: int) -> TaskBatch:
+        picked = [order[(step * meta_batch + k) % len(order)] for k in range(meta_batch)]
+        return TaskBatch.build(data,
+                               [int(data.task_entity[t]) for t in picked],
+                               [data.latest_support(t, max_support) for t in picked],
+                               [data.query[t][:max_query] for t in picked])
+
+    model.meta_train_step(optimizer, batch_of(0), second_order)  # warm-up
+    started = time.perf_counter()
+    for step in range(config["meta_batches"]):
+        model.meta_train_step(optimizer, batch_of(step + 1), second_order)
+    train_seconds = time.perf_counter() - started
+    trained_tasks = config["meta_batches"] * meta_batch
+
+    # Export: every task, adapted on its (capped) support, in chunks; batch building included.
+    n_tasks = len(data.task_entity)
+    supports = [data.latest_support(t, max_support) for t in range(n_tasks)]
+    empty = np.zeros(0, dtype=np.int64)
+    started = time.perf_counter()
+    chunk = config["export_chunk"]
+    batches = [TaskBatch.build(data, [int(e) for e in data.task_entity[s: s + chunk]],
+                               supports[s: s + chunk], [empty] * len(supports[s: s + chunk]))
+               for s in range(0, n_tasks, chunk)]
+    embeddings = model.adapted_meta_embeddings(batches).numpy()
+    export_seconds = time.perf_counter() - started
+
+    # Scoring: every query row with its task's embedding.
+    rows = np.concatenate(data.query)
+    per_row = np.repeat(embeddings, [len(q) for q in data.query], axis=0)
+    started = time.perf_counter()
+    model.score_with_embeddings(data.row_user[rows], data.row_item[rows], per_row, config["score_chunk"])
+    score_seconds = time.perf_counter() - started
+
+    def per_second(n: int, seconds: float) -> float:
+        return n / max(seconds, 1e-9)
+
+    return {
+        "second_order": second_order,
+        "tasks_per_second": per_second(trained_tasks, train_seconds),
+        "entities_per_second": per_second(n_tasks, export_seconds),
+        "rows_per_second": per_second(len(rows), score_seconds),
+        "meta_batches": config["meta_batches"],
+        "tasks": trained_tasks,
+        "entities": n_tasks,
+        "rows": len(rows),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="the folder limaml bench wrote")
+    parser.add_argument("--config", type=Path, required=True, help="the model/training config JSON")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+
+    config = json.loads(args.config.read_text())
+    # The same number of compute threads as limaml (candle) uses.
+    torch.set_num_threads(config["threads"])
+    data = TaskData.load(args.data)
+    results = {"first_order": bench(config, data, second_order=False),
+               "second_order": bench(config, data, second_order=True)}
+    results.update({
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        # ru_maxrss is KiB on Linux; includes the torch import itself (~300 MiB).
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    })
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for order in ("first_order", "second_order"):
+            r = results[order]
+            print(f"{order}: {r['tasks_per_second']:.0f} tasks/s, {r['entities_per_second']:.0f} entities/s, "
+                  f"{r['rows_per_second']:.0f} rows/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
