@@ -37,6 +37,8 @@ use super::{BenchArgs, Failure};
 
 /// Set in a child process: the JSON of the one [`ChildJob`] it runs.
 const CHILD_JOB_ENV: &str = "LIMAML_BENCH_CHILD_JOB";
+/// Set (to anything): keep the temporary folder (task set, reference arrays) for profiling.
+const KEEP_WORK_DIR_ENV: &str = "LIMAML_BENCH_KEEP";
 /// Overrides where `reference.py` and `.venv` are looked for (default: `bench/` of the source
 /// tree this binary was built from, else `./bench`).
 const BENCH_DIR_ENV: &str = "LIMAML_BENCH_DIR";
@@ -49,6 +51,9 @@ const TARGET_CACHED_RUN_SECONDS: f64 = 0.2;
 
 /// Users of the scaling series (`--quick` drops the last).
 const SCALING_USERS: [usize; 3] = [1_000, 10_000, 100_000];
+/// Support and query rows per task in the scaling series (the default, 256, pads meta-batches
+/// to the heaviest user's 256 rows and would make 100k users take ~10 minutes here).
+const SCALING_MAX_ROWS: usize = 64;
 /// Items of every synthetic world here (held fixed so that only the users vary).
 const SYNTHETIC_ITEMS: usize = 1_000;
 
@@ -165,7 +170,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode, Failure> {
     let work_dir = std::env::temp_dir().join(format!("limaml-bench-{}", std::process::id()));
     fs::create_dir_all(&work_dir)?;
     let outcome = run_benchmarks(&plan, threads, &work_dir, args);
-    let _ = fs::remove_dir_all(&work_dir);
+    if std::env::var_os(KEEP_WORK_DIR_ENV).is_some() {
+        eprintln!("bench: kept {}", work_dir.display());
+    } else {
+        let _ = fs::remove_dir_all(&work_dir);
+    }
     let document = outcome?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&document).expect("JSON values serialize"));
@@ -182,6 +191,7 @@ fn progress(args: &BenchArgs, message: &str) {
 }
 
 fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &BenchArgs) -> Result<Value, Failure> {
+    let load_at_start = load_average();
     let data_dir = work_dir.join("data");
     fs::create_dir_all(&data_dir)?;
     progress(args, &format!("generating {} synthetic users", plan.users));
@@ -269,6 +279,9 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
     Ok(json!({
         "quick": args.quick,
         "threads": threads,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": load_average(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "torch": match &reference {
             Ok(r) => json!({"available": true, "python": r.python}),
             Err(why) => json!({"available": false, "reason": why}),
@@ -282,6 +295,8 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
         "configs": configs,
         "scaling": {
             "model": MODEL_SIZES[0].name,
+            "max_support": SCALING_MAX_ROWS,
+            "max_query": SCALING_MAX_ROWS,
             "items": SYNTHETIC_ITEMS,
             "points": scaling,
             "per_1k_users": per_thousand_users(&scaling),
@@ -483,7 +498,13 @@ fn scaling_point(users: usize, size: ModelSize) -> Result<ScalingPoint, Failure>
     let slice_seconds = started.elapsed().as_secs_f64();
 
     let method = MethodConfig::Limaml(size.limaml_config(false));
-    let train_config = TrainConfig { epochs: 1, patience: 1, ..TrainConfig::default() };
+    let train_config = TrainConfig {
+        epochs: 1,
+        patience: 1,
+        max_support: SCALING_MAX_ROWS,
+        max_query: SCALING_MAX_ROWS,
+        ..TrainConfig::default()
+    };
     let started = Instant::now();
     let model = train(&method, &train_config, &dataset.interactions, &tasks, 7, &mut |_| {}).map_err(|e| failed(&e))?;
     let train_epoch_seconds = started.elapsed().as_secs_f64();
@@ -513,6 +534,12 @@ fn scaling_point(users: usize, size: ModelSize) -> Result<ScalingPoint, Failure>
         store_bytes: dataset_bytes + task_set_bytes + model_bytes + meta_embedding_bytes,
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// The 1-minute load average (/proc/loadavg): above the core count, other processes compete
+/// for the CPUs and every throughput here is understated (spinning thread pools suffer most).
+fn load_average() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// This process's peak resident set size (`VmHWM` in /proc/self/status), where Linux gives it.
@@ -621,6 +648,14 @@ fn print_human(doc: &Value) {
         "limaml bench ({} threads; synthetic data: {} users, {} items, {} interactions, {} tasks; meta-batch {}, {} inner step)",
         threads, data["users"], data["items"], data["interactions"], data["tasks"], META_BATCH, INNER_STEPS
     );
+    let cores = doc["cores"].as_f64().unwrap_or(1.0);
+    let busiest = doc["load_average_at_start"].as_f64().unwrap_or(0.0).max(doc["load_average_at_end"].as_f64().unwrap_or(0.0));
+    if busiest > cores {
+        println!(
+            "warning: load average {busiest:.1} on {cores} cores: other processes compete for the CPUs; \
+             throughputs are understated and ratios unreliable (RAYON_NUM_THREADS=1 suffers least)"
+        );
+    }
     if doc["torch"]["available"] != json!(true) {
         println!("note: {}", doc["torch"]["reason"].as_str().unwrap_or("PyTorch reference unavailable"));
     }
@@ -655,7 +690,12 @@ fn print_human(doc: &Value) {
         }
     }
     println!();
-    println!("scaling (model {}, {} items):", doc["scaling"]["model"].as_str().unwrap_or(""), doc["scaling"]["items"]);
+    println!(
+        "scaling (model {}, {} items, at most {} support and query rows per task; train epoch includes validation):",
+        doc["scaling"]["model"].as_str().unwrap_or(""),
+        doc["scaling"]["items"],
+        SCALING_MAX_ROWS
+    );
     println!(
         "{:>8} {:>12} {:>10} {:>12} {:>10} {:>12} {:>16} {:>12}",
         "users", "interactions", "meta-train", "train epoch", "export", "store", "epoch s/1k users", "peak RSS"

@@ -602,6 +602,9 @@ impl SlurmConfig {
     }
 }
 
+/// Stages submitted together (one sbatch, an array when several): same kind, same upstream jobs.
+type GroupKey = (String, Vec<String>);
+
 pub struct SlurmExecutor {
     pub config: SlurmConfig,
 }
@@ -833,7 +836,7 @@ impl Coordinator<'_, '_> {
                 .partition(|&&i| self.upstream_to_run(i).iter().all(|u| !matches!(self.state(*u), Tracked::Unsubmitted)));
             assert!(!ready.is_empty(), "the plan is acyclic, so some stage is always ready");
             // Group by kind and upstream jobs: each group is one sbatch (an array when > 1).
-            let mut groups: Vec<((String, Vec<String>), Vec<NodeIndex>)> = Vec::new();
+            let mut groups: Vec<(GroupKey, Vec<NodeIndex>)> = Vec::new();
             for index in ready {
                 let mut dependencies = Vec::new();
                 let mut failed_upstream = None;
