@@ -202,7 +202,7 @@ fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<Ex
         println!("{}", serde_json::to_string_pretty(&run).expect("serializes"));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run {} — experiment {} — {:?}", run.id, run.experiment, run.status);
+    println!("run {} — experiment {} — {}", run.id, run.experiment, format!("{:?}", run.status).to_lowercase());
     println!(
         "spec {} (digest {}), limaml {}, host {}",
         run.spec_path,

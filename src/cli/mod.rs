@@ -290,6 +290,11 @@ fn init_logging(verbose: u8) {
 }
 
 pub fn main() -> ExitCode {
+    // `limaml runs | head` should end quietly, as other command-line tools do, not panic.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match commands::dispatch(cli) {

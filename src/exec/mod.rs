@@ -59,7 +59,17 @@ pub fn cache_status(plan: &Plan, store: &Store, warn: &dyn Fn(String)) -> Result
     let mut cached = vec![false; plan.graph.node_count()];
     for index in plan.graph.node_indices() {
         let node = plan.node(index);
-        let Some(record) = store.stage(&node.key)? else { continue };
+        let record = match store.stage(&node.key) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            // A record this version cannot read is a cache miss, not a failure.
+            Err(error @ StoreError::BadRecord { .. }) => {
+                warn(format!("stage {}: {error}; it will be recomputed", node.name));
+                store.forget_stage(&node.key)?;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let mut intact = true;
         for (name, artifact) in &record.outputs {
             if let Err(error) = store.verify_artifact(artifact) {
@@ -266,9 +276,15 @@ pub fn run_plan(
     let started = Instant::now();
     let run_id = new_run_id(&spec.digest);
     store.set_owner(&format!("run {run_id} (pid {})", std::process::id()));
-    let order = plan
+    let mut order = plan
         .topological_order()
         .map_err(|e| StoreError::Database { path: store.root().to_path_buf(), message: e.to_string() })?;
+    // Pipeline order for people: by depth in the DAG, then by name.
+    let mut depth = vec![0usize; plan.graph.node_count()];
+    for &index in &order {
+        depth[index.index()] = plan.node(index).inputs.iter().map(|(_, i)| depth[i.index()] + 1).max().unwrap_or(0);
+    }
+    order.sort_by(|a, b| (depth[a.index()], &plan.node(*a).name).cmp(&(depth[b.index()], &plan.node(*b).name)));
     let progress = Progress::new(0, options.show_progress, options.quiet);
     let cached = cache_status(plan, store, &|text| progress.note(&format!("warning: {text}")))?;
     let mut record = RunRecord {

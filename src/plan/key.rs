@@ -19,6 +19,8 @@ pub struct KeyComponents {
     pub kind: String,
     pub version: u32,
     /// Fingerprint of the library code that computes the stage (data or models crate).
+    /// Records written before fingerprints existed read as "" (and so never match).
+    #[serde(default)]
     pub code: String,
     /// Output-affecting parameters. JSON objects serialize with sorted keys (serde_json's
     /// default map is a BTreeMap), which makes this canonical.
