@@ -443,8 +443,7 @@ fn write_reference_config(dir: &Path, size: ModelSize, meta_batches: usize, thre
 
 /// Runs `job` in a child process of this binary and parses the one JSON document it prints.
 fn run_child_process<T: serde::de::DeserializeOwned>(job: &ChildJob) -> Result<T, Failure> {
-    let exe = std::env::current_exe()?;
-    let output = Command::new(exe)
+    let output = Command::new(this_executable()?)
         .arg("bench")
         .env(CHILD_JOB_ENV, serde_json::to_string(job).expect("serializes"))
         .stdin(Stdio::null())
@@ -455,6 +454,16 @@ fn run_child_process<T: serde::de::DeserializeOwned>(job: &ChildJob) -> Result<T
     }
     serde_json::from_slice(&output.stdout)
         .map_err(|e| Failure::Failed(format!("benchmark child {job:?} printed unreadable output: {e}")))
+}
+
+/// This binary, as it was started: `/proc/self/exe` on Linux keeps working when a concurrent
+/// `cargo build` replaces the file under target/release.
+fn this_executable() -> Result<PathBuf, Failure> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    Ok(std::env::current_exe()?)
 }
 
 fn run_child(job: &str) -> Result<ExitCode, Failure> {
@@ -613,7 +622,7 @@ fn time_cached_run(work_dir: &Path) -> Result<Value, Failure> {
         .find(|p| p.exists());
     let Some(spec) = spec else { return Ok(Value::Null) };
     let store = work_dir.join("store");
-    let exe = std::env::current_exe()?;
+    let exe = this_executable()?;
     let mut seconds = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();

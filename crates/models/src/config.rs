@@ -69,14 +69,18 @@ pub struct LimamlConfig {
     /// "unknown" row, so the Meta Block learns to serve entities unseen in meta-training
     /// (cold start) instead of leaning on id embeddings they do not have.
     /// Default 0.3: on the synthetic test data it raised cold-start test AUC with the "id"
-    /// input from 0.643 to 0.695 (three inner steps).
+    /// input from 0.643 to 0.695 (three inner steps). On MovieLens 100K 0.0 gave validation
+    /// AUC 0.7687 vs 0.7700 at 0.3.
     #[serde(default = "default_unknown_id_rate")]
     pub unknown_id_rate: f64,
     /// SGD steps of the inner loop (0 = no adaptation: the Meta Block is a plain feature net).
+    /// Default 1: on MovieLens 100K three steps gave validation AUC 0.7689 vs 0.7692 at
+    /// about twice the time (with the query-only outer loss, 0.7283 vs 0.7248 at meta_batch 4).
     #[serde(default = "default_inner_steps")]
     pub inner_steps: usize,
     /// Inner-loop learning rate (alpha). Default 0.5: the support loss is a per-task mean, so
     /// 0.1 barely moved the meta embedding (test AUC 0.625 at 0.1, 0.643 at 0.5 on the test data).
+    /// On MovieLens 100K 1.0 gave validation AUC 0.7665 vs 0.7700 at 0.5.
     #[serde(default = "default_inner_lr")]
     pub inner_lr: f64,
     /// Differentiate through the inner loop (full MAML) instead of first-order MAML.
@@ -89,16 +93,25 @@ pub struct LimamlConfig {
     /// variable once per thread); it slows every later backward pass of the process.
     #[serde(default)]
     pub second_order: bool,
-    /// Tasks per outer step.
+    /// Tasks per outer step. Default 16: on MovieLens 100K (support+query outer loss,
+    /// evaluation-support tasks) 8 gave the same validation AUC (0.7695 vs 0.7692) at twice the
+    /// outer steps.
     #[serde(default = "default_meta_batch")]
     pub meta_batch: usize,
     /// Which of a meta-train task's rows the outer loss scores after adaptation.
+    /// Default `support_and_query`: with `query` the Global Block (and the item embeddings)
+    /// learned from ~19% of the meta-train users' rows while the baselines train on all of
+    /// them, and LiMAML lost to the global model. On MovieLens 100K (seeds 1-3, mean
+    /// validation AUC) `support_and_query` raised LiMAML from 0.7196 to 0.7558 (global 0.7488).
     #[serde(default = "default_outer_rows")]
     pub outer_rows: OuterRows,
     /// Also meta-train on tasks built from the support rows of validation and test entities
-    /// (each support split by time into an inner support and query, as the slicer splits
-    /// rows). The baselines train on exactly these rows (`baseline_train_rows` holds every
-    /// task's support); without this LiMAML never learns from them, only adapts on them.
+    /// (each support split by time into an inner support and the latest quarter as query).
+    /// The baselines train on exactly these rows (`baseline_train_rows` holds every task's
+    /// support), so this gives every method the same training rows; the entities' held-out
+    /// query rows stay unseen. Those entities then have a trained id embedding, as they do in
+    /// `id_embedding`. Default `true`: on MovieLens 100K validation AUC 0.7558 -> 0.7692
+    /// (id_embedding 0.7786).
     #[serde(default = "default_evaluation_support_tasks")]
     pub evaluation_support_tasks: bool,
 }
@@ -225,10 +238,10 @@ fn default_meta_batch() -> usize {
     16
 }
 fn default_outer_rows() -> OuterRows {
-    OuterRows::Query
+    OuterRows::SupportAndQuery
 }
 fn default_evaluation_support_tasks() -> bool {
-    false
+    true
 }
 fn default_epochs() -> usize {
     20
