@@ -73,8 +73,10 @@ impl Default for DataConfig {
 
 /// The synthetic generator (`[data.synthetic]`). The click logit of user u on item i at time t is
 /// `logit(base_rate) + item_bias_i + feature_strength * f(group_u, tags_i)
-///  + taste_strength * <taste_u(t), item_taste_i>`, where `taste_u` is hidden from every feature
-/// and moves by `drift` over the user's history.
+///  + taste_strength * mean_{t in tags_i} taste_u(t)` (scaled to unit variance), where `taste_u`,
+/// the user's own liking of each tag, is hidden from every user feature and moves by `drift` over
+/// the user's history. The taste acts on an observable item feature (tags), so a user's own
+/// history reveals it: that is what personalization can learn and features alone cannot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticConfig {
@@ -89,8 +91,6 @@ pub struct SyntheticConfig {
     pub activity_sigma: f32,
     /// Every user gets at least this many interactions.
     pub min_interactions: usize,
-    /// Dimension of the hidden personal taste vectors.
-    pub taste_dim: usize,
     /// Scale (logit std) of the hidden personal part.
     pub taste_strength: f32,
     /// Scale (logit std) of the part predictable from user group x item tags.
@@ -121,11 +121,10 @@ impl Default for SyntheticConfig {
             mean_interactions: 40.0,
             activity_sigma: 1.0,
             min_interactions: 5,
-            taste_dim: 8,
             taste_strength: 1.5,
             feature_strength: 1.0,
             drift: 0.3,
-            base_rate: 0.4,
+            base_rate: 0.33,
             item_popularity: 1.0,
             item_bias: 0.5,
             n_tags: 10,
@@ -197,7 +196,6 @@ impl DataConfig {
             ("synthetic.n_users", s.n_users),
             ("synthetic.n_items", s.n_items),
             ("synthetic.min_interactions", s.min_interactions),
-            ("synthetic.taste_dim", s.taste_dim),
             ("synthetic.n_tags", s.n_tags),
             ("synthetic.max_tags_per_item", s.max_tags_per_item),
             ("synthetic.n_user_groups", s.n_user_groups),

@@ -1,7 +1,7 @@
 //! The synthetic generator: a seeded interaction log with a known ground truth.
 //!
-//! Owns the generative story (see [`SyntheticConfig`]): users have a hidden personal taste vector
-//! that no feature reveals and that drifts over their history, a part of the click probability
+//! Owns the generative story (see [`SyntheticConfig`]): users have a hidden personal liking of
+//! each item tag that no user feature reveals and that drifts over their history, a part of the click probability
 //! predictable from user group x item tags, heavy-tailed activity, and item popularity. Every
 //! interaction stores its true click probability (the oracle). Must not read files; the same
 //! config and seed always give the identical [`Dataset`].
@@ -47,9 +47,9 @@ pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataErro
         return Err(DataError::InvalidConfig { issues });
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let (n_users, n_items, dim) = (config.n_users, config.n_items, config.taste_dim);
+    let (n_users, n_items, n_tags) = (config.n_users, config.n_items, config.n_tags);
 
-    // Items: tags, popularity (exposure), a bias correlated with popularity, hidden taste vector.
+    // Items: tags, popularity (exposure), a bias correlated with popularity.
     let tag_names = padded_names("tag_", config.n_tags);
     let mut item_tags: Vec<Vec<usize>> = Vec::with_capacity(n_items);
     let mut all_tags: Vec<usize> = (0..config.n_tags).collect();
@@ -68,9 +68,6 @@ pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataErro
     let item_bias: Vec<f32> = popularity_z
         .iter()
         .map(|z| config.item_bias * (0.5 * z + 0.75f32.sqrt() * standard_normal(&mut rng)))
-        .collect();
-    let item_taste: Vec<Vec<f32>> = (0..n_items)
-        .map(|_| (0..dim).map(|_| standard_normal(&mut rng)).collect())
         .collect();
     let item_age_days: Vec<f32> = (0..n_items)
         .map(|_| rng.random_range(0.0..3650.0f32))
@@ -107,7 +104,6 @@ pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataErro
     let gap = Exp::new(1.0 / SECONDS_PER_DAY).expect("positive rate");
     let noise = Normal::new(0.0f32, 1.0).expect("unit normal");
     let base_logit = (config.base_rate / (1.0 - config.base_rate)).ln();
-    let taste_scale = config.taste_strength / (dim as f32).sqrt();
 
     let mut interactions = Interactions {
         user: Vec::new(),
@@ -118,8 +114,9 @@ pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataErro
     };
     let mut keys: Vec<(f64, usize)> = Vec::with_capacity(n_items);
     for user in 0..n_users {
-        let taste: Vec<f32> = (0..dim).map(|_| noise.sample(&mut rng)).collect();
-        let taste_drift: Vec<f32> = (0..dim).map(|_| noise.sample(&mut rng)).collect();
+        // The user's own liking of each tag, hidden from every user feature, and its drift.
+        let taste: Vec<f32> = (0..n_tags).map(|_| noise.sample(&mut rng)).collect();
+        let taste_drift: Vec<f32> = (0..n_tags).map(|_| noise.sample(&mut rng)).collect();
         let drawn: f64 = activity.sample(&mut rng);
         let count = (drawn.round() as usize).clamp(config.min_interactions, n_items);
 
@@ -142,13 +139,10 @@ pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataErro
             } else {
                 0.0
             };
-            let personal: f32 = (0..dim)
-                .map(|d| {
-                    (taste[d] + config.drift * progress * taste_drift[d]) * item_taste[item][d]
-                })
-                .sum::<f32>()
-                * taste_scale;
             let tags = &item_tags[item];
+            let personal = config.taste_strength
+                * tags.iter().map(|&t| taste[t] + config.drift * progress * taste_drift[t]).sum::<f32>()
+                / (tags.len() as f32).sqrt();
             let predictable = config.feature_strength
                 * tags.iter().map(|&t| affinity[groups[user]][t]).sum::<f32>()
                 / (tags.len() as f32).sqrt();
