@@ -61,11 +61,10 @@ pub fn reproduce_command(
     }
     let plots = reproduce::write_plots(&store, &runs, out).map_err(|e| Failure::Failed(e.to_string()))?;
     println!(
-        "{} tables and {} plots written to {} ({}) in {:.1}s",
+        "{} tables and {} plots written to {} (md, csv, tex, json, manifest.json) in {:.1}s",
         if quick { "quick" } else { "full" },
         plots.len(),
         out.display(),
-        "md, csv, tex, json, manifest.json",
         started.elapsed().as_secs_f64()
     );
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })

@@ -64,10 +64,11 @@ impl Executor for LocalExecutor {
                 if job.cancel.load(Ordering::Relaxed) {
                     stop_dispatching = true;
                 }
-                while !stop_dispatching {
-                    let Some(node) = ready.pop_front() else { break };
-                    work_tx.send(node).expect("workers alive");
-                    in_flight += 1;
+                if !stop_dispatching {
+                    while let Some(node) = ready.pop_front() {
+                        work_tx.send(node).expect("workers alive");
+                        in_flight += 1;
+                    }
                 }
                 if in_flight == 0 {
                     break;

@@ -222,9 +222,9 @@ pub fn serving_table(title: &str, store: &Store, run: &RunRecord) -> Result<Tabl
                 format!("{:.0}", mean("lookup_rows_per_second")),
                 format!("{:.0}", mean("adapt_rows_per_second")),
                 format!("{:.1}x", mean("speedup")),
-                match max("max_abs_score_difference") {
-                    d if d == 0.0 => "0 (identical)".to_string(),
-                    d => format!("{d:.1e}"),
+                {
+                    let difference = max("max_abs_score_difference");
+                    if difference == 0.0 { "0 (identical)".to_string() } else { format!("{difference:.1e}") }
                 },
                 records.len().to_string(),
             ],

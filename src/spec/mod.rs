@@ -7,6 +7,10 @@
 //! overrides, expand `[sweep]` into one spec per grid cell, deserialize each cell into [`Spec`]
 //! (`deny_unknown_fields` everywhere), then check ranges.
 
+// A SpecError carries its source line for display; it is built once per failed load, so its size
+// does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod error;
 pub mod origin;
 

@@ -14,6 +14,9 @@ use super::StoreError;
 /// The blake3 digest of an artifact's bytes, as 64 lowercase hex characters.
 pub type Digest = String;
 
+/// Every object `(digest, size)`, and leftover temporary files.
+pub type ObjectListing = (Vec<(Digest, u64)>, Vec<PathBuf>);
+
 pub struct ObjectStore {
     root: PathBuf,
 }
@@ -103,7 +106,7 @@ impl ObjectStore {
     }
 
     /// Every object digest on disk, with its size; also leftover temp files from crashed writes.
-    pub fn list(&self) -> Result<(Vec<(Digest, u64)>, Vec<PathBuf>), StoreError> {
+    pub fn list(&self) -> Result<ObjectListing, StoreError> {
         let mut objects = Vec::new();
         let mut temporaries = Vec::new();
         let entries = fs::read_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;

@@ -72,10 +72,9 @@ impl Default for DataConfig {
 }
 
 /// The synthetic generator (`[data.synthetic]`). The click logit of user u on item i at time t is
-/// `logit(base_rate) + item_bias_i + feature_strength * f(group_u, tags_i)
-///  + taste_strength * mean_{t in tags_i} taste_u(t)` (scaled to unit variance), where `taste_u`,
-/// the user's own liking of each tag, is hidden from every user feature and moves by `drift` over
-/// the user's history. The taste acts on an observable item feature (tags), so a user's own
+/// `logit(base_rate) + item_bias_i + feature_strength * f(group_u, tags_i) + taste_strength *
+/// sum_{t in tags_i} taste_u(t) / sqrt(|tags_i|)`, where `taste_u`, the user's own liking of each
+/// tag, is hidden from every user feature and moves by `drift` over the user's history. The taste acts on an observable item feature (tags), so a user's own
 /// history reveals it: that is what personalization can learn and features alone cannot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
