@@ -130,23 +130,26 @@ pub fn ablation_table(title: &str, rows: &[Row], default_label: &str) -> TableDa
     });
     for row in ablated {
         let setting = setting_of(row);
-        let delta = match (row.metrics.get("auc"), default.and_then(|d| d.metrics.get("auc"))) {
-            (Some(a), Some(d)) => format!("{:+.4}", a.mean - d.mean),
-            _ => "—".into(),
-        };
-        table.push(
-            vec![
-                if row.label == default_label { format!("{setting} (default)") } else { setting },
-                cell(row.metrics.get("auc")),
-                cell(row.metrics.get("gauc")),
-                cell(row.metrics.get("low.auc")),
-                delta,
-                row.seeds.len().to_string(),
-            ],
-            row.stage_keys.clone(),
-        );
+        let name = if row.label == default_label { format!("{setting} (default)") } else { setting };
+        table.push(variant_cells(name, row, default), row.stage_keys.clone());
     }
     table
+}
+
+/// One LiMAML variant: name, AUC, GAUC, low-segment AUC, the AUC change against `reference`, n.
+fn variant_cells(name: String, row: &Row, reference: Option<&Row>) -> Vec<String> {
+    let delta = match (row.metrics.get("auc"), reference.and_then(|r| r.metrics.get("auc"))) {
+        (Some(value), Some(base)) => format!("{:+.4}", value.mean - base.mean),
+        _ => "—".into(),
+    };
+    vec![
+        name,
+        cell(row.metrics.get("auc")),
+        cell(row.metrics.get("gauc")),
+        cell(row.metrics.get("low.auc")),
+        delta,
+        row.seeds.len().to_string(),
+    ]
 }
 
 /// "inner_steps=2" from "limaml[methods.limaml.inner_steps=2]".
@@ -164,21 +167,7 @@ pub fn freshness_table(title: &str, rows: &[Row]) -> TableData {
     let latest = rows.iter().find(|r| r.method == "limaml" && !r.label.contains('@'));
     for row in rows.iter().filter(|r| r.method == "limaml") {
         let name = if row.label.contains("@stale") { "stale (earlier cut-off)" } else { "latest" };
-        let delta = match (row.metrics.get("auc"), latest.and_then(|l| l.metrics.get("auc"))) {
-            (Some(a), Some(l)) => format!("{:+.4}", a.mean - l.mean),
-            _ => "—".into(),
-        };
-        table.push(
-            vec![
-                name.into(),
-                cell(row.metrics.get("auc")),
-                cell(row.metrics.get("gauc")),
-                cell(row.metrics.get("low.auc")),
-                delta,
-                row.seeds.len().to_string(),
-            ],
-            row.stage_keys.clone(),
-        );
+        table.push(variant_cells(name.into(), row, latest), row.stage_keys.clone());
     }
     table
 }
