@@ -5,14 +5,14 @@
 //! report: `train` drives epochs and early stopping.
 
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer};
 use limaml_data::{Interactions, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::config::MethodConfig;
 use crate::error::ModelError;
-use crate::inputs::{row_input_dim, u32_tensor, DataShape, Features};
+use crate::inputs::{row_input_dim, u32_tensor, DataShape, EmbeddingLookup, Features};
+use crate::lazy_adam::Optimizers;
 use crate::mlp::{bce_with_logits, mlp_forward, Mlp};
 use crate::params::ParamStore;
 
@@ -92,6 +92,16 @@ impl BaselineNet {
         Ok((net, store))
     }
 
+    /// Indices of the id-embedding tables in the [`ParamStore`] (trained with lazy Adam): the
+    /// item and user embeddings and the wide weights (one row per id, hashed cross, or tag).
+    pub fn embedding_tables(&self) -> Vec<usize> {
+        self.item_embedding
+            .into_iter()
+            .chain(self.user_embedding)
+            .chain(self.wide)
+            .collect()
+    }
+
     /// Logits (`N`) of the given rows.
     pub fn logits(
         &self,
@@ -101,81 +111,118 @@ impl BaselineNet {
         tasks: &TaskSet,
         rows: &[u32],
     ) -> Result<Tensor, ModelError> {
-        let users = u32_tensor(
-            rows.iter()
-                .map(|&r| interactions.user[r as usize])
-                .collect(),
-        )?;
-        let items = u32_tensor(
-            rows.iter()
-                .map(|&r| interactions.item[r as usize])
-                .collect(),
-        )?;
+        let ids = self.row_ids(interactions, tasks, rows);
+        let table_rows = TableRows {
+            items: u32_tensor(ids.items.clone())?,
+            users: u32_tensor(ids.users.clone())?,
+            wide: u32_tensor(ids.wide.clone())?,
+        };
+        self.logits_of(params, features, &ids, &table_rows)
+    }
+
+    /// Logits of rows given their ids and their rows in `params`' id tables (the whole tables
+    /// or, in training, the rows a step gathered).
+    fn logits_of(
+        &self,
+        params: &[Tensor],
+        features: &Features,
+        ids: &RowIds,
+        table_rows: &TableRows,
+    ) -> Result<Tensor, ModelError> {
+        let users = u32_tensor(ids.users.clone())?;
+        let items = u32_tensor(ids.items.clone())?;
+        let lookup = |table: Option<usize>, rows| {
+            table.map(|t| EmbeddingLookup {
+                table: &params[t],
+                rows,
+            })
+        };
         let x = features.row_inputs(
             &users,
             &items,
-            self.item_embedding.map(|i| &params[i]),
-            self.user_embedding.map(|i| &params[i]),
+            lookup(self.item_embedding, &table_rows.items),
+            lookup(self.user_embedding, &table_rows.users),
         )?;
         let deep = mlp_forward(self.deep.params(params), &x)?.squeeze(1)?;
         match self.wide {
-            Some(w) => Ok(deep.add(&self.wide_logits(&params[w], interactions, tasks, rows)?)?),
+            Some(w) => {
+                let n = ids.users.len();
+                let weights = params[w]
+                    .index_select(&table_rows.wide, 0)?
+                    .reshape((n, ids.wide_per_row))?;
+                let mask = Tensor::from_vec(
+                    ids.wide_mask.clone(),
+                    (n, ids.wide_per_row),
+                    &Device::Cpu,
+                )?;
+                Ok(deep.add(&weights.mul(&mask)?.sum(1)?)?)
+            }
             None => Ok(deep),
         }
     }
 
-    fn wide_logits(
-        &self,
-        wide: &Tensor,
-        interactions: &Interactions,
-        tasks: &TaskSet,
-        rows: &[u32],
-    ) -> Result<Tensor, ModelError> {
-        let tags = &tasks.features.item_tags;
-        let max_tags = tags.iter().map(Vec::len).max().unwrap_or(0);
-        let per_row = 3 + max_tags;
-        let (nu, ni, b) = (
-            self.shape.n_users as u64,
-            self.shape.n_items as u64,
-            self.hash_buckets as u64,
-        );
-        let mut index = Vec::with_capacity(rows.len() * per_row);
-        let mut mask = Vec::with_capacity(rows.len() * per_row);
-        for &r in rows {
-            let (u, i) = (
-                interactions.user[r as usize] as u64,
-                interactions.item[r as usize] as u64,
+    /// The ids rows look up: users, items and (wide_deep) the wide weight indices, `per_row`
+    /// per row: user id, item id, hashed user x item, then hashed user x tag for each of the
+    /// item's tags (padded with masked-out index 0 to the most tags of any item).
+    fn row_ids(&self, interactions: &Interactions, tasks: &TaskSet, rows: &[u32]) -> RowIds {
+        let users: Vec<u32> = rows
+            .iter()
+            .map(|&r| interactions.user[r as usize])
+            .collect();
+        let items: Vec<u32> = rows
+            .iter()
+            .map(|&r| interactions.item[r as usize])
+            .collect();
+        let (mut wide, mut wide_mask, mut wide_per_row) = (Vec::new(), Vec::new(), 0);
+        if self.wide.is_some() {
+            let tags = &tasks.features.item_tags;
+            let max_tags = tags.iter().map(Vec::len).max().unwrap_or(0);
+            wide_per_row = 3 + max_tags;
+            let (nu, ni, b) = (
+                self.shape.n_users as u64,
+                self.shape.n_items as u64,
+                self.hash_buckets as u64,
             );
-            index.extend([u, nu + i, nu + ni + hash(u, i, 1) % b].map(|x| x as u32));
-            mask.extend([1.0f32; 3]);
-            let item_tags = tags.get(i as usize).map(Vec::as_slice).unwrap_or(&[]);
-            for k in 0..max_tags {
-                match item_tags.get(k) {
-                    Some(&t) => {
-                        index.push((nu + ni + b + hash(u, t as u64, 2) % b) as u32);
-                        mask.push(1.0);
-                    }
-                    None => {
-                        index.push(0);
-                        mask.push(0.0);
+            wide.reserve(rows.len() * wide_per_row);
+            wide_mask.reserve(rows.len() * wide_per_row);
+            for (&u, &i) in users.iter().zip(&items) {
+                let (u, i) = (u as u64, i as u64);
+                wide.extend([u, nu + i, nu + ni + hash(u, i, 1) % b].map(|x| x as u32));
+                wide_mask.extend([1.0f32; 3]);
+                let item_tags = tags.get(i as usize).map(Vec::as_slice).unwrap_or(&[]);
+                for k in 0..max_tags {
+                    match item_tags.get(k) {
+                        Some(&t) => {
+                            wide.push((nu + ni + b + hash(u, t as u64, 2) % b) as u32);
+                            wide_mask.push(1.0);
+                        }
+                        None => {
+                            wide.push(0);
+                            wide_mask.push(0.0);
+                        }
                     }
                 }
             }
         }
-        let n = rows.len();
-        let weights = wide
-            .index_select(&u32_tensor(index)?, 0)?
-            .reshape((n, per_row))?;
-        let mask = Tensor::from_vec(mask, (n, per_row), &Device::Cpu)?;
-        Ok(weights.mul(&mask)?.sum(1)?)
+        RowIds {
+            users,
+            items,
+            wide,
+            wide_mask,
+            wide_per_row,
+        }
     }
 
     /// One pass over `baseline_train_rows` in shuffled minibatches; returns the mean batch loss.
+    ///
+    /// Each minibatch gathers the id-table rows it reads into small variables that stand in for
+    /// the tables, so its gradient and (lazy Adam) update touch only those rows: a step costs
+    /// O(batch size), not O(users + items).
     #[allow(clippy::too_many_arguments)]
     pub fn train_epoch(
         &self,
         store: &ParamStore,
-        optimizer: &mut AdamW,
+        optimizer: &mut Optimizers,
         features: &Features,
         interactions: &Interactions,
         tasks: &TaskSet,
@@ -187,8 +234,35 @@ impl BaselineNet {
         let mut total = 0.0;
         let mut batches = 0;
         for batch in rows.chunks(batch_size) {
-            let params = store.tensors();
-            let logits = self.logits(&params, features, interactions, tasks, batch)?;
+            let mut params = store.tensors();
+            let ids = self.row_ids(interactions, tasks, batch);
+            let mut gathered = Vec::new();
+            let mut gather = |table: Option<usize>,
+                              ids: &[u32],
+                              is_real: &dyn Fn(usize) -> bool|
+             -> Result<Tensor, ModelError> {
+                let Some(t) = table else {
+                    return u32_tensor(Vec::new());
+                };
+                let real_ids = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| is_real(*k))
+                    .map(|(_, &id)| id);
+                let rows = optimizer.gather(t, real_ids)?;
+                let local = u32_tensor(rows.localize(ids, is_real))?;
+                gathered.push(rows);
+                Ok(local)
+            };
+            let table_rows = TableRows {
+                items: gather(self.item_embedding, &ids.items, &|_| true)?,
+                users: gather(self.user_embedding, &ids.users, &|_| true)?,
+                wide: gather(self.wide, &ids.wide, &|k| ids.wide_mask[k] > 0.0)?,
+            };
+            for g in &gathered {
+                params[g.table] = g.values.as_tensor().clone();
+            }
+            let logits = self.logits_of(&params, features, &ids, &table_rows)?;
             let labels = Tensor::from_vec(
                 batch
                     .iter()
@@ -198,12 +272,31 @@ impl BaselineNet {
                 &Device::Cpu,
             )?;
             let loss = bce_with_logits(&logits, &labels)?.mean_all()?;
-            optimizer.backward_step(&loss)?;
+            optimizer.backward_step(&loss, &gathered)?;
             total += loss.to_scalar::<f32>()? as f64;
             batches += 1;
         }
         Ok(total / batches.max(1) as f64)
     }
+}
+
+/// The ids a batch of rows looks up (see [`BaselineNet::row_ids`]).
+struct RowIds {
+    users: Vec<u32>,
+    items: Vec<u32>,
+    /// `N x wide_per_row` wide weight indices, row-major; empty without wide weights.
+    wide: Vec<u32>,
+    /// 1 for real entries of `wide`, 0 for tag padding.
+    wide_mask: Vec<f32>,
+    wide_per_row: usize,
+}
+
+/// Rows of each id table that each row (wide: each wide entry) reads, in the tables `params`
+/// holds: the ids themselves for whole tables, positions for a step's gathered rows.
+struct TableRows {
+    items: Tensor,
+    users: Tensor,
+    wide: Tensor,
 }
 
 /// A fixed 64-bit mix of two ids and a salt (splitmix64 finalizer), stable across platforms.

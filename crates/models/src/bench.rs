@@ -17,7 +17,8 @@ use crate::inputs::{check_data, DataShape, Features};
 use crate::limaml::{
     latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskBatch, TaskRows,
 };
-use crate::train::{optimizer, run_in_gradient_mode, score_with_embeddings};
+use crate::lazy_adam::Optimizers;
+use crate::train::{run_in_gradient_mode, score_with_embeddings};
 
 /// Measured throughput (wall clock, this process's thread settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,7 +62,7 @@ pub fn bench_meta_training(
     run_in_gradient_mode(config.second_order, &mut |_| {}, |_| {
         let mut rng = StdRng::seed_from_u64(seed);
         let (net, store) = LimamlNet::create(config, DataShape::of(tasks), &mut rng)?;
-        let mut opt = optimizer(&store, train)?;
+        let mut opt = Optimizers::new(&store, train, &net.embedding_tables())?;
         let data = LimamlData::new(interactions, tasks, config.evaluation_support_tasks)?;
         let gradients = if config.second_order {
             InnerGradients::SecondOrder
@@ -106,6 +107,7 @@ pub fn bench_meta_training(
             trained_tasks += n;
         }
         let train_seconds = started.elapsed().as_secs_f64();
+        opt.catch_up()?;
 
         let supports: Vec<Vec<u32>> = tasks
             .tasks

@@ -75,6 +75,14 @@ pub fn counterpart_of_row(entity: TaskEntity, interactions: &Interactions, row: 
     }
 }
 
+/// An id-embedding lookup: a table (the whole table, or the rows a training step gathered) and
+/// the row of each input row in it.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingLookup<'a> {
+    pub table: &'a Tensor,
+    pub rows: &'a Tensor,
+}
+
 /// The feature tables as tensors (`None` for a zero-width table).
 #[derive(Debug, Clone)]
 pub struct Features {
@@ -98,13 +106,15 @@ impl Features {
     }
 
     /// Input rows `N x d` of the row-level networks: `[user features, item features,
-    /// item-id embedding, user-id embedding]`, absent parts skipped.
+    /// item-id embedding, user-id embedding]`, absent parts skipped. `users` and `items` index
+    /// the feature tables; each embedding comes with its own row indices, since training looks
+    /// rows up in the few rows a step gathered (`lazy_adam::GatheredRows`), not in the table.
     pub fn row_inputs(
         &self,
         users: &Tensor,
         items: &Tensor,
-        item_embedding: Option<&Tensor>,
-        user_embedding: Option<&Tensor>,
+        item_embedding: Option<EmbeddingLookup>,
+        user_embedding: Option<EmbeddingLookup>,
     ) -> Result<Tensor, ModelError> {
         let mut parts = Vec::with_capacity(4);
         if let Some(t) = &self.user {
@@ -113,11 +123,8 @@ impl Features {
         if let Some(t) = &self.item {
             parts.push(t.index_select(items, 0)?);
         }
-        if let Some(t) = item_embedding {
-            parts.push(t.index_select(items, 0)?);
-        }
-        if let Some(t) = user_embedding {
-            parts.push(t.index_select(users, 0)?);
+        for lookup in [item_embedding, user_embedding].into_iter().flatten() {
+            parts.push(lookup.table.index_select(lookup.rows, 0)?);
         }
         if parts.is_empty() {
             return Err(ModelError::ShapeMismatch(

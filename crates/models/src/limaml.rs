@@ -13,7 +13,6 @@
 //! logit, with weights shared by all tasks.
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer};
 use limaml_data::{Interactions, TaskRole, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -21,7 +20,10 @@ use rand::Rng;
 
 use crate::config::{LimamlConfig, MetaInput, OuterRows};
 use crate::error::ModelError;
-use crate::inputs::{counterpart_of_row, row_input_dim, u32_tensor, DataShape, Features};
+use crate::inputs::{
+    counterpart_of_row, row_input_dim, u32_tensor, DataShape, EmbeddingLookup, Features,
+};
+use crate::lazy_adam::{GatheredRows, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
 use crate::params::ParamStore;
 
@@ -172,11 +174,19 @@ impl<'a> LimamlData<'a> {
 }
 
 /// Rows of `T` tasks padded to a common length `L` (padding points at row 0, masked out).
+#[derive(Clone)]
 pub struct PaddedRows {
     pub n_tasks: usize,
     pub len: usize,
     users: Tensor,
     items: Tensor,
+    /// `T x L` items, row-major, as numbers (to gather the item-id rows a step reads).
+    item_ids: Vec<u32>,
+    /// Whether each of the `T x L` positions is a real row (not padding).
+    is_real: Vec<bool>,
+    /// Each position's row in the item-id table: `items`, or positions in a step's
+    /// [`GatheredRows`] after [`PaddedRows::with_gathered_items`].
+    item_embedding_rows: Tensor,
     labels: Tensor,
     mask: Tensor,
     inv_count: Tensor,
@@ -200,14 +210,37 @@ impl PaddedRows {
             }
         }
         let inv_count: Vec<f32> = rows.iter().map(|r| 1.0 / r.len().max(1) as f32).collect();
+        let is_real = mask.iter().map(|&m| m > 0.0).collect();
+        let items_tensor = u32_tensor(items.clone())?;
         Ok(PaddedRows {
             n_tasks,
             len,
             users: u32_tensor(users)?,
-            items: u32_tensor(items)?,
+            items: items_tensor.clone(),
+            item_ids: items,
+            is_real,
+            item_embedding_rows: items_tensor,
             labels: Tensor::from_vec(labels, (n_tasks, len), &Device::Cpu)?,
             mask: Tensor::from_vec(mask, (n_tasks, len), &Device::Cpu)?,
             inv_count: Tensor::from_vec(inv_count, n_tasks, &Device::Cpu)?,
+        })
+    }
+
+    /// The items of the real (unpadded) rows.
+    fn real_items(&self) -> impl Iterator<Item = u32> + '_ {
+        self.item_ids
+            .iter()
+            .zip(&self.is_real)
+            .filter(|(_, &real)| real)
+            .map(|(&item, _)| item)
+    }
+
+    /// These rows looking item ids up in `items` (the item-id rows a step gathered).
+    fn with_gathered_items(&self, items: &GatheredRows) -> Result<PaddedRows, ModelError> {
+        let local = items.localize(&self.item_ids, |k| self.is_real[k]);
+        Ok(PaddedRows {
+            item_embedding_rows: u32_tensor(local)?,
+            ..self.clone()
         })
     }
 
@@ -218,8 +251,12 @@ impl PaddedRows {
 }
 
 /// A batch of tasks: the Meta Block's per-task inputs, the support rows and the query rows.
+#[derive(Clone)]
 pub struct TaskBatch {
     pub n_tasks: usize,
+    /// Each task's row in the entity-id table (the unknown row for hidden or unknown ids), as
+    /// numbers; `entity_index` holds them, or positions in a step's [`GatheredRows`].
+    entity_rows: Vec<u32>,
     entity_index: Tensor,
     entity_index_raw: Tensor,
     activity: Tensor,
@@ -240,7 +277,7 @@ impl TaskBatch {
     pub fn new(data: &LimamlData, members: &[TaskRows]) -> Result<TaskBatch, ModelError> {
         let n_entities = data.known_entity.len() as u32;
         let n_tasks = members.len();
-        let entity_index = members
+        let entity_rows: Vec<u32> = members
             .iter()
             .map(|m| {
                 if data.known_entity[m.entity as usize] && !m.hide_id {
@@ -259,7 +296,8 @@ impl TaskBatch {
         let queries: Vec<&[u32]> = members.iter().map(|m| m.query).collect();
         Ok(TaskBatch {
             n_tasks,
-            entity_index: u32_tensor(entity_index)?,
+            entity_index: u32_tensor(entity_rows.clone())?,
+            entity_rows,
             entity_index_raw: u32_tensor(members.iter().map(|m| m.entity).collect())?,
             activity: Tensor::from_vec(activity, (n_tasks, activity_dim), &Device::Cpu)?,
             support: PaddedRows::new(data.interactions, &supports)?,
@@ -268,7 +306,55 @@ impl TaskBatch {
     }
 }
 
+impl TaskBatch {
+    /// This batch looking ids up in the rows a step gathered instead of the whole tables.
+    fn with_gathered(
+        &self,
+        entities: Option<&GatheredRows>,
+        items: Option<&GatheredRows>,
+    ) -> Result<TaskBatch, ModelError> {
+        let mut batch = self.clone();
+        if let Some(entities) = entities {
+            batch.entity_index = u32_tensor(entities.localize(&self.entity_rows, |_| true))?;
+        }
+        if let Some(items) = items {
+            batch.support = self.support.with_gathered_items(items)?;
+            batch.query = self.query.with_gathered_items(items)?;
+        }
+        Ok(batch)
+    }
+}
+
 impl LimamlNet {
+    /// Indices of the id-embedding tables in the [`ParamStore`] (trained with lazy Adam).
+    pub fn embedding_tables(&self) -> Vec<usize> {
+        self.item_embedding
+            .into_iter()
+            .chain(self.entity_embedding)
+            .collect()
+    }
+
+    /// Gathers the id-table rows `batch` reads (entity ids; items of real support and query
+    /// rows) through `optimizer`: entity table first, then item table, each if present.
+    fn gather_rows(
+        &self,
+        optimizer: &mut Optimizers,
+        batch: &TaskBatch,
+    ) -> Result<(Option<GatheredRows>, Option<GatheredRows>), ModelError> {
+        let entities = self
+            .entity_embedding
+            .map(|e| optimizer.gather(e, batch.entity_rows.iter().copied()))
+            .transpose()?;
+        let items = self
+            .item_embedding
+            .map(|i| {
+                let ids = batch.support.real_items().chain(batch.query.real_items());
+                optimizer.gather(i, ids)
+            })
+            .transpose()?;
+        Ok((entities, items))
+    }
+
     pub fn create(
         config: &LimamlConfig,
         shape: DataShape,
@@ -399,16 +485,23 @@ impl LimamlNet {
         mlp_forward(meta_layers, meta_input)
     }
 
-    /// Global Block logits `N` of rows (`users`, `items`: `N`) with their meta embeddings `N x m`.
+    /// Global Block logits `N` of rows (`users`, `items`: `N`) with their meta embeddings `N x m`;
+    /// `item_embedding_rows` (`N`) are the rows' item-id rows in `params`' item table (`items`
+    /// unless the table is a step's gathered rows).
     pub fn global_logits(
         &self,
         params: &[Tensor],
         features: &Features,
         users: &Tensor,
         items: &Tensor,
+        item_embedding_rows: &Tensor,
         meta_per_row: &Tensor,
     ) -> Result<Tensor, ModelError> {
-        let x = features.row_inputs(users, items, self.item_embedding.map(|i| &params[i]), None)?;
+        let item_embedding = self.item_embedding.map(|i| EmbeddingLookup {
+            table: &params[i],
+            rows: item_embedding_rows,
+        });
+        let x = features.row_inputs(users, items, item_embedding, None)?;
         let x = Tensor::cat(&[&x, meta_per_row], 1)?;
         Ok(mlp_forward(self.global.params(params), &x)?.squeeze(1)?)
     }
@@ -425,8 +518,14 @@ impl LimamlNet {
         let meta_per_row = meta_embedding
             .broadcast_as((rows.n_tasks, rows.len, m))?
             .reshape((rows.n_tasks * rows.len, m))?;
-        let logits =
-            self.global_logits(params, features, &rows.users, &rows.items, &meta_per_row)?;
+        let logits = self.global_logits(
+            params,
+            features,
+            &rows.users,
+            &rows.items,
+            &rows.item_embedding_rows,
+            &meta_per_row,
+        )?;
         Ok(logits.reshape((rows.n_tasks, rows.len))?)
     }
 
@@ -486,15 +585,25 @@ impl LimamlNet {
 
     /// One outer step on a meta-batch: adapt on supports, mean query loss over tasks, Adam.
     /// Returns the loss before the step.
+    ///
+    /// The id-table rows the meta-batch reads are gathered into small variables and stand in
+    /// for the tables, so the gradient and the (lazy Adam) update touch only those rows: the
+    /// step costs O(meta-batch), not O(users).
     pub fn meta_train_step(
         &self,
         store: &ParamStore,
-        optimizer: &mut AdamW,
+        optimizer: &mut Optimizers,
         data: &LimamlData,
         batch: &TaskBatch,
         gradients: InnerGradients,
     ) -> Result<f64, ModelError> {
-        let params = store.tensors();
+        let (entities, items) = self.gather_rows(optimizer, batch)?;
+        let mut params = store.tensors();
+        let batch = &batch.with_gathered(entities.as_ref(), items.as_ref())?;
+        let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
+        for g in &gathered {
+            params[g.table] = g.values.as_tensor().clone();
+        }
         let adapted = self.adapt(&params, data, batch, gradients)?;
         let meta_input = self.meta_input(&params, data, batch)?;
         let meta_embedding = Self::meta_embedding(&adapted, &meta_input)?;
@@ -503,7 +612,7 @@ impl LimamlNet {
             .query
             .loss_sum(&logits)?
             .affine(1.0 / batch.n_tasks as f64, 0.0)?;
-        optimizer.backward_step(&loss)?;
+        optimizer.backward_step(&loss, &gathered)?;
         Ok(loss.to_scalar::<f32>()? as f64)
     }
 
@@ -515,7 +624,7 @@ impl LimamlNet {
     pub fn train_epoch(
         &self,
         store: &ParamStore,
-        optimizer: &mut AdamW,
+        optimizer: &mut Optimizers,
         data: &LimamlData,
         max_support: usize,
         max_query: usize,

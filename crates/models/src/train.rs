@@ -2,14 +2,14 @@
 //!
 //! Owns [`train`], [`TrainedModel`] (config + safetensors weights + learning curve) and
 //! [`EpochRecord`]. Baselines train with minibatch Adam on `baseline_train_rows`; LiMAML
-//! meta-trains over meta-train tasks. Both stop early on the validation tasks' query AUC, with
-//! the same rule, and keep the best epoch's weights. Must not evaluate test tasks or write
-//! files.
+//! meta-trains over meta-train tasks. Id-embedding tables take lazy Adam steps on the rows a
+//! step reads (`lazy_adam`), so a step costs what it reads, not the table size. Both stop
+//! early on the validation tasks' query AUC, with the same rule, and keep the best epoch's
+//! weights. Must not evaluate test tasks or write files.
 
 use std::sync::mpsc;
 
 use candle_core::Tensor;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use limaml_data::{Interactions, TaskRole, TaskSet};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -23,6 +23,7 @@ use crate::inputs::{check_data, u32_tensor, DataShape, Features};
 use crate::limaml::{
     latest_support, InnerGradients, LimamlData, LimamlNet, TaskRows,
 };
+use crate::lazy_adam::Optimizers;
 use crate::mlp::sigmoid;
 use crate::params::ParamStore;
 
@@ -197,19 +198,8 @@ fn enable_second_order_gradients() {
     });
 }
 
-pub(crate) fn optimizer(store: &ParamStore, train: &TrainConfig) -> Result<AdamW, ModelError> {
-    let params = ParamsAdamW {
-        lr: train.learning_rate,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: train.l2,
-    };
-    Ok(<AdamW as Optimizer>::new(store.vars().to_vec(), params)?)
-}
-
 /// One training epoch of a method; returns its mean loss.
-type EpochStep<'a> = Box<dyn FnMut(&mut AdamW, &mut StdRng) -> Result<f64, ModelError> + 'a>;
+type EpochStep<'a> = Box<dyn FnMut(&mut Optimizers, &mut StdRng) -> Result<f64, ModelError> + 'a>;
 
 fn train_here(
     method: &MethodConfig,
@@ -223,7 +213,11 @@ fn train_here(
     let shape = DataShape::of(tasks);
     let net = Net::create(method, shape, &mut rng)?;
     let store = net.store();
-    let mut optimizer = optimizer(store, train)?;
+    let tables = match &net {
+        Net::Baseline(b, _) => b.embedding_tables(),
+        Net::Limaml(l, _) => l.embedding_tables(),
+    };
+    let mut optimizer = Optimizers::new(store, train, &tables)?;
     let features = Features::new(&tasks.features)?;
     let evaluation_support_tasks =
         matches!(method, MethodConfig::Limaml(c) if c.evaluation_support_tasks);
@@ -282,6 +276,8 @@ fn train_here(
     let mut best: Option<(usize, Option<f64>, Vec<Tensor>)> = None;
     for epoch in 1..=train.epochs {
         let train_loss = epoch_step(&mut optimizer, &mut rng)?;
+        // The id tables' rows not read lately still owe their momentum steps.
+        optimizer.catch_up()?;
         let validation_auc = if val_rows.is_empty() {
             None
         } else {
@@ -417,7 +413,7 @@ pub(crate) fn score_with_embeddings(
         let meta = &meta_per_row[k * CHUNK * m..(k * CHUNK + chunk.len()) * m];
         let meta = Tensor::from_slice(meta, (chunk.len(), m), &candle_core::Device::Cpu)?;
         let logits = net
-            .global_logits(&params, features, &users, &items, &meta)?
+            .global_logits(&params, features, &users, &items, &items, &meta)?
             .to_vec1::<f32>()?;
         scores.extend(logits.into_iter().map(sigmoid));
     }

@@ -1,0 +1,465 @@
+//! The optimizer every method trains with: AdamW for dense layers, sparse ("lazy") Adam for
+//! id-embedding tables.
+//!
+//! Owns [`GatheredRows`] (the rows of a table one step reads, copied into a small leaf `Var`),
+//! [`LazyAdam`] and [`Optimizers`]. Must not know what a table means: models say which of their
+//! parameters are tables and which rows a step reads.
+//!
+//! Why: the id tables have one row per user or item, but a step reads only the rows of its
+//! minibatch or meta-batch. Differentiating the whole table (a dense `index_select` gradient)
+//! and letting dense AdamW move every row makes a step cost O(table rows) and an epoch
+//! O(entities^2). Here a step gathers the rows it reads, the gradient is taken with respect to
+//! that small copy, and only those rows are updated and written back (in place), so a step
+//! costs O(rows read).
+//!
+//! The update is lazy Adam with per-row moments, as for embedding tables in TensorFlow Addons'
+//! `LazyAdam` and PyTorch's `SparseAdam`, with one difference: those skip the steps in which a
+//! row got no gradient, whereas dense AdamW keeps moving such a row on its decaying momentum
+//! (and decays it). Skipping changed results: with it, LiMAML (whose user rows are read once
+//! per epoch) lost 0.004 validation AUC on MovieLens 100K (seed 1: 0.011). So each row
+//! remembers the step it is up to date with, and before it is read again (or at the end of an
+//! epoch, [`Optimizers::catch_up`]) its skipped zero-gradient steps are replayed: AdamW's
+//! formula with `g = 0`, where the moments only decay geometrically, so the replay is a sum
+//! shared by the row's columns (exact up to a second-order term in `eps`; rows whose second
+//! moment is so small that `eps` matters are replayed step by step). The replay is cut after
+//! [`LazyAdam::replay_limit`] steps, where the momentum left is below 1e-10 of its size (later
+//! steps only decay), so a read costs O(1) and the weights follow dense AdamW up to float
+//! rounding. Updates run in a fixed order on the CPU, so the same seed still gives
+//! bit-identical weights.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use crate::config::TrainConfig;
+use crate::error::ModelError;
+use crate::inputs::u32_tensor;
+use crate::params::ParamStore;
+
+/// The distinct rows of one id table that a step reads, as a small leaf variable: the forward
+/// pass looks rows up in `values` (through [`GatheredRows::localize`]) instead of the table.
+pub struct GatheredRows {
+    /// The table's index in the model's [`ParamStore`].
+    pub table: usize,
+    /// Ascending distinct table rows; row `k` of `values` is table row `rows[k]`.
+    pub rows: Vec<u32>,
+    /// `rows.len() x dim`, a copy of those table rows.
+    pub values: Var,
+}
+
+impl GatheredRows {
+    /// Positions in `values` of table rows `ids`; ids for which `is_real` is false (padding,
+    /// masked out of the loss, so their gradient is zero) point at position 0.
+    pub fn localize(&self, ids: &[u32], is_real: impl Fn(usize) -> bool) -> Vec<u32> {
+        ids.iter()
+            .enumerate()
+            .map(|(k, id)| {
+                if is_real(k) {
+                    self.rows
+                        .binary_search(id)
+                        .expect("every real id was gathered") as u32
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+}
+
+/// Per-row Adam state of one table, row-major like the table.
+struct TableState {
+    table: usize,
+    var: Var,
+    dim: usize,
+    first_moment: Vec<f32>,
+    second_moment: Vec<f32>,
+    /// Per row: the step count the row's value and moments are up to date with.
+    up_to_step: Vec<i32>,
+}
+
+/// Adam's bias corrections by step (index 0 unused): `1 / (1 - beta1^t)` and
+/// `sqrt(1 / (1 - beta2^t))`, kept so that replaying a step costs no `powi`.
+#[derive(Default)]
+struct BiasCorrections {
+    scale_m: Vec<f64>,
+    scale_v_sqrt: Vec<f64>,
+}
+
+impl BiasCorrections {
+    /// Extends the tables to cover step `step_t`.
+    fn cover(&mut self, params: &ParamsAdamW, step_t: i32) {
+        if self.scale_m.is_empty() {
+            self.scale_m.push(f64::NAN);
+            self.scale_v_sqrt.push(f64::NAN);
+        }
+        while self.scale_m.len() <= step_t as usize {
+            let t = self.scale_m.len() as i32;
+            self.scale_m.push(1.0 / (1.0 - params.beta1.powi(t)));
+            self.scale_v_sqrt
+                .push((1.0 / (1.0 - params.beta2.powi(t))).sqrt());
+        }
+    }
+}
+
+/// Lazy Adam over whole id tables (see the module docs): reads and updates only the rows a
+/// step gathers, replaying their skipped zero-gradient steps first.
+pub struct LazyAdam {
+    params: ParamsAdamW,
+    /// Steps taken so far (the bias correction's step count, shared with the dense AdamW).
+    step_t: i32,
+    tables: Vec<TableState>,
+    bias: BiasCorrections,
+}
+
+impl LazyAdam {
+    /// State for the parameters of `store` at indices `tables` (each a `rows x dim` matrix).
+    pub fn new(
+        store: &ParamStore,
+        tables: &[usize],
+        params: ParamsAdamW,
+    ) -> Result<LazyAdam, ModelError> {
+        let tables = tables
+            .iter()
+            .map(|&table| {
+                let var = store.vars()[table].clone();
+                let (rows, dim) = var.as_tensor().dims2()?;
+                Ok(TableState {
+                    table,
+                    var,
+                    dim,
+                    first_moment: vec![0.0; rows * dim],
+                    second_moment: vec![0.0; rows * dim],
+                    up_to_step: vec![0; rows],
+                })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        Ok(LazyAdam {
+            params,
+            step_t: 0,
+            tables,
+            bias: BiasCorrections::default(),
+        })
+    }
+
+    /// Zero-gradient steps replayed one by one before the rest only decay: the smallest `k`
+    /// with `(beta1 / sqrt(beta2))^k < 1e-10`, the share of a row's momentum still moving it
+    /// (what is left would move a row by far less than an f32 rounding step).
+    pub fn replay_limit(&self) -> i32 {
+        let ratio = self.params.beta1 / self.params.beta2.sqrt();
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return i32::MAX;
+        }
+        ((1e-10f64).ln() / ratio.ln()).ceil().clamp(1.0, 1e6) as i32
+    }
+
+    fn state(&mut self, table: usize) -> Result<&mut TableState, ModelError> {
+        self.tables
+            .iter_mut()
+            .find(|s| s.table == table)
+            .ok_or_else(|| {
+                ModelError::Weights(format!("parameter {table} is not an embedding table"))
+            })
+    }
+
+    /// Copies the distinct `ids` of table `table` into a [`GatheredRows`], first bringing
+    /// those rows up to date (replaying their skipped steps). With no ids, gathers row 0 so
+    /// padding positions still have a row to point at.
+    pub fn gather(
+        &mut self,
+        table: usize,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> Result<GatheredRows, ModelError> {
+        let mut rows: Vec<u32> = ids.into_iter().collect();
+        rows.sort_unstable();
+        rows.dedup();
+        if rows.is_empty() {
+            rows.push(0);
+        }
+        let (params, step_t, limit) = (self.params.clone(), self.step_t, self.replay_limit());
+        self.bias.cover(&params, step_t);
+        let bias = &self.bias;
+        let state = self
+            .tables
+            .iter_mut()
+            .find(|s| s.table == table)
+            .ok_or_else(|| {
+                ModelError::Weights(format!("parameter {table} is not an embedding table"))
+            })?;
+        let mut values = state
+            .var
+            .as_tensor()
+            .index_select(&u32_tensor(rows.clone())?, 0)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let stale = rows
+            .iter()
+            .any(|&row| state.up_to_step[row as usize] < step_t);
+        if stale {
+            for (k, &row) in rows.iter().enumerate() {
+                let dim = state.dim;
+                state.replay(
+                    &params,
+                    bias,
+                    step_t,
+                    limit,
+                    row,
+                    &mut values[k * dim..][..dim],
+                );
+            }
+            state.write_rows(&rows, &values)?;
+        }
+        let values = Tensor::from_vec(values, (rows.len(), state.dim), &Device::Cpu)?;
+        Ok(GatheredRows {
+            table,
+            rows,
+            values: Var::from_tensor(&values)?,
+        })
+    }
+
+    /// Brings every row of every table up to date: O(table size); once an epoch, before the
+    /// weights are read for validation or kept.
+    pub fn catch_up(&mut self) -> Result<(), ModelError> {
+        let (params, step_t, limit) = (self.params.clone(), self.step_t, self.replay_limit());
+        self.bias.cover(&params, step_t);
+        let bias = &self.bias;
+        for state in &mut self.tables {
+            let stale: Vec<u32> = (0..state.up_to_step.len() as u32)
+                .filter(|&row| state.up_to_step[row as usize] < step_t)
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            let mut values = state
+                .var
+                .as_tensor()
+                .index_select(&u32_tensor(stale.clone())?, 0)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (k, &row) in stale.iter().enumerate() {
+                let dim = state.dim;
+                state.replay(
+                    &params,
+                    bias,
+                    step_t,
+                    limit,
+                    row,
+                    &mut values[k * dim..][..dim],
+                );
+            }
+            state.write_rows(&stale, &values)?;
+        }
+        Ok(())
+    }
+
+    /// One step: AdamW on each gathered row with its gradient from `grads` (rows without a
+    /// gradient get a zero-gradient step), written back into its table.
+    pub fn step(&mut self, grads: &GradStore, gathered: &[GatheredRows]) -> Result<(), ModelError> {
+        self.step_t += 1;
+        let (params, step_t) = (self.params.clone(), self.step_t);
+        for g in gathered {
+            let state = self.state(g.table)?;
+            let dim = state.dim;
+            let grad = match grads.get(g.values.as_tensor()) {
+                Some(grad) => grad.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0.0; g.rows.len() * dim],
+            };
+            let mut values = g.values.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            for (k, &row) in g.rows.iter().enumerate() {
+                let here = k * dim;
+                state.adam_step(&params, step_t, row, &mut values[here..here + dim], |j| {
+                    grad[here + j] as f64
+                });
+                state.up_to_step[row as usize] = step_t;
+            }
+            state.write_rows(&g.rows, &values)?;
+        }
+        Ok(())
+    }
+}
+
+impl TableState {
+    /// AdamW's update of table row `row` (current value `value`) at step `step_t` with
+    /// gradient `grad(j)` for column `j`; updates the row's moments.
+    fn adam_step(
+        &mut self,
+        params: &ParamsAdamW,
+        step_t: i32,
+        row: u32,
+        value: &mut [f32],
+        grad: impl Fn(usize) -> f64,
+    ) {
+        let (beta1, beta2) = (params.beta1, params.beta2);
+        let scale_m = 1.0 / (1.0 - beta1.powi(step_t));
+        let scale_v = 1.0 / (1.0 - beta2.powi(step_t));
+        let decay = 1.0 - params.lr * params.weight_decay;
+        for (j, x) in value.iter_mut().enumerate() {
+            let at = row as usize * self.dim + j;
+            let g = grad(j);
+            let m = beta1 * self.first_moment[at] as f64 + (1.0 - beta1) * g;
+            let v = beta2 * self.second_moment[at] as f64 + (1.0 - beta2) * g * g;
+            self.first_moment[at] = m as f32;
+            self.second_moment[at] = v as f32;
+            let step = (m * scale_m) / ((v * scale_v).sqrt() + params.eps);
+            *x = (*x as f64 * decay - params.lr * step) as f32;
+        }
+    }
+
+    /// Replays row `row`'s zero-gradient steps after its last update up to `step_t`: the
+    /// first `limit` one by one (AdamW with `g = 0`, bias corrections from `bias`), the rest
+    /// as moment and weight decay only.
+    fn replay(
+        &mut self,
+        params: &ParamsAdamW,
+        bias: &BiasCorrections,
+        step_t: i32,
+        limit: i32,
+        row: u32,
+        value: &mut [f32],
+    ) {
+        let from = self.up_to_step[row as usize];
+        if from >= step_t {
+            return;
+        }
+        let replayed_to = step_t.min(from.saturating_add(limit));
+        let steps = (from + 1) as usize..=replayed_to as usize;
+        let (scale_m, scale_v_sqrt) = (&bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
+        let decay = 1.0 - params.lr * params.weight_decay;
+        let n = replayed_to - from;
+        // With g = 0 the moments only decay (m_k = beta1^k m, v_k = beta2^k v), so the k-th
+        // replayed update is m beta1^k c1 / (sqrt(v) beta2^(k/2) c2 + eps), c1 and c2 the bias
+        // corrections. Expanding 1 / (a + eps) = 1 / a - eps / a^2 + O(eps^2 / a^3) gives
+        // sums shared by every column of the row, each update weighted by the weight decay
+        // still to come:
+        //   theta_n = d^n theta - lr (m / sqrt(v)) (w1 - (eps / sqrt(v)) w2).
+        let (ratio1, ratio2) = (
+            params.beta1 / params.beta2.sqrt(),
+            params.beta1 / params.beta2,
+        );
+        let (mut w1, mut w2, mut r1, mut r2) = (0.0, 0.0, 1.0, 1.0);
+        for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
+            r1 *= ratio1;
+            r2 *= ratio2;
+            w1 = w1 * decay + r1 * sm / sv;
+            w2 = w2 * decay + r2 * sm / (sv * sv);
+        }
+        let (m_decay, v_decay, theta_decay) =
+            (params.beta1.powi(n), params.beta2.powi(n), decay.powi(n));
+        for (j, x) in value.iter_mut().enumerate() {
+            let at = row as usize * self.dim + j;
+            let (m0, v0) = (self.first_moment[at] as f64, self.second_moment[at] as f64);
+            if v0 == 0.0 {
+                // Never had a gradient (so m0 = 0 too): only the weight decay moves it.
+                *x = (*x as f64 * theta_decay) as f32;
+                continue;
+            }
+            let sqrt_v0 = v0.sqrt();
+            if (v0 * v_decay).sqrt() >= 100.0 * params.eps {
+                // The O(eps^2 / a^2) remainder is below 1e-4 of each update.
+                let ratio = m0 / sqrt_v0;
+                *x = (*x as f64 * theta_decay
+                    - params.lr * ratio * (w1 - params.eps / sqrt_v0 * w2))
+                    as f32;
+            } else {
+                // Tiny second moment: eps matters, replay step by step.
+                let (mut m, mut v, mut theta) = (m0, v0, *x as f64);
+                for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
+                    m *= params.beta1;
+                    v *= params.beta2;
+                    theta = theta * decay - params.lr * (m * sm) / (v.sqrt() * sv + params.eps);
+                }
+                *x = theta as f32;
+            }
+            self.first_moment[at] = (m0 * m_decay) as f32;
+            self.second_moment[at] = (v0 * v_decay) as f32;
+        }
+        let rest = step_t - replayed_to;
+        if rest > 0 {
+            let decay = (1.0 - params.lr * params.weight_decay).powi(rest);
+            let (m_decay, v_decay) = (params.beta1.powi(rest), params.beta2.powi(rest));
+            for (j, x) in value.iter_mut().enumerate() {
+                let at = row as usize * self.dim + j;
+                self.first_moment[at] = (self.first_moment[at] as f64 * m_decay) as f32;
+                self.second_moment[at] = (self.second_moment[at] as f64 * v_decay) as f32;
+                *x = (*x as f64 * decay) as f32;
+            }
+        }
+        self.up_to_step[row as usize] = step_t;
+    }
+
+    /// Writes `values` (`rows.len() x dim`, row-major) into the table rows `rows` in place
+    /// (`scatter_set`: O(rows); `Var::set` would copy the whole table).
+    fn write_rows(&self, rows: &[u32], values: &[f32]) -> Result<(), ModelError> {
+        let dim = self.dim;
+        let index: Vec<u32> = rows
+            .iter()
+            .flat_map(|&row| std::iter::repeat_n(row, dim))
+            .collect();
+        let index = Tensor::from_vec(index, (rows.len(), dim), &Device::Cpu)?;
+        let values = Tensor::from_slice(values, (rows.len(), dim), &Device::Cpu)?;
+        self.var.as_tensor().scatter_set(&index, &values, 0)?;
+        Ok(())
+    }
+}
+
+/// AdamW for every parameter but the id tables, lazy Adam for the tables; both with
+/// `[train]`'s learning rate and `l2`, stepping together.
+pub struct Optimizers {
+    dense: AdamW,
+    embeddings: LazyAdam,
+}
+
+impl Optimizers {
+    /// `tables`: the indices in `store` of the id-embedding tables.
+    pub fn new(
+        store: &ParamStore,
+        train: &TrainConfig,
+        tables: &[usize],
+    ) -> Result<Optimizers, ModelError> {
+        let params = ParamsAdamW {
+            lr: train.learning_rate,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: train.l2,
+        };
+        let dense_vars = store
+            .vars()
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !tables.contains(k))
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok(Optimizers {
+            dense: AdamW::new(dense_vars, params.clone())?,
+            embeddings: LazyAdam::new(store, tables, params)?,
+        })
+    }
+
+    /// The rows `ids` of table `table` (an index given to [`Optimizers::new`]), up to date, as
+    /// a small variable to stand in for the table in this step's forward pass.
+    pub fn gather(
+        &mut self,
+        table: usize,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> Result<GatheredRows, ModelError> {
+        self.embeddings.gather(table, ids)
+    }
+
+    /// Brings every table row up to date (see [`LazyAdam::catch_up`]); call before reading or
+    /// keeping the weights.
+    pub fn catch_up(&mut self) -> Result<(), ModelError> {
+        self.embeddings.catch_up()
+    }
+
+    /// Backpropagates `loss` and steps: dense layers from their gradients, the tables' gathered
+    /// rows from the gradients of their [`GatheredRows::values`].
+    pub fn backward_step(
+        &mut self,
+        loss: &Tensor,
+        gathered: &[GatheredRows],
+    ) -> Result<(), ModelError> {
+        let grads = loss.backward()?;
+        self.dense.step(&grads)?;
+        self.embeddings.step(&grads, gathered)
+    }
+}
