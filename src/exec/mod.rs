@@ -180,18 +180,8 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
             let artifact = job.store.put_artifact(bytes).map_err(|e| StageError::Failed(e.to_string()))?;
             outputs.insert(name.clone(), artifact);
         }
-        let record = StageRecord {
-            key: node.key.clone(),
-            name: node.name.clone(),
-            kind: node.components.kind.clone(),
-            components: node.components.clone(),
-            outputs,
-            metrics: output.metrics,
-            started_unix_ms,
-            seconds: started.elapsed().as_secs_f64(),
-            host: hostname(),
-            run_id: job.run_id.to_string(),
-        };
+        let timing = StageTiming { started_unix_ms, seconds: started.elapsed().as_secs_f64(), host: hostname() };
+        let record = stage_record(node, outputs, output.metrics, timing, job.run_id);
         job.store.commit_stage(&record).map_err(|e| StageError::Failed(e.to_string()))?;
         Ok(record)
     })();
@@ -215,6 +205,35 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
             }
             StageResult { node: index, status, seconds, error: Some(error.to_string()), bad_input }
         }
+    }
+}
+
+/// When and where a stage ran.
+pub struct StageTiming {
+    pub started_unix_ms: u64,
+    pub seconds: f64,
+    pub host: String,
+}
+
+/// The record committed for a finished stage of the plan (by any executor).
+pub fn stage_record(
+    node: &crate::plan::PlanNode,
+    outputs: BTreeMap<String, crate::store::ArtifactRef>,
+    metrics: serde_json::Value,
+    timing: StageTiming,
+    run_id: &str,
+) -> StageRecord {
+    StageRecord {
+        key: node.key.clone(),
+        name: node.name.clone(),
+        kind: node.components.kind.clone(),
+        components: node.components.clone(),
+        outputs,
+        metrics,
+        started_unix_ms: timing.started_unix_ms,
+        seconds: timing.seconds,
+        host: timing.host,
+        run_id: run_id.to_string(),
     }
 }
 

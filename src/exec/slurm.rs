@@ -36,7 +36,7 @@ use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 use serde::{Deserialize, Serialize};
 
-use super::{execute_stage, hostname, unix_ms, ExecutionJob, Executor, StageResult};
+use super::{execute_stage, hostname, stage_record, unix_ms, ExecutionJob, Executor, StageResult, StageTiming};
 use crate::plan::{Plan, PlanNode};
 use crate::stages::{InputSource, StageError, StageOutput};
 use crate::store::{ArtifactRef, StageRecord, StageStatus, Store, StoreError};
@@ -1101,18 +1101,9 @@ impl Coordinator<'_, '_> {
             debug_assert_eq!(stored.digest, artifact.digest);
             outputs.insert(name.clone(), stored);
         }
-        let record = StageRecord {
-            key: node.key.clone(),
-            name: node.name.clone(),
-            kind: node.components.kind.clone(),
-            components: node.components.clone(),
-            outputs,
-            metrics: staged.metrics.clone(),
-            started_unix_ms: staged.started_unix_ms,
-            seconds: staged.seconds,
-            host: staged.host.clone(),
-            run_id: self.job.run_id.to_string(),
-        };
+        let timing =
+            StageTiming { started_unix_ms: staged.started_unix_ms, seconds: staged.seconds, host: staged.host.clone() };
+        let record = stage_record(node, outputs, staged.metrics.clone(), timing, self.job.run_id);
         self.job.store.commit_stage(&record)?;
         Ok(StageResult { node: index, status: StageStatus::Executed, seconds: staged.seconds, error: None, bad_input: false })
     }

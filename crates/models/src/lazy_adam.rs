@@ -195,18 +195,7 @@ impl LazyAdam {
             .iter()
             .any(|&row| state.up_to_step[row as usize] < step_t);
         if stale {
-            for (k, &row) in rows.iter().enumerate() {
-                let dim = state.dim;
-                state.replay(
-                    &params,
-                    bias,
-                    step_t,
-                    limit,
-                    row,
-                    &mut values[k * dim..][..dim],
-                );
-            }
-            state.write_rows(&rows, &values)?;
+            state.replay_rows(&params, bias, step_t, limit, &rows, &mut values)?;
         }
         let values = Tensor::from_vec(values, (rows.len(), state.dim), &Device::Cpu)?;
         Ok(GatheredRows {
@@ -235,18 +224,7 @@ impl LazyAdam {
                 .index_select(&u32_tensor(stale.clone())?, 0)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            for (k, &row) in stale.iter().enumerate() {
-                let dim = state.dim;
-                state.replay(
-                    &params,
-                    bias,
-                    step_t,
-                    limit,
-                    row,
-                    &mut values[k * dim..][..dim],
-                );
-            }
-            state.write_rows(&stale, &values)?;
+            state.replay_rows(&params, bias, step_t, limit, &stale, &mut values)?;
         }
         Ok(())
     }
@@ -307,6 +285,24 @@ impl TableState {
     /// Replays row `row`'s zero-gradient steps after its last update up to `step_t`: the
     /// first `limit` one by one (AdamW with `g = 0`, bias corrections from `bias`), the rest
     /// as moment and weight decay only.
+    /// Replays the skipped steps of `rows` (whose current values are `values`, row-major) and
+    /// writes them back into the table.
+    fn replay_rows(
+        &mut self,
+        params: &ParamsAdamW,
+        bias: &BiasCorrections,
+        step_t: i32,
+        limit: i32,
+        rows: &[u32],
+        values: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let dim = self.dim;
+        for (k, &row) in rows.iter().enumerate() {
+            self.replay(params, bias, step_t, limit, row, &mut values[k * dim..][..dim]);
+        }
+        self.write_rows(rows, values)
+    }
+
     fn replay(
         &mut self,
         params: &ParamsAdamW,
