@@ -304,7 +304,8 @@ pub fn run_plan(
         depth[index.index()] = plan.node(index).inputs.iter().map(|(_, i)| depth[i.index()] + 1).max().unwrap_or(0);
     }
     order.sort_by(|a, b| (depth[a.index()], &plan.node(*a).name).cmp(&(depth[b.index()], &plan.node(*b).name)));
-    let progress = Progress::new(0, options.show_progress, options.quiet);
+    // Warnings while checking the cache print as plain lines; the bars come with the work.
+    let progress = Progress::new(0, false, options.quiet);
     let cached = cache_status(plan, store, &|text| progress.note(&format!("warning: {text}")))?;
     let mut record = RunRecord {
         id: run_id.clone(),

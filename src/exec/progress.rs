@@ -26,6 +26,7 @@ impl Progress {
                     .expect("valid template")
                     .progress_chars("=> "),
             );
+            overall.enable_steady_tick(Duration::from_millis(500));
             (multi, overall)
         });
         Progress { bars, running: Mutex::new(HashMap::new()), quiet }
