@@ -1,0 +1,34 @@
+//! The default real experiment runs end to end on MovieLens 100K (one seed, two epochs).
+//! Under CI=true a missing data set fails this test instead of skipping it.
+
+mod common;
+use common::{stderr, Workspace};
+
+fn movielens_dir() -> Option<std::path::PathBuf> {
+    let from_env = std::env::var_os("LIMAML_DATA").map(std::path::PathBuf::from);
+    let beside_repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ml-100k");
+    from_env.into_iter().chain([beside_repo]).find(|dir| dir.join("u.data").exists())
+}
+
+#[test]
+fn the_ml_100k_experiment_trains_and_evaluates_every_method() {
+    let Some(data) = movielens_dir() else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "MovieLens 100K is missing (set LIMAML_DATA)");
+        eprintln!("skipped: MovieLens 100K not found (set LIMAML_DATA)");
+        return;
+    };
+    let ws = Workspace::new();
+    let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/ml-100k.toml");
+    let data_path = format!("data.path={}", data.canonicalize().unwrap().display());
+    let spec_arg = spec.display().to_string();
+    let (output, json) =
+        ws.run_json(&spec_arg, &["--set", &data_path, "--set", "experiment.seeds=[1]", "--set", "train.epochs=2"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for method in ["global", "id_embedding", "wide_deep", "limaml"] {
+        let auc = json["methods"][method]["auc"].as_f64().unwrap_or_else(|| panic!("{method}: {json}"));
+        assert!(auc > 0.6, "{method} learned something on ML-100K: auc {auc}");
+        for segment in ["low", "mid", "high"] {
+            assert!(json["methods"][method]["segments"][segment]["auc"].is_number(), "{method} {segment}");
+        }
+    }
+}
