@@ -18,6 +18,21 @@ fn test_auc(
         .unwrap()
 }
 
+/// One epoch of `method` with the quick training settings: enough for tests of what a trained
+/// model does, not of how well it does.
+fn train_one_epoch(
+    method: &MethodConfig,
+    interactions: &limaml_data::Interactions,
+    tasks: &limaml_data::TaskSet,
+    seed: u64,
+) -> TrainedModel {
+    let train_config = TrainConfig {
+        epochs: 1,
+        ..quick_train()
+    };
+    train(method, &train_config, interactions, tasks, seed, &mut |_| {}).unwrap()
+}
+
 #[test]
 fn every_personalized_method_beats_global_on_test_auc() {
     let (interactions, tasks) = synthetic(7);
@@ -178,19 +193,7 @@ fn serving_from_exported_embeddings_matches_the_adapted_meta_block() {
 #[test]
 fn exported_embeddings_cover_each_entity_once_and_round_trip() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig {
-        epochs: 1,
-        ..quick_train()
-    };
-    let model = train(
-        &MethodConfig::Limaml(limaml()),
-        &train_config,
-        &interactions,
-        &tasks,
-        9,
-        &mut |_| {},
-    )
-    .unwrap();
+    let model = train_one_epoch(&MethodConfig::Limaml(limaml()), &interactions, &tasks, 9);
     let table =
         export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap();
     assert_eq!(table.entity_ids, (0..N_USERS as u32).collect::<Vec<_>>());
@@ -214,19 +217,7 @@ fn exported_embeddings_cover_each_entity_once_and_round_trip() {
 #[test]
 fn stale_export_without_stale_support_is_a_typed_error() {
     let (interactions, tasks) = synthetic_item_tasks(2);
-    let train_config = TrainConfig {
-        epochs: 1,
-        ..quick_train()
-    };
-    let model = train(
-        &MethodConfig::Limaml(limaml()),
-        &train_config,
-        &interactions,
-        &tasks,
-        1,
-        &mut |_| {},
-    )
-    .unwrap();
+    let model = train_one_epoch(&MethodConfig::Limaml(limaml()), &interactions, &tasks, 1);
     let err =
         export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Stale).unwrap_err();
     assert!(matches!(err, ModelError::NoStaleSupport { .. }), "{err}");
@@ -235,19 +226,8 @@ fn stale_export_without_stale_support_is_a_typed_error() {
 #[test]
 fn baselines_have_no_meta_embeddings() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig {
-        epochs: 1,
-        ..quick_train()
-    };
-    let model = train(
-        &MethodConfig::default_for("global").unwrap(),
-        &train_config,
-        &interactions,
-        &tasks,
-        1,
-        &mut |_| {},
-    )
-    .unwrap();
+    let method = MethodConfig::default_for("global").unwrap();
+    let model = train_one_epoch(&method, &interactions, &tasks, 1);
     let err =
         export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Latest).unwrap_err();
     assert!(matches!(err, ModelError::NotAMetaModel(_)));
@@ -349,19 +329,8 @@ fn early_stopping_keeps_the_best_validation_epoch() {
 #[test]
 fn trained_model_round_trips_through_bytes() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig {
-        epochs: 1,
-        ..quick_train()
-    };
-    let model = train(
-        &MethodConfig::default_for("wide_deep").unwrap(),
-        &train_config,
-        &interactions,
-        &tasks,
-        1,
-        &mut |_| {},
-    )
-    .unwrap();
+    let method = MethodConfig::default_for("wide_deep").unwrap();
+    let model = train_one_epoch(&method, &interactions, &tasks, 1);
     let back = TrainedModel::from_bytes(&model.to_bytes().unwrap()).unwrap();
     assert_eq!(back, model);
 }
@@ -407,19 +376,8 @@ fn item_tasks_train_and_serve_with_the_same_code() {
 #[test]
 fn a_model_rejects_a_task_set_of_another_shape() {
     let (interactions, tasks) = synthetic(5);
-    let train_config = TrainConfig {
-        epochs: 1,
-        ..quick_train()
-    };
-    let model = train(
-        &MethodConfig::default_for("global").unwrap(),
-        &train_config,
-        &interactions,
-        &tasks,
-        1,
-        &mut |_| {},
-    )
-    .unwrap();
+    let method = MethodConfig::default_for("global").unwrap();
+    let model = train_one_epoch(&method, &interactions, &tasks, 1);
     let (other_interactions, other_tasks) = synthetic_item_tasks(5);
     let err = predict(
         &model,
