@@ -6,8 +6,9 @@ use petgraph::Direction;
 
 use super::Plan;
 
-/// The plan as a tree: each stage under its first input; a stage with several inputs is drawn
-/// once, under the first, and notes how many others it waits for.
+/// The plan as a tree: each stage under its last (nearest) input, so a chain reads
+/// data -> tasks -> train -> embeddings -> evaluate; a stage with several inputs is drawn once
+/// and notes how many others it waits for.
 pub fn tree(plan: &Plan, status: &dyn Fn(NodeIndex) -> String) -> String {
     let mut out = String::new();
     let mut drawn = vec![false; plan.graph.node_count()];
@@ -42,7 +43,7 @@ fn draw(
         if other_inputs > 0 && stage.inputs.len() > 2 { format!("  (+{other_inputs} inputs)") } else { String::new() };
     out.push_str(&format!("{label:<width$} {}  {}{note}\n", stage.short_key(), status(node), width = width + 8));
     drawn[node.index()] = true;
-    // Children drawn here: consumers whose first input is this node.
+    // Children drawn here: consumers whose last input is this node.
     let mut children: Vec<NodeIndex> = plan
         .graph
         .neighbors_directed(node, Direction::Outgoing)
