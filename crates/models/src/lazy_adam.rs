@@ -455,7 +455,22 @@ impl Optimizers {
         gathered: &[GatheredRows],
     ) -> Result<(), ModelError> {
         let grads = loss.backward()?;
-        self.dense.step(&grads)?;
-        self.embeddings.step(&grads, gathered)
+        self.step_with(&grads, gathered)
     }
+
+    /// Steps from gradients computed elsewhere (keyed by the variables' tensors, and by the
+    /// [`GatheredRows::values`] of the tables).
+    pub fn step_with(&mut self, grads: &GradStore, gathered: &[GatheredRows]) -> Result<(), ModelError> {
+        self.dense.step(grads)?;
+        self.embeddings.step(grads, gathered)
+    }
+}
+
+/// An empty gradient store to fill by hand (`GradStore` has no public constructor; the
+/// backward pass of a constant yields a store holding only that constant's own gradient).
+pub fn gradient_store() -> Result<GradStore, ModelError> {
+    let constant = Tensor::new(0f32, &Device::Cpu)?;
+    let mut grads = constant.backward()?;
+    grads.remove(&constant);
+    Ok(grads)
 }

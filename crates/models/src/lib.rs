@@ -13,6 +13,7 @@ pub mod embeddings;
 pub mod error;
 pub mod eval;
 pub mod inputs;
+pub mod kernel;
 pub mod lazy_adam;
 pub mod limaml;
 pub mod mlp;

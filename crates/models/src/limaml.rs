@@ -23,7 +23,8 @@ use crate::error::ModelError;
 use crate::inputs::{
     counterpart_of_row, row_input_dim, u32_tensor, DataShape, EmbeddingLookup, Features,
 };
-use crate::lazy_adam::{GatheredRows, Optimizers};
+use crate::kernel::{self, DenseStack, GlobalBlock, PackedRows};
+use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
 use crate::params::ParamStore;
 
@@ -262,6 +263,9 @@ pub struct TaskBatch {
     activity: Tensor,
     pub support: PaddedRows,
     pub query: PaddedRows,
+    /// Each task's support and query rows (the hand-written passes pack them, no padding).
+    pub support_rows: Vec<Vec<u32>>,
+    pub query_rows: Vec<Vec<u32>>,
 }
 
 /// One task as a batch member: its entity, the support rows to adapt on, the query rows to score.
@@ -302,11 +306,18 @@ impl TaskBatch {
             activity: Tensor::from_vec(activity, (n_tasks, activity_dim), &Device::Cpu)?,
             support: PaddedRows::new(data.interactions, &supports)?,
             query: PaddedRows::new(data.interactions, &queries)?,
+            support_rows: supports.iter().map(|r| r.to_vec()).collect(),
+            query_rows: queries.iter().map(|r| r.to_vec()).collect(),
         })
     }
 }
 
 impl TaskBatch {
+    /// Each task's row in the entity-id table (the unknown row for hidden or unknown ids).
+    pub fn entity_rows(&self) -> &[u32] {
+        &self.entity_rows
+    }
+
     /// This batch looking ids up in the rows a step gathered instead of the whole tables.
     fn with_gathered(
         &self,
@@ -597,6 +608,24 @@ impl LimamlNet {
         batch: &TaskBatch,
         gradients: InnerGradients,
     ) -> Result<f64, ModelError> {
+        match gradients {
+            InnerGradients::FirstOrder => self.first_order_step(store, optimizer, data, batch),
+            InnerGradients::SecondOrder => {
+                self.autograd_step(store, optimizer, data, batch, gradients)
+            }
+        }
+    }
+
+    /// [`LimamlNet::meta_train_step`] through candle's autograd (second-order MAML, and the
+    /// reference the hand-written first-order step is tested against).
+    pub fn autograd_step(
+        &self,
+        store: &ParamStore,
+        optimizer: &mut Optimizers,
+        data: &LimamlData,
+        batch: &TaskBatch,
+        gradients: InnerGradients,
+    ) -> Result<f64, ModelError> {
         let (entities, items) = self.gather_rows(optimizer, batch)?;
         let mut params = store.tensors();
         let batch = &batch.with_gathered(entities.as_ref(), items.as_ref())?;
@@ -604,16 +633,253 @@ impl LimamlNet {
         for g in &gathered {
             params[g.table] = g.values.as_tensor().clone();
         }
-        let adapted = self.adapt(&params, data, batch, gradients)?;
-        let meta_input = self.meta_input(&params, data, batch)?;
-        let meta_embedding = Self::meta_embedding(&adapted, &meta_input)?;
-        let logits = self.padded_logits(&params, &data.features, &meta_embedding, &batch.query)?;
-        let loss = batch
-            .query
-            .loss_sum(&logits)?
-            .affine(1.0 / batch.n_tasks as f64, 0.0)?;
+        let loss = self.autograd_outer_loss(&params, data, batch, gradients)?;
         optimizer.backward_step(&loss, &gathered)?;
         Ok(loss.to_scalar::<f32>()? as f64)
+    }
+
+    /// The outer loss `sum_t mean_t loss / T` as a candle graph over `params` (adapt on the
+    /// supports, score the query rows with the adapted Meta Blocks).
+    pub fn autograd_outer_loss(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        batch: &TaskBatch,
+        gradients: InnerGradients,
+    ) -> Result<Tensor, ModelError> {
+        let adapted = self.adapt(params, data, batch, gradients)?;
+        let meta_input = self.meta_input(params, data, batch)?;
+        let meta_embedding = Self::meta_embedding(&adapted, &meta_input)?;
+        let logits = self.padded_logits(params, &data.features, &meta_embedding, &batch.query)?;
+        Ok(batch
+            .query
+            .loss_sum(&logits)?
+            .affine(1.0 / batch.n_tasks as f64, 0.0)?)
+    }
+
+    /// Meta embeddings (`T x m`) adapted through candle's autograd: the reference for
+    /// [`LimamlNet::adapted_meta_embeddings`].
+    pub fn autograd_meta_embeddings(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        batch: &TaskBatch,
+    ) -> Result<Tensor, ModelError> {
+        let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
+        let adapted = self.adapt(&params, data, batch, InnerGradients::FirstOrder)?;
+        let meta_input = self.meta_input(&params, data, batch)?;
+        Ok(Self::meta_embedding(&adapted, &meta_input)?.squeeze(1)?)
+    }
+
+    /// First-order [`LimamlNet::meta_train_step`] through the hand-written passes
+    /// ([`kernel`]): the same gradients as candle's autograd, without its overhead.
+    fn first_order_step(
+        &self,
+        store: &ParamStore,
+        optimizer: &mut Optimizers,
+        data: &LimamlData,
+        batch: &TaskBatch,
+    ) -> Result<f64, ModelError> {
+        let (entities, items) = self.gather_rows(optimizer, batch)?;
+        let mut params = store.tensors();
+        for g in entities.iter().chain(&items) {
+            params[g.table] = g.values.as_tensor().clone();
+        }
+        let entity_rows = match &entities {
+            Some(e) => e.localize(&batch.entity_rows, |_| true),
+            None => batch.entity_rows.clone(),
+        };
+        let batch = batch.with_gathered(entities.as_ref(), None)?;
+        let (loss, gradients) =
+            self.first_order_gradients(&params, data, &batch, &entity_rows, items.as_ref())?;
+        let mut grads = gradient_store()?;
+        let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
+        for (index, gradient) in gradients {
+            match gathered.iter().find(|g| g.table == index) {
+                Some(g) => grads.insert(g.values.as_tensor(), gradient),
+                None => grads.insert(store.vars()[index].as_tensor(), gradient),
+            };
+        }
+        optimizer.step_with(&grads, &gathered)?;
+        Ok(loss)
+    }
+
+    /// The first-order outer loss (`sum_t mean_t loss / T`) and its gradient with respect to
+    /// every parameter in `params` (by index), through [`kernel::first_order_outer_gradients`].
+    /// `entity_rows` are the tasks' rows in `params`' entity table; `items` the gathered
+    /// item-id rows standing in for the item table in `params` (`None`: the whole table).
+    pub fn first_order_gradients(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        batch: &TaskBatch,
+        entity_rows: &[u32],
+        items: Option<&GatheredRows>,
+    ) -> Result<(f64, Vec<(usize, Tensor)>), ModelError> {
+        let n_tasks = batch.n_tasks;
+        let labels = &data.interactions.label;
+        let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
+        let supports: Vec<&[u32]> = batch.support_rows.iter().map(Vec::as_slice).collect();
+        // Outer rows that start with the support rows (`support_and_query`) are packed as all
+        // supports, then the rest, so the support rows' first-layer row part is reused.
+        let starts_with_support = batch
+            .query_rows
+            .iter()
+            .zip(&batch.support_rows)
+            .all(|(q, s)| q.starts_with(s));
+        let outer_parts: Vec<Vec<&[u32]>> = if starts_with_support {
+            let rest = batch
+                .query_rows
+                .iter()
+                .zip(&supports)
+                .map(|(q, s)| &q[s.len()..])
+                .collect();
+            vec![supports.clone(), rest]
+        } else {
+            vec![batch.query_rows.iter().map(Vec::as_slice).collect()]
+        };
+        let support = PackedRows::new(n_tasks, &[supports], labels);
+        let outer = PackedRows::new(n_tasks, &outer_parts, labels);
+        let support_x = self.packed_row_inputs(params, data, &support.rows, items)?;
+        let outer_x = if starts_with_support {
+            let mut x = support_x.clone();
+            x.extend(self.packed_row_inputs(params, data, &outer.rows[support.len()..], items)?);
+            x
+        } else {
+            self.packed_row_inputs(params, data, &outer.rows, items)?
+        };
+        let meta = dense_stack(self.meta.params(params))?;
+        let global_stack = dense_stack(self.global.params(params))?;
+        let global = GlobalBlock {
+            stack: &global_stack,
+            row_dim: self.row_dim(),
+        };
+        let g = kernel::first_order_outer_gradients(
+            &meta,
+            &global,
+            &meta_input,
+            &support,
+            &support_x,
+            &outer,
+            &outer_x,
+            starts_with_support,
+            self.config.inner_steps,
+            self.config.inner_lr as f32,
+        );
+        let mut out = Vec::new();
+        for (stack, mlp) in [(&g.meta, &self.meta), (&g.global, &self.global)] {
+            for layer in 0..stack.n_layers() {
+                let (w, b) = (mlp.first + 2 * layer, mlp.first + 2 * layer + 1);
+                out.push((w, Tensor::from_slice(&stack.weights[layer], params[w].shape(), &Device::Cpu)?));
+                out.push((b, Tensor::from_slice(&stack.biases[layer], params[b].shape(), &Device::Cpu)?));
+            }
+        }
+        if let Some(table) = self.item_embedding {
+            let item_ids: Vec<u32> =
+                outer.rows.iter().map(|&r| data.interactions.item[r as usize]).collect();
+            let local = match items {
+                Some(g) => g.localize(&item_ids, |_| true),
+                None => item_ids,
+            };
+            let columns = self.item_embedding_columns();
+            let gradient =
+                scatter_rows(&params[table], &local, &g.row_inputs, self.row_dim(), columns)?;
+            out.push((table, gradient));
+        }
+        if let (Some(table), Some(columns)) = (self.entity_embedding, self.entity_id_columns(data)) {
+            let width = meta_input.len() / n_tasks.max(1);
+            let gradient = scatter_rows(&params[table], entity_rows, &g.meta_input, width, columns)?;
+            out.push((table, gradient));
+        }
+        Ok((g.loss, out))
+    }
+
+    /// Width of the Global Block's row input (without the meta embedding).
+    fn row_dim(&self) -> usize {
+        row_input_dim(&self.shape, self.config.item_id_embedding_dim, 0)
+    }
+
+    /// The item-id embedding's columns in a row input.
+    fn item_embedding_columns(&self) -> std::ops::Range<usize> {
+        let start = self.shape.user_dim + self.shape.item_dim;
+        start..start + self.config.item_id_embedding_dim
+    }
+
+    /// The entity-id embedding's columns in the Meta Block's input (`None` without that input).
+    fn entity_id_columns(&self, data: &LimamlData) -> Option<std::ops::Range<usize>> {
+        let mut start = 0;
+        for input in &self.config.meta_inputs {
+            start += match input {
+                MetaInput::Id => return Some(start..start + self.config.entity_id_embedding_dim),
+                MetaInput::Features => data.entity_features.as_ref().map_or(0, |f| f.dims()[1]),
+                MetaInput::Activity => 2 * self.shape.counterpart_dim() + 2,
+            };
+        }
+        None
+    }
+
+    /// Row inputs (`rows.len() x row_dim`, row-major) of interaction rows `rows`; item-id rows
+    /// are looked up in `items` (a step's gathered rows) or else in the whole table.
+    fn packed_row_inputs(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        rows: &[u32],
+        items: Option<&GatheredRows>,
+    ) -> Result<Vec<f32>, ModelError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let interactions = data.interactions;
+        let users: Vec<u32> = rows.iter().map(|&r| interactions.user[r as usize]).collect();
+        let item_ids: Vec<u32> = rows.iter().map(|&r| interactions.item[r as usize]).collect();
+        let embedding_rows = match items {
+            Some(g) => g.localize(&item_ids, |_| true),
+            None => item_ids.clone(),
+        };
+        let embedding_rows = u32_tensor(embedding_rows)?;
+        let item_embedding = self.item_embedding.map(|i| EmbeddingLookup {
+            table: &params[i],
+            rows: &embedding_rows,
+        });
+        let x = data.features.row_inputs(
+            &u32_tensor(users)?,
+            &u32_tensor(item_ids)?,
+            item_embedding,
+            None,
+        )?;
+        Ok(x.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Adapts each task of `batch` on its support through the hand-written inner loop (no
+    /// outer graph); also returns the Global Block's weights it read.
+    fn adapt_packed(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        batch: &TaskBatch,
+    ) -> Result<(kernel::Adapted, DenseStack), ModelError> {
+        let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
+        let supports: Vec<&[u32]> = batch.support_rows.iter().map(Vec::as_slice).collect();
+        let support = PackedRows::new(batch.n_tasks, &[supports], &data.interactions.label);
+        let support_x = self.packed_row_inputs(params, data, &support.rows, None)?;
+        let meta = dense_stack(self.meta.params(params))?;
+        let global_stack = dense_stack(self.global.params(params))?;
+        let global = GlobalBlock {
+            stack: &global_stack,
+            row_dim: self.row_dim(),
+        };
+        let row_part = global.row_part(&support_x, support.len());
+        let adapted = kernel::adapt(
+            &meta,
+            &global,
+            &meta_input,
+            &support,
+            &row_part,
+            self.config.inner_steps,
+            self.config.inner_lr as f32,
+        );
+        Ok((adapted, global_stack))
     }
 
     /// One pass over the training tasks ([`LimamlData::training_tasks`]) in shuffled
@@ -691,10 +957,8 @@ impl LimamlNet {
         let mut out = Vec::with_capacity(members.len() * self.config.meta_embedding_dim);
         for chunk in members.chunks(EVAL_CHUNK) {
             let batch = TaskBatch::new(data, chunk)?;
-            let adapted = self.adapt(&params, data, &batch, InnerGradients::FirstOrder)?;
-            let meta_input = self.meta_input(&params, data, &batch)?;
-            let embedding = Self::meta_embedding(&adapted, &meta_input)?;
-            out.extend(embedding.flatten_all()?.to_vec1::<f32>()?);
+            let (adapted, _) = self.adapt_packed(&params, data, &batch)?;
+            out.extend(adapted.pass.output);
         }
         Ok(out)
     }
@@ -711,18 +975,63 @@ impl LimamlNet {
         let mut out = Vec::with_capacity(members.len());
         for chunk in members.chunks(EVAL_CHUNK) {
             let batch = TaskBatch::new(data, chunk)?;
-            let adapted = self.adapt(&params, data, &batch, InnerGradients::FirstOrder)?;
-            let meta_input = self.meta_input(&params, data, &batch)?;
-            let embedding = Self::meta_embedding(&adapted, &meta_input)?;
-            let logits = self
-                .padded_logits(&params, &data.features, &embedding, &batch.query)?
-                .to_vec2::<f32>()?;
-            for (member, row) in chunk.iter().zip(logits) {
-                out.push(row[..member.query.len()].to_vec());
+            let (adapted, global_stack) = self.adapt_packed(&params, data, &batch)?;
+            let queries: Vec<&[u32]> = batch.query_rows.iter().map(Vec::as_slice).collect();
+            let query = PackedRows::new(batch.n_tasks, &[queries], &data.interactions.label);
+            let query_x = self.packed_row_inputs(&params, data, &query.rows, None)?;
+            let global = GlobalBlock {
+                stack: &global_stack,
+                row_dim: self.row_dim(),
+            };
+            let row_part = global.row_part(&query_x, query.len());
+            let logits = kernel::logits(&global, &row_part, &adapted.pass.output, &query);
+            let mut rest = logits.as_slice();
+            for member in chunk {
+                let (task, tail) = rest.split_at(member.query.len());
+                out.push(task.to_vec());
+                rest = tail;
             }
         }
         Ok(out)
     }
+}
+
+/// An MLP's layers (`[w0, b0, w1, b1, ...]`) as plain vectors.
+fn dense_stack(layers: &[Tensor]) -> Result<DenseStack, ModelError> {
+    let (mut widths, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in layers.chunks(2) {
+        let (fan_in, fan_out) = pair[0].dims2()?;
+        if widths.is_empty() {
+            widths.push(fan_in);
+        }
+        widths.push(fan_out);
+        weights.push(pair[0].flatten_all()?.to_vec1::<f32>()?);
+        biases.push(pair[1].flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(DenseStack {
+        widths,
+        weights,
+        biases,
+    })
+}
+
+/// The gradient of an id table shaped like `table`: row `indices[k]` gets the sum of
+/// `columns` of source row `k` (`source` row-major with `source_width` columns).
+fn scatter_rows(
+    table: &Tensor,
+    indices: &[u32],
+    source: &[f32],
+    source_width: usize,
+    columns: std::ops::Range<usize>,
+) -> Result<Tensor, ModelError> {
+    let (rows, dim) = table.dims2()?;
+    let mut gradient = vec![0.0f32; rows * dim];
+    for (k, &row) in indices.iter().enumerate() {
+        let from = &source[k * source_width + columns.start..][..dim];
+        let to = &mut gradient[row as usize * dim..][..dim];
+        to.iter_mut().zip(from).for_each(|(t, f)| *t += f);
+    }
+    Ok(Tensor::from_vec(gradient, (rows, dim), &Device::Cpu)?)
 }
 
 /// Meta-batches per pool when grouping tasks of similar length (see

@@ -1,0 +1,673 @@
+//! LiMAML's first-order passes written out by hand over packed rows: the inner loop, the
+//! first-order outer gradient, export and adapted scoring.
+//!
+//! Owns [`DenseStack`] (an MLP's weights as plain vectors), [`TaskStacks`] (per-task copies of
+//! the Meta Block), [`PackedRows`] (the rows of many tasks back to back, no padding) and the
+//! forward and backward passes over them. Must not know where rows, features or weights come
+//! from (`limaml` builds the inputs and applies the gradients) and must not do second-order
+//! MAML (that stays on candle's autograd).
+//!
+//! Why by hand: candle's autograd, on these small matrices, spent most of a meta-training step
+//! on work the step does not need (bench/README.md has the profile): weight gradients of the
+//! frozen Global Block in the inner loop, a zero-filled buffer per gradient, padding every task
+//! to the longest in its batch. Here the inner loop computes only what adapting the Meta Block
+//! needs, and it uses the Global Block's structure:
+//!
+//! - the first Global Block layer splits into a row part and a meta-embedding part,
+//!   `a0 = x Wx + e We + b0`; in the inner loop the Global Block is fixed, so `x Wx + b0` is
+//!   computed once per batch and each inner step adds the per-task `e We` (`T x h`, not rows);
+//! - the gradient of the meta embedding is the per-task sum of `dA0` times `Weᵀ`;
+//! - rows are packed (each task's rows back to back), so no work is spent on padding.
+//!
+//! The maths is candle's path's (tests check gradients, embeddings and logits against it).
+//! Matrix products go through `gemm` (the crate candle's CPU backend uses).
+
+use gemm::{gemm, Parallelism};
+
+/// `out (m x n) = [out +] op(a) op(b)`, all row-major, `op(a)` `m x k` (`a` stored `k x m`
+/// when `a_transposed`), `op(b)` `k x n` (`b` stored `n x k` when `b_transposed`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    out: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_transposed: bool,
+    b: &[f32],
+    b_transposed: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert_eq!(out.len(), m * n, "matmul output");
+    assert_eq!(a.len(), m * k, "matmul lhs");
+    assert_eq!(b.len(), k * n, "matmul rhs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 && m * n * k >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above bound every index gemm reads or writes: `out` is m x n with
+    // row stride n, `a` and `b` hold m * k and k * n values laid out as the strides say.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Adds `bias` (`n`) to every row of `out` (`rows x n`).
+fn add_bias_rows(out: &mut [f32], bias: &[f32]) {
+    for row in out.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+    }
+}
+
+/// Column sums of `x` (`rows x n`) added to `out` (`n`).
+fn add_column_sums(out: &mut [f32], x: &[f32]) {
+    for row in x.chunks_exact(out.len()) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+}
+
+fn relu_in_place(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = v.max(0.0));
+}
+
+/// `grad *= (activation > 0)`: ReLU's backward from its output.
+fn relu_backward(grad: &mut [f32], activation: &[f32]) {
+    grad.iter_mut()
+        .zip(activation)
+        .for_each(|(g, &a)| *g = if a > 0.0 { *g } else { 0.0 });
+}
+
+/// A dense stack (ReLU between layers, none after the last) as plain row-major vectors:
+/// `weights[k]` is `widths[k] x widths[k + 1]`, `biases[k]` is `widths[k + 1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseStack {
+    pub widths: Vec<usize>,
+    pub weights: Vec<Vec<f32>>,
+    pub biases: Vec<Vec<f32>>,
+}
+
+impl DenseStack {
+    pub fn n_layers(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// A stack of the same shape, all zeros (a gradient accumulator).
+    pub fn zeros_like(&self) -> DenseStack {
+        DenseStack {
+            widths: self.widths.clone(),
+            weights: self.weights.iter().map(|w| vec![0.0; w.len()]).collect(),
+            biases: self.biases.iter().map(|b| vec![0.0; b.len()]).collect(),
+        }
+    }
+}
+
+/// Per-task copies of one dense stack (the Meta Block being adapted): `weights[k]` is
+/// `T x widths[k] x widths[k + 1]`, `biases[k]` is `T x widths[k + 1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskStacks {
+    pub n_tasks: usize,
+    pub widths: Vec<usize>,
+    pub weights: Vec<Vec<f32>>,
+    pub biases: Vec<Vec<f32>>,
+}
+
+impl TaskStacks {
+    /// `n_tasks` copies of `shared`.
+    pub fn repeat(shared: &DenseStack, n_tasks: usize) -> TaskStacks {
+        let repeat = |v: &Vec<f32>| v.repeat(n_tasks);
+        TaskStacks {
+            n_tasks,
+            widths: shared.widths.clone(),
+            weights: shared.weights.iter().map(repeat).collect(),
+            biases: shared.biases.iter().map(repeat).collect(),
+        }
+    }
+
+    fn zeros_like(&self) -> TaskStacks {
+        TaskStacks {
+            n_tasks: self.n_tasks,
+            widths: self.widths.clone(),
+            weights: self.weights.iter().map(|w| vec![0.0; w.len()]).collect(),
+            biases: self.biases.iter().map(|b| vec![0.0; b.len()]).collect(),
+        }
+    }
+
+    /// `self -= rate * gradient`.
+    fn descend(&mut self, gradient: &TaskStacks, rate: f32) {
+        let pairs = self.weights.iter_mut().zip(&gradient.weights);
+        let pairs = pairs.chain(self.biases.iter_mut().zip(&gradient.biases));
+        for (values, grads) in pairs {
+            values.iter_mut().zip(grads).for_each(|(v, g)| *v -= rate * g);
+        }
+    }
+
+    /// The sum over tasks, as one shared stack.
+    pub fn sum_over_tasks(&self) -> DenseStack {
+        let fold = |v: &Vec<f32>| {
+            let n = v.len() / self.n_tasks.max(1);
+            let mut out = vec![0.0f32; n];
+            for chunk in v.chunks_exact(n.max(1)) {
+                out.iter_mut().zip(chunk).for_each(|(o, x)| *o += x);
+            }
+            out
+        };
+        DenseStack {
+            widths: self.widths.clone(),
+            weights: self.weights.iter().map(fold).collect(),
+            biases: self.biases.iter().map(fold).collect(),
+        }
+    }
+}
+
+/// The Meta Block run per task: `inputs[k]` is layer `k`'s input (`T x widths[k]`, after
+/// ReLU for `k > 0`); `output` is the meta embedding, `T x m`.
+pub struct MetaPass {
+    inputs: Vec<Vec<f32>>,
+    pub output: Vec<f32>,
+}
+
+/// Runs every task's own Meta Block on its input vector (`meta_input`, `T x in`).
+pub fn meta_forward(stacks: &TaskStacks, meta_input: &[f32]) -> MetaPass {
+    let n_layers = stacks.weights.len();
+    let mut inputs = vec![meta_input.to_vec()];
+    for layer in 0..n_layers {
+        let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
+        let x = inputs.last().expect("the input is pushed first");
+        let mut out = stacks.biases[layer].clone();
+        for t in 0..stacks.n_tasks {
+            let w = &stacks.weights[layer][t * fan_in * fan_out..][..fan_in * fan_out];
+            let y = &mut out[t * fan_out..][..fan_out];
+            for (i, &xi) in x[t * fan_in..][..fan_in].iter().enumerate() {
+                if xi != 0.0 {
+                    let w_row = &w[i * fan_out..][..fan_out];
+                    y.iter_mut().zip(w_row).for_each(|(y, w)| *y += xi * w);
+                }
+            }
+        }
+        if layer + 1 < n_layers {
+            relu_in_place(&mut out);
+            inputs.push(out);
+        } else {
+            return MetaPass { inputs, output: out };
+        }
+    }
+    // No layers: the embedding is the input.
+    MetaPass {
+        output: meta_input.to_vec(),
+        inputs,
+    }
+}
+
+/// Backpropagates `d_output` (`T x m`) through each task's Meta Block: per-task weight
+/// gradients, and with `d_input` the gradient of each task's input vector (`T x in`).
+pub fn meta_backward(
+    stacks: &TaskStacks,
+    pass: &MetaPass,
+    d_output: &[f32],
+    mut d_input: Option<&mut [f32]>,
+) -> TaskStacks {
+    let mut grads = stacks.zeros_like();
+    let n_layers = stacks.weights.len();
+    for t in 0..stacks.n_tasks {
+        let m = stacks.widths[n_layers];
+        let mut d_pre = d_output[t * m..][..m].to_vec();
+        for layer in (0..n_layers).rev() {
+            let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
+            let x = &pass.inputs[layer][t * fan_in..][..fan_in];
+            let w = &stacks.weights[layer][t * fan_in * fan_out..][..fan_in * fan_out];
+            let dw = &mut grads.weights[layer][t * fan_in * fan_out..][..fan_in * fan_out];
+            for (i, &xi) in x.iter().enumerate() {
+                if xi != 0.0 {
+                    let row = &mut dw[i * fan_out..][..fan_out];
+                    row.iter_mut().zip(&d_pre).for_each(|(g, d)| *g += xi * d);
+                }
+            }
+            grads.biases[layer][t * fan_out..][..fan_out].copy_from_slice(&d_pre);
+            if layer == 0 && d_input.is_none() {
+                break;
+            }
+            let mut d_x: Vec<f32> = (0..fan_in)
+                .map(|i| {
+                    let w_row = &w[i * fan_out..][..fan_out];
+                    w_row.iter().zip(&d_pre).map(|(w, d)| w * d).sum()
+                })
+                .collect();
+            if layer > 0 {
+                relu_backward(&mut d_x, x);
+            } else if let Some(d_input) = d_input.as_deref_mut() {
+                d_input[t * fan_in..][..fan_in].copy_from_slice(&d_x);
+            }
+            d_pre = d_x;
+        }
+    }
+    grads
+}
+
+/// The rows of `T` tasks back to back. A task's rows may come in several parts (support, then
+/// query); each row carries its task and its weight in the loss, `1 / (the task's rows)`, so
+/// that the loss sums each task's mean.
+#[derive(Debug, Clone, Default)]
+pub struct PackedRows {
+    pub n_tasks: usize,
+    /// Interaction row of each packed row.
+    pub rows: Vec<u32>,
+    pub task_of_row: Vec<u32>,
+    pub weight: Vec<f32>,
+    pub labels: Vec<f32>,
+}
+
+impl PackedRows {
+    /// Packs `parts` in order, each part a list of per-task row sets (all parts list the same
+    /// `n_tasks` tasks); `labels` gives an interaction row's label.
+    pub fn new(n_tasks: usize, parts: &[Vec<&[u32]>], labels: &[f32]) -> PackedRows {
+        let mut per_task = vec![0usize; n_tasks];
+        for part in parts {
+            for (t, rows) in part.iter().enumerate() {
+                per_task[t] += rows.len();
+            }
+        }
+        let mut packed = PackedRows {
+            n_tasks,
+            ..PackedRows::default()
+        };
+        for part in parts {
+            for (t, rows) in part.iter().enumerate() {
+                for &r in rows.iter() {
+                    packed.rows.push(r);
+                    packed.task_of_row.push(t as u32);
+                    packed.weight.push(1.0 / per_task[t] as f32);
+                    packed.labels.push(labels[r as usize]);
+                }
+            }
+        }
+        packed
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// The Global Block's weights with its first layer split by input: `a0 = x Wx + e We + b0`
+/// (`x` the row input, `row_dim` wide; `e` the meta embedding).
+pub struct GlobalBlock<'a> {
+    pub stack: &'a DenseStack,
+    pub row_dim: usize,
+}
+
+impl GlobalBlock<'_> {
+    fn first_width(&self) -> usize {
+        self.stack.widths[1]
+    }
+
+    /// `Wx`, `row_dim x h`.
+    fn row_weight(&self) -> &[f32] {
+        &self.stack.weights[0][..self.row_dim * self.first_width()]
+    }
+
+    /// `We`, `m x h`.
+    fn meta_weight(&self) -> &[f32] {
+        &self.stack.weights[0][self.row_dim * self.first_width()..]
+    }
+
+    fn meta_dim(&self) -> usize {
+        self.stack.widths[0] - self.row_dim
+    }
+
+    /// `x Wx + b0` for the inputs `x` of `rows` packed rows (`rows x row_dim`): the part of the
+    /// first layer that does not depend on the meta embedding.
+    pub fn row_part(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let h = self.first_width();
+        let mut out = vec![0.0f32; rows * h];
+        matmul(&mut out, false, x, false, self.row_weight(), false, rows, self.row_dim, h);
+        add_bias_rows(&mut out, &self.stack.biases[0]);
+        out
+    }
+
+    /// The first layer's pre-activation: `row_part` plus each row's task's `e We`.
+    fn first_pre_activation(
+        &self,
+        row_part: &[f32],
+        meta_embedding: &[f32],
+        task_of_row: &[u32],
+    ) -> Vec<f32> {
+        let h = self.first_width();
+        let n_tasks = meta_embedding.len() / self.meta_dim().max(1);
+        let mut per_task = vec![0.0f32; n_tasks * h];
+        matmul(
+            &mut per_task,
+            false,
+            meta_embedding,
+            false,
+            self.meta_weight(),
+            false,
+            n_tasks,
+            self.meta_dim(),
+            h,
+        );
+        let mut out = row_part.to_vec();
+        for (row, &t) in out.chunks_exact_mut(h).zip(task_of_row) {
+            let add = &per_task[t as usize * h..][..h];
+            row.iter_mut().zip(add).for_each(|(x, a)| *x += a);
+        }
+        out
+    }
+}
+
+/// The Global Block run on packed rows: `hidden[k]` is hidden layer `k`'s output (after ReLU),
+/// `logits` one per row.
+pub struct GlobalPass {
+    hidden: Vec<Vec<f32>>,
+    pub logits: Vec<f32>,
+}
+
+/// Runs the Global Block from its first layer's pre-activation (`rows x h`).
+fn global_forward(stack: &DenseStack, first_pre: Vec<f32>) -> GlobalPass {
+    let n_layers = stack.n_layers();
+    if n_layers == 1 {
+        return GlobalPass {
+            hidden: Vec::new(),
+            logits: first_pre,
+        };
+    }
+    let rows = first_pre.len() / stack.widths[1];
+    let mut h = first_pre;
+    relu_in_place(&mut h);
+    let mut hidden = vec![h];
+    for layer in 1..n_layers {
+        let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
+        let x = hidden.last().expect("layer 0 is pushed first");
+        let mut out = vec![0.0f32; rows * fan_out];
+        matmul(&mut out, false, x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
+        add_bias_rows(&mut out, &stack.biases[layer]);
+        if layer + 1 < n_layers {
+            relu_in_place(&mut out);
+            hidden.push(out);
+        } else {
+            return GlobalPass {
+                hidden,
+                logits: out,
+            };
+        }
+    }
+    unreachable!("the loop returns at the last layer")
+}
+
+/// Backpropagates `d_logits` through the Global Block down to its first layer's
+/// pre-activation (returned, `rows x h`), adding the weight gradients of layers `1..` to
+/// `grads` when given (layer 0's are the caller's: they need the row inputs).
+fn global_backward(
+    stack: &DenseStack,
+    pass: &GlobalPass,
+    d_logits: Vec<f32>,
+    mut grads: Option<&mut DenseStack>,
+) -> Vec<f32> {
+    let n_layers = stack.n_layers();
+    let rows = d_logits.len();
+    let mut d_pre = d_logits;
+    for layer in (1..n_layers).rev() {
+        let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
+        let x = &pass.hidden[layer - 1];
+        if let Some(grads) = grads.as_deref_mut() {
+            matmul(&mut grads.weights[layer], true, x, true, &d_pre, false, fan_in, rows, fan_out);
+            add_column_sums(&mut grads.biases[layer], &d_pre);
+        }
+        let mut d_x = vec![0.0f32; rows * fan_in];
+        matmul(&mut d_x, false, &d_pre, false, &stack.weights[layer], true, rows, fan_out, fan_in);
+        relu_backward(&mut d_x, x);
+        d_pre = d_x;
+    }
+    d_pre
+}
+
+/// `sum_r weight_r * logistic_loss(logit_r, label_r)` and its gradient with respect to each
+/// logit, times `scale`.
+fn logistic_loss(logits: &[f32], rows: &PackedRows, scale: f32) -> (f64, Vec<f32>) {
+    let mut loss = 0.0f64;
+    let grads = logits
+        .iter()
+        .zip(rows.labels.iter().zip(&rows.weight))
+        .map(|(&s, (&y, &w))| {
+            let term = s.max(0.0) - s * y + (-s.abs()).exp().ln_1p();
+            loss += (w * term) as f64;
+            let p = 1.0 / (1.0 + (-s).exp());
+            scale * w * (p - y)
+        })
+        .collect();
+    (loss * scale as f64, grads)
+}
+
+/// Per-task sums of packed rows' vectors (`rows x h` -> `T x h`).
+fn sum_by_task(x: &[f32], task_of_row: &[u32], n_tasks: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n_tasks * h];
+    for (row, &t) in x.chunks_exact(h).zip(task_of_row) {
+        let o = &mut out[t as usize * h..][..h];
+        o.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+    out
+}
+
+/// A Meta Block adapted on each task's support: the weights and its embedding.
+pub struct Adapted {
+    pub stacks: TaskStacks,
+    pub pass: MetaPass,
+}
+
+/// The inner loop: `steps` SGD steps at `rate` on each task's mean support loss, adapting only
+/// the Meta Block (first-order: the Global Block and the inputs are constants here).
+/// `support_row_part` is [`GlobalBlock::row_part`] of the support rows.
+pub fn adapt(
+    meta: &DenseStack,
+    global: &GlobalBlock,
+    meta_input: &[f32],
+    support: &PackedRows,
+    support_row_part: &[f32],
+    steps: usize,
+    rate: f32,
+) -> Adapted {
+    let mut stacks = TaskStacks::repeat(meta, support.n_tasks);
+    let h = global.first_width();
+    for _ in 0..steps {
+        let pass = meta_forward(&stacks, meta_input);
+        if support.is_empty() {
+            break;
+        }
+        let first = global.first_pre_activation(support_row_part, &pass.output, &support.task_of_row);
+        let forward = global_forward(global.stack, first);
+        let (_, d_logits) = logistic_loss(&forward.logits, support, 1.0);
+        let d_first = global_backward(global.stack, &forward, d_logits, None);
+        let d_per_task = sum_by_task(&d_first, &support.task_of_row, support.n_tasks, h);
+        let mut d_embedding = vec![0.0f32; support.n_tasks * global.meta_dim()];
+        matmul(
+            &mut d_embedding,
+            false,
+            &d_per_task,
+            false,
+            global.meta_weight(),
+            true,
+            support.n_tasks,
+            h,
+            global.meta_dim(),
+        );
+        let grads = meta_backward(&stacks, &pass, &d_embedding, None);
+        stacks.descend(&grads, rate);
+    }
+    let pass = meta_forward(&stacks, meta_input);
+    Adapted { stacks, pass }
+}
+
+/// Logits of packed rows from per-task meta embeddings (`T x m`), given the rows'
+/// [`GlobalBlock::row_part`].
+pub fn logits(global: &GlobalBlock, row_part: &[f32], meta_embedding: &[f32], rows: &PackedRows) -> Vec<f32> {
+    let first = global.first_pre_activation(row_part, meta_embedding, &rows.task_of_row);
+    global_forward(global.stack, first).logits
+}
+
+/// Gradients of one first-order outer step.
+pub struct OuterGradients {
+    /// `sum_t mean_t loss / T`, before the step.
+    pub loss: f64,
+    pub meta: DenseStack,
+    pub global: DenseStack,
+    /// `rows x row_dim`: the gradient of each outer row's input (callers keep the columns of
+    /// trainable inputs, the item-id embedding).
+    pub row_inputs: Vec<f32>,
+    /// `T x in`: the gradient of each task's Meta Block input.
+    pub meta_input: Vec<f32>,
+}
+
+/// The first-order outer step's gradients: adapt on the support, score the outer rows with the
+/// adapted Meta Blocks, and differentiate `sum_t mean_t loss / T` with respect to the Global
+/// Block, the Meta Block's initialization (first-order: the sum of the gradients at each
+/// task's adapted weights), the row inputs and the Meta Block inputs.
+///
+/// `outer_x` are the outer rows' inputs (`rows x row_dim`); when `outer_starts_with_support`,
+/// the outer rows begin with exactly the support rows (so their row part is reused).
+#[allow(clippy::too_many_arguments)]
+pub fn first_order_outer_gradients(
+    meta: &DenseStack,
+    global: &GlobalBlock,
+    meta_input: &[f32],
+    support: &PackedRows,
+    support_x: &[f32],
+    outer: &PackedRows,
+    outer_x: &[f32],
+    outer_starts_with_support: bool,
+    steps: usize,
+    rate: f32,
+) -> OuterGradients {
+    let n_tasks = support.n_tasks;
+    let (h, row_dim) = (global.first_width(), global.row_dim);
+    let support_row_part = global.row_part(support_x, support.len());
+    let adapted = adapt(meta, global, meta_input, support, &support_row_part, steps, rate);
+    let outer_row_part = if outer_starts_with_support {
+        let mut part = support_row_part;
+        let rest = outer.len() - support.len();
+        part.extend(global.row_part(&outer_x[support.len() * row_dim..], rest));
+        part
+    } else {
+        global.row_part(outer_x, outer.len())
+    };
+    let embedding = &adapted.pass.output;
+    let first = global.first_pre_activation(&outer_row_part, embedding, &outer.task_of_row);
+    let forward = global_forward(global.stack, first);
+    let (loss, d_logits) = logistic_loss(&forward.logits, outer, 1.0 / n_tasks.max(1) as f32);
+    let mut global_grads = global.stack.zeros_like();
+    let d_first = global_backward(global.stack, &forward, d_logits, Some(&mut global_grads));
+    let rows = outer.len();
+    // Layer 0: [dWx; dWe], db0.
+    let (d_row_weight, d_meta_weight) = global_grads.weights[0].split_at_mut(row_dim * h);
+    matmul(d_row_weight, false, outer_x, true, &d_first, false, row_dim, rows, h);
+    add_column_sums(&mut global_grads.biases[0], &d_first);
+    let d_per_task = sum_by_task(&d_first, &outer.task_of_row, n_tasks, h);
+    let m = global.meta_dim();
+    matmul(d_meta_weight, false, embedding, true, &d_per_task, false, m, n_tasks, h);
+    let mut d_embedding = vec![0.0f32; n_tasks * m];
+    matmul(&mut d_embedding, false, &d_per_task, false, global.meta_weight(), true, n_tasks, h, m);
+    let mut d_row_inputs = vec![0.0f32; rows * row_dim];
+    matmul(&mut d_row_inputs, false, &d_first, false, global.row_weight(), true, rows, h, row_dim);
+    let mut d_meta_input = vec![0.0f32; meta_input.len()];
+    let meta_grads =
+        meta_backward(&adapted.stacks, &adapted.pass, &d_embedding, Some(&mut d_meta_input));
+    OuterGradients {
+        loss,
+        meta: meta_grads.sum_over_tasks(),
+        global: global_grads,
+        row_inputs: d_row_inputs,
+        meta_input: d_meta_input,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+            }
+        }
+        out
+    }
+
+    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut out = vec![0.0; a.len()];
+        for i in 0..rows {
+            for j in 0..cols {
+                out[j * rows + i] = a[i * cols + j];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_the_textbook_product_for_every_transposition() {
+        let (m, k, n) = (5, 3, 4);
+        let a: Vec<f32> = (0..m * k).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| 1.0 - v as f32 * 0.25).collect();
+        let expected = naive(&a, &b, m, k, n);
+        let (a_t, b_t) = (transpose(&a, m, k), transpose(&b, k, n));
+        for (lhs, lt) in [(&a, false), (&a_t, true)] {
+            for (rhs, rt) in [(&b, false), (&b_t, true)] {
+                let mut out = vec![1.0; m * n];
+                matmul(&mut out, false, lhs, lt, rhs, rt, m, k, n);
+                assert_eq!(out, expected, "a transposed {lt}, b transposed {rt}");
+            }
+        }
+        let mut out = vec![1.0; m * n];
+        matmul(&mut out, true, &a, false, &b, false, m, k, n);
+        let plus_one: Vec<f32> = expected.iter().map(|v| v + 1.0).collect();
+        assert_eq!(out, plus_one);
+    }
+
+    #[test]
+    fn packed_rows_weigh_each_task_by_its_rows_over_all_parts() {
+        let labels = [0.0, 1.0, 0.0, 1.0, 1.0];
+        let support: Vec<&[u32]> = vec![&[0, 1], &[2]];
+        let query: Vec<&[u32]> = vec![&[3], &[4]];
+        let packed = PackedRows::new(2, &[support, query], &labels);
+        assert_eq!(packed.rows, vec![0, 1, 2, 3, 4]);
+        assert_eq!(packed.task_of_row, vec![0, 0, 1, 0, 1]);
+        assert_eq!(packed.weight, vec![1.0 / 3.0, 1.0 / 3.0, 0.5, 1.0 / 3.0, 0.5]);
+        assert_eq!(packed.labels, vec![0.0, 1.0, 0.0, 1.0, 1.0]);
+    }
+}

@@ -1,0 +1,128 @@
+//! The hand-written first-order passes (`limaml_models::kernel`) against candle's autograd:
+//! the same gradients, embeddings and logits on the same weights and tasks.
+
+mod common;
+
+use candle_core::Tensor;
+use limaml_models::inputs::DataShape;
+use limaml_models::limaml::{
+    latest_support, InnerGradients, LimamlData, LimamlNet, TaskBatch, TaskRows,
+};
+use limaml_models::{LimamlConfig, OuterRows};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// `|a - b| <= 1e-4 * max(1, max |b|)` elementwise; returns the largest difference.
+fn assert_close(what: &str, a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len(), "{what}: sizes");
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(worst <= 1e-4 * scale, "{what}: largest difference {worst} (scale {scale})");
+    worst
+}
+
+/// Every parameter's gradient of the first-order outer loss, both ways, for 12 tasks of the
+/// synthetic data (uneven support and query sizes; with `support_and_query` the outer rows
+/// start with the support rows).
+fn compare_gradients(config: &LimamlConfig) {
+    let (interactions, tasks) = common::synthetic(5);
+    let mut rng = StdRng::seed_from_u64(3);
+    let (net, store) = LimamlNet::create(config, DataShape::of(&tasks), &mut rng).unwrap();
+    let data = LimamlData::new(&interactions, &tasks, config.evaluation_support_tasks).unwrap();
+    let picked: Vec<_> = data.training_tasks.iter().take(12).collect();
+    let supports: Vec<Vec<u32>> = picked.iter().map(|t| latest_support(&data, &t.support, 40)).collect();
+    let outer: Vec<Vec<u32>> = picked
+        .iter()
+        .zip(&supports)
+        .map(|(t, s)| match config.outer_rows {
+            OuterRows::SupportAndQuery => s.iter().chain(&t.query).copied().collect(),
+            OuterRows::Query => t.query.clone(),
+        })
+        .collect();
+    let members: Vec<TaskRows> = picked
+        .iter()
+        .enumerate()
+        .map(|(k, t)| TaskRows {
+            entity: t.entity,
+            hide_id: k % 5 == 4,
+            support: &supports[k],
+            query: &outer[k],
+        })
+        .collect();
+    let batch = TaskBatch::new(&data, &members).unwrap();
+    let params = store.tensors();
+    let loss = net
+        .autograd_outer_loss(&params, &data, &batch, InnerGradients::FirstOrder)
+        .unwrap();
+    let expected = loss.backward().unwrap();
+    let (hand_loss, gradients) = net
+        .first_order_gradients(&params, &data, &batch, batch.entity_rows(), None)
+        .unwrap();
+    let autograd_loss = loss.to_scalar::<f32>().unwrap() as f64;
+    assert!((hand_loss - autograd_loss).abs() < 1e-5, "loss {hand_loss} vs {autograd_loss}");
+    assert_eq!(gradients.len(), store.vars().len(), "a gradient for every parameter");
+    for (index, gradient) in &gradients {
+        let name = &store.names()[*index];
+        let reference = expected.get(store.vars()[*index].as_tensor()).unwrap_or_else(|| panic!("{name}: no autograd gradient"));
+        assert_close(name, gradient, reference);
+    }
+}
+
+#[test]
+fn first_order_gradients_match_autograd_with_support_and_query_outer_rows() {
+    compare_gradients(&LimamlConfig::default());
+}
+
+#[test]
+fn first_order_gradients_match_autograd_with_query_outer_rows_and_two_inner_steps() {
+    compare_gradients(&LimamlConfig {
+        outer_rows: OuterRows::Query,
+        inner_steps: 2,
+        hidden: vec![48, 24, 12],
+        meta_hidden: vec![20, 10],
+        ..LimamlConfig::default()
+    });
+}
+
+#[test]
+fn first_order_gradients_match_autograd_without_hidden_meta_layers_or_inner_steps() {
+    compare_gradients(&LimamlConfig {
+        inner_steps: 0,
+        meta_hidden: vec![],
+        ..LimamlConfig::default()
+    });
+    compare_gradients(&LimamlConfig {
+        meta_hidden: vec![],
+        ..LimamlConfig::default()
+    });
+}
+
+#[test]
+fn exported_embeddings_match_autograd_adaptation() {
+    let config = LimamlConfig {
+        inner_steps: 3,
+        ..LimamlConfig::default()
+    };
+    let (interactions, tasks) = common::synthetic(8);
+    let mut rng = StdRng::seed_from_u64(4);
+    let (net, store) = LimamlNet::create(&config, DataShape::of(&tasks), &mut rng).unwrap();
+    let data = LimamlData::new(&interactions, &tasks, true).unwrap();
+    let members: Vec<TaskRows> = tasks
+        .tasks
+        .iter()
+        .map(|t| TaskRows {
+            entity: t.entity,
+            hide_id: false,
+            support: &t.support,
+            query: &[],
+        })
+        .collect();
+    let params = store.tensors();
+    let hand = net.adapted_meta_embeddings(&params, &data, &members).unwrap();
+    let batch = TaskBatch::new(&data, &members).unwrap();
+    let reference = net.autograd_meta_embeddings(&params, &data, &batch).unwrap();
+    let hand = Tensor::from_vec(hand, reference.shape(), &candle_core::Device::Cpu).unwrap();
+    assert_close("meta embeddings", &hand, &reference);
+}
