@@ -14,9 +14,7 @@
 //! - a fully cached `limaml run experiments/quick.toml` (when the spec is found).
 //!
 //! Every measurement runs in a child process of this binary (the job passed as JSON in
-//! [`CHILD_JOB_ENV`]): its peak RSS (`VmHWM`) is then that measurement's alone, and the
-//! process-wide `CANDLE_GRAD_DO_NOT_DETACH` that second-order training sets cannot slow the
-//! first-order measurements. Both sides use the thread count candle uses
+//! [`CHILD_JOB_ENV`]): its peak RSS (`VmHWM`) is then that measurement's alone. Both sides use the thread count candle uses
 //! (`RAYON_NUM_THREADS`, else the physical cores); the reference calls `torch.set_num_threads`
 //! with it.
 

@@ -18,7 +18,7 @@ use crate::limaml::{
     latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskBatch, TaskRows,
 };
 use crate::lazy_adam::Optimizers;
-use crate::train::{run_in_gradient_mode, score_with_embeddings};
+use crate::train::score_with_embeddings;
 
 /// Measured throughput (wall clock, this process's thread settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub fn bench_meta_training(
             "no meta-train task has query rows".into(),
         ));
     }
-    run_in_gradient_mode(config.second_order, &mut |_| {}, |_| {
+    {
         let mut rng = StdRng::seed_from_u64(seed);
         let (net, store) = LimamlNet::create(config, DataShape::of(tasks), &mut rng)?;
         let mut opt = Optimizers::new(&store, train, &net.embedding_tables())?;
@@ -161,5 +161,5 @@ pub fn bench_meta_training(
             entities: members.len(),
             rows: rows.len(),
         })
-    })
+    }
 }

@@ -88,9 +88,8 @@ pub struct LimamlConfig {
     /// Default `false`, for speed: on the crate's synthetic test data (600 users, 400 meta-train
     /// tasks) second-order meta-trained 1.6x slower at one inner step (2350 vs 3857 tasks/s,
     /// 2 cores) and 4.2x slower at three (577 vs 2447), for +0.01 test AUC at one step (0.683
-    /// vs 0.674) and +0.02 at three (0.714 vs 0.695): worth turning on for final runs. It needs `CANDLE_GRAD_DO_NOT_DETACH=1`, which this crate
-    /// sets for the process on first use and runs training on a fresh thread (candle reads the
-    /// variable once per thread); it slows every later backward pass of the process.
+    /// vs 0.674) and +0.02 at three (0.714 vs 0.695): worth turning on for final runs. (Those
+    /// timings predate the hand-written passes of `kernel`, which compute both orders.)
     #[serde(default)]
     pub second_order: bool,
     /// Tasks per outer step. Default 16: on MovieLens 100K (support+query outer loss,

@@ -361,6 +361,25 @@ impl GlobalBlock<'_> {
         out
     }
 
+    /// `d_per_task Weᵀ`: the gradient of each task's meta embedding (`T x m`) from the
+    /// per-task sums of the first layer's pre-activation gradient (`T x h`).
+    fn meta_embedding_gradient(&self, d_per_task: &[f32]) -> Vec<f32> {
+        let (h, m) = (self.first_width(), self.meta_dim());
+        let n_tasks = d_per_task.len() / h;
+        let mut out = vec![0.0f32; n_tasks * m];
+        matmul(&mut out, false, d_per_task, false, self.meta_weight(), true, n_tasks, h, m);
+        out
+    }
+
+    /// `(T x h)` per-task vectors added to each packed row (`rows x h`) of its task.
+    fn broadcast_to_rows(per_task: &[f32], task_of_row: &[u32], h: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(task_of_row.len() * h);
+        for &t in task_of_row {
+            out.extend_from_slice(&per_task[t as usize * h..][..h]);
+        }
+        out
+    }
+
     /// The first layer's pre-activation: `row_part` plus each row's task's `e We`.
     fn first_pre_activation(
         &self,
@@ -491,8 +510,8 @@ pub struct Adapted {
 }
 
 /// The inner loop: `steps` SGD steps at `rate` on each task's mean support loss, adapting only
-/// the Meta Block (first-order: the Global Block and the inputs are constants here).
-/// `support_row_part` is [`GlobalBlock::row_part`] of the support rows.
+/// the Meta Block (the Global Block and the inputs stay as given). `support_row_part` is
+/// [`GlobalBlock::row_part`] of the support rows.
 pub fn adapt(
     meta: &DenseStack,
     global: &GlobalBlock,
@@ -502,35 +521,52 @@ pub fn adapt(
     steps: usize,
     rate: f32,
 ) -> Adapted {
-    let mut stacks = TaskStacks::repeat(meta, support.n_tasks);
-    let h = global.first_width();
-    for _ in 0..steps {
-        let pass = meta_forward(&stacks, meta_input);
-        if support.is_empty() {
-            break;
-        }
-        let first = global.first_pre_activation(support_row_part, &pass.output, &support.task_of_row);
-        let forward = global_forward(global.stack, first);
-        let (_, d_logits) = logistic_loss(&forward.logits, support, 1.0);
-        let d_first = global_backward(global.stack, &forward, d_logits, None);
-        let d_per_task = sum_by_task(&d_first, &support.task_of_row, support.n_tasks, h);
-        let mut d_embedding = vec![0.0f32; support.n_tasks * global.meta_dim()];
-        matmul(
-            &mut d_embedding,
-            false,
-            &d_per_task,
-            false,
-            global.meta_weight(),
-            true,
-            support.n_tasks,
-            h,
-            global.meta_dim(),
-        );
-        let grads = meta_backward(&stacks, &pass, &d_embedding, None);
-        stacks.descend(&grads, rate);
-    }
+    let mut trajectory =
+        adapt_trajectory(meta, global, meta_input, support, support_row_part, steps, rate);
+    let stacks = trajectory.pop().expect("the trajectory starts with the initialization");
     let pass = meta_forward(&stacks, meta_input);
     Adapted { stacks, pass }
+}
+
+/// The Meta Block's weights before each inner step and after the last (`steps + 1` entries).
+fn adapt_trajectory(
+    meta: &DenseStack,
+    global: &GlobalBlock,
+    meta_input: &[f32],
+    support: &PackedRows,
+    support_row_part: &[f32],
+    steps: usize,
+    rate: f32,
+) -> Vec<TaskStacks> {
+    let mut trajectory = vec![TaskStacks::repeat(meta, support.n_tasks)];
+    for _ in 0..steps {
+        let mut stacks = trajectory.last().expect("pushed above").clone();
+        if !support.is_empty() {
+            let grads = support_gradient(&stacks, global, meta_input, support, support_row_part);
+            stacks.descend(&grads, rate);
+        }
+        trajectory.push(stacks);
+    }
+    trajectory
+}
+
+/// Each task's gradient of its mean support loss with respect to its own Meta Block.
+fn support_gradient(
+    stacks: &TaskStacks,
+    global: &GlobalBlock,
+    meta_input: &[f32],
+    support: &PackedRows,
+    support_row_part: &[f32],
+) -> TaskStacks {
+    let h = global.first_width();
+    let pass = meta_forward(stacks, meta_input);
+    let first = global.first_pre_activation(support_row_part, &pass.output, &support.task_of_row);
+    let forward = global_forward(global.stack, first);
+    let (_, d_logits) = logistic_loss(&forward.logits, support, 1.0);
+    let d_first = global_backward(global.stack, &forward, d_logits, None);
+    let d_per_task = sum_by_task(&d_first, &support.task_of_row, support.n_tasks, h);
+    let d_embedding = global.meta_embedding_gradient(&d_per_task);
+    meta_backward(stacks, &pass, &d_embedding, None)
 }
 
 /// Logits of packed rows from per-task meta embeddings (`T x m`), given the rows'
@@ -540,7 +576,7 @@ pub fn logits(global: &GlobalBlock, row_part: &[f32], meta_embedding: &[f32], ro
     global_forward(global.stack, first).logits
 }
 
-/// Gradients of one first-order outer step.
+/// Gradients of one outer step.
 pub struct OuterGradients {
     /// `sum_t mean_t loss / T`, before the step.
     pub loss: f64,
@@ -549,43 +585,67 @@ pub struct OuterGradients {
     /// `rows x row_dim`: the gradient of each outer row's input (callers keep the columns of
     /// trainable inputs, the item-id embedding).
     pub row_inputs: Vec<f32>,
+    /// `support rows x row_dim`: the same for the support rows through the inner loop
+    /// (second-order only; empty for first-order).
+    pub support_row_inputs: Vec<f32>,
     /// `T x in`: the gradient of each task's Meta Block input.
     pub meta_input: Vec<f32>,
 }
 
-/// The first-order outer step's gradients: adapt on the support, score the outer rows with the
-/// adapted Meta Blocks, and differentiate `sum_t mean_t loss / T` with respect to the Global
-/// Block, the Meta Block's initialization (first-order: the sum of the gradients at each
-/// task's adapted weights), the row inputs and the Meta Block inputs.
+/// The inputs of one outer step: the tasks' Meta Block inputs, support rows and outer rows.
+pub struct OuterStep<'a> {
+    /// `T x in`.
+    pub meta_input: &'a [f32],
+    pub support: &'a PackedRows,
+    /// `support rows x row_dim`.
+    pub support_x: &'a [f32],
+    pub outer: &'a PackedRows,
+    /// `outer rows x row_dim`.
+    pub outer_x: &'a [f32],
+    /// The outer rows begin with exactly the support rows (their row part is reused).
+    pub outer_starts_with_support: bool,
+    pub inner_steps: usize,
+    pub inner_rate: f32,
+    /// Differentiate through the inner loop (MAML) rather than first-order MAML.
+    pub second_order: bool,
+}
+
+/// The outer step's gradients: adapt on the support, score the outer rows with the adapted
+/// Meta Blocks, and differentiate `sum_t mean_t loss / T` with respect to the Global Block,
+/// the Meta Block's initialization, the row inputs and the Meta Block inputs.
 ///
-/// `outer_x` are the outer rows' inputs (`rows x row_dim`); when `outer_starts_with_support`,
-/// the outer rows begin with exactly the support rows (so their row part is reused).
-#[allow(clippy::too_many_arguments)]
-pub fn first_order_outer_gradients(
-    meta: &DenseStack,
-    global: &GlobalBlock,
-    meta_input: &[f32],
-    support: &PackedRows,
-    support_x: &[f32],
-    outer: &PackedRows,
-    outer_x: &[f32],
-    outer_starts_with_support: bool,
-    steps: usize,
-    rate: f32,
-) -> OuterGradients {
+/// First-order: the inner gradients are constants, so the initialization's gradient is the
+/// sum of each task's gradient at its adapted weights. Second-order: the gradient flows back
+/// through every inner step `theta' = theta - rate * g(theta)`: with `v` the gradient at
+/// `theta'`, the step adds `- rate * grad <g(theta), v>` to every parameter's gradient, and
+/// `<g, v> = sum_r c_r s'_r` (`c_r` a support row's loss gradient at its logit, `s'_r` the
+/// logit's derivative along the Meta Block direction `v`), so one forward-mode tangent pass
+/// and one backward pass over primal and tangent values give it.
+pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep) -> OuterGradients {
+    let (support, outer) = (step.support, step.outer);
     let n_tasks = support.n_tasks;
-    let (h, row_dim) = (global.first_width(), global.row_dim);
-    let support_row_part = global.row_part(support_x, support.len());
-    let adapted = adapt(meta, global, meta_input, support, &support_row_part, steps, rate);
-    let outer_row_part = if outer_starts_with_support {
-        let mut part = support_row_part;
+    let (h, row_dim, m) = (global.first_width(), global.row_dim, global.meta_dim());
+    let support_row_part = global.row_part(step.support_x, support.len());
+    let mut trajectory = adapt_trajectory(
+        meta,
+        global,
+        step.meta_input,
+        support,
+        &support_row_part,
+        step.inner_steps,
+        step.inner_rate,
+    );
+    let adapted = trajectory.pop().expect("the trajectory starts with the initialization");
+    let adapted_pass = meta_forward(&adapted, step.meta_input);
+    let outer_row_part = if step.outer_starts_with_support {
+        let mut part = support_row_part.clone();
         let rest = outer.len() - support.len();
-        part.extend(global.row_part(&outer_x[support.len() * row_dim..], rest));
+        part.extend(global.row_part(&step.outer_x[support.len() * row_dim..], rest));
         part
     } else {
-        global.row_part(outer_x, outer.len())
+        global.row_part(step.outer_x, outer.len())
     };
-    let embedding = &adapted.pass.output;
+    let embedding = &adapted_pass.output;
     let first = global.first_pre_activation(&outer_row_part, embedding, &outer.task_of_row);
     let forward = global_forward(global.stack, first);
     let (loss, d_logits) = logistic_loss(&forward.logits, outer, 1.0 / n_tasks.max(1) as f32);
@@ -594,25 +654,327 @@ pub fn first_order_outer_gradients(
     let rows = outer.len();
     // Layer 0: [dWx; dWe], db0.
     let (d_row_weight, d_meta_weight) = global_grads.weights[0].split_at_mut(row_dim * h);
-    matmul(d_row_weight, false, outer_x, true, &d_first, false, row_dim, rows, h);
+    matmul(d_row_weight, false, step.outer_x, true, &d_first, false, row_dim, rows, h);
     add_column_sums(&mut global_grads.biases[0], &d_first);
     let d_per_task = sum_by_task(&d_first, &outer.task_of_row, n_tasks, h);
-    let m = global.meta_dim();
     matmul(d_meta_weight, false, embedding, true, &d_per_task, false, m, n_tasks, h);
-    let mut d_embedding = vec![0.0f32; n_tasks * m];
-    matmul(&mut d_embedding, false, &d_per_task, false, global.meta_weight(), true, n_tasks, h, m);
+    let d_embedding = global.meta_embedding_gradient(&d_per_task);
     let mut d_row_inputs = vec![0.0f32; rows * row_dim];
     matmul(&mut d_row_inputs, false, &d_first, false, global.row_weight(), true, rows, h, row_dim);
-    let mut d_meta_input = vec![0.0f32; meta_input.len()];
-    let meta_grads =
-        meta_backward(&adapted.stacks, &adapted.pass, &d_embedding, Some(&mut d_meta_input));
+    let mut d_meta_input = vec![0.0f32; step.meta_input.len()];
+    let mut v = meta_backward(&adapted, &adapted_pass, &d_embedding, Some(&mut d_meta_input));
+    let mut support_row_inputs = Vec::new();
+    if step.second_order && !support.is_empty() {
+        support_row_inputs = vec![0.0f32; support.len() * row_dim];
+        for stacks in trajectory.iter().rev() {
+            let back = InnerStepBackward {
+                global,
+                meta_input: step.meta_input,
+                support,
+                support_x: step.support_x,
+                support_row_part: &support_row_part,
+            }
+            .run(stacks, &v);
+            let rate = step.inner_rate;
+            let pairs = global_grads.weights.iter_mut().zip(&back.global.weights);
+            let pairs = pairs.chain(global_grads.biases.iter_mut().zip(&back.global.biases));
+            let pairs = pairs
+                .chain([(&mut support_row_inputs, &back.support_row_inputs)])
+                .chain([(&mut d_meta_input, &back.meta_input)]);
+            for (total, psi) in pairs {
+                total.iter_mut().zip(psi).for_each(|(t, p)| *t -= rate * p);
+            }
+            v.descend(&back.meta, rate);
+        }
+    }
     OuterGradients {
         loss,
-        meta: meta_grads.sum_over_tasks(),
+        meta: v.sum_over_tasks(),
         global: global_grads,
         row_inputs: d_row_inputs,
+        support_row_inputs,
         meta_input: d_meta_input,
     }
+}
+
+/// The gradient of `psi = <g(theta), v>` (`g` each task's support-loss gradient at its Meta
+/// Block `theta`, `v` a per-task direction) with respect to everything `g` reads.
+struct PsiGradients {
+    meta: TaskStacks,
+    global: DenseStack,
+    support_row_inputs: Vec<f32>,
+    meta_input: Vec<f32>,
+}
+
+/// What one inner step's backward pass reads.
+struct InnerStepBackward<'a> {
+    global: &'a GlobalBlock<'a>,
+    meta_input: &'a [f32],
+    support: &'a PackedRows,
+    support_x: &'a [f32],
+    support_row_part: &'a [f32],
+}
+
+impl InnerStepBackward<'_> {
+    /// [`PsiGradients`] at Meta Blocks `stacks` along direction `v`.
+    fn run(&self, stacks: &TaskStacks, v: &TaskStacks) -> PsiGradients {
+        let (global, support) = (self.global, self.support);
+        let (h, row_dim, n_tasks) = (global.first_width(), global.row_dim, support.n_tasks);
+        let rows = support.len();
+        // Primal: the support loss's forward pass and each row's loss gradient c_r.
+        let pass = meta_forward(stacks, self.meta_input);
+        let first =
+            global.first_pre_activation(self.support_row_part, &pass.output, &support.task_of_row);
+        let forward = global_forward(global.stack, first);
+        let (_, c) = logistic_loss(&forward.logits, support, 1.0);
+        // Tangent along v: the meta embedding's, then every Global Block activation's.
+        let (meta_tangents, embedding_tangent) = meta_tangent(stacks, &pass, v);
+        let mut first_tangent_per_task = vec![0.0f32; n_tasks * h];
+        let m = global.meta_dim();
+        matmul(
+            &mut first_tangent_per_task,
+            false,
+            &embedding_tangent,
+            false,
+            global.meta_weight(),
+            false,
+            n_tasks,
+            m,
+            h,
+        );
+        let first_tangent =
+            GlobalBlock::broadcast_to_rows(&first_tangent_per_task, &support.task_of_row, h);
+        let (hidden_tangents, logit_tangent) = global_tangent(global.stack, &forward, first_tangent);
+        // psi = sum_r c_r s'_r: the adjoint of s'_r is c_r; of s_r, s'_r dc_r/ds_r.
+        let d_logits: Vec<f32> = forward
+            .logits
+            .iter()
+            .zip(&logit_tangent)
+            .zip(&support.weight)
+            .map(|((&s, &tangent), &w)| {
+                let p = 1.0 / (1.0 + (-s).exp());
+                tangent * w * p * (1.0 - p)
+            })
+            .collect();
+        let mut global_grads = global.stack.zeros_like();
+        let (d_first, d_first_tangent) = global_dual_backward(
+            global.stack,
+            &forward,
+            &hidden_tangents,
+            d_logits,
+            c,
+            &mut global_grads,
+        );
+        let (d_row_weight, d_meta_weight) = global_grads.weights[0].split_at_mut(row_dim * h);
+        matmul(d_row_weight, false, self.support_x, true, &d_first, false, row_dim, rows, h);
+        add_column_sums(&mut global_grads.biases[0], &d_first);
+        let d_per_task = sum_by_task(&d_first, &support.task_of_row, n_tasks, h);
+        let d_tangent_per_task = sum_by_task(&d_first_tangent, &support.task_of_row, n_tasks, h);
+        matmul(d_meta_weight, false, &pass.output, true, &d_per_task, false, m, n_tasks, h);
+        matmul(
+            d_meta_weight,
+            true,
+            &embedding_tangent,
+            true,
+            &d_tangent_per_task,
+            false,
+            m,
+            n_tasks,
+            h,
+        );
+        let d_embedding = global.meta_embedding_gradient(&d_per_task);
+        let d_embedding_tangent = global.meta_embedding_gradient(&d_tangent_per_task);
+        let mut support_row_inputs = vec![0.0f32; rows * row_dim];
+        matmul(
+            &mut support_row_inputs,
+            false,
+            &d_first,
+            false,
+            global.row_weight(),
+            true,
+            rows,
+            h,
+            row_dim,
+        );
+        let mut meta_input = vec![0.0f32; self.meta_input.len()];
+        let meta = meta_dual_backward(
+            stacks,
+            &pass,
+            v,
+            &meta_tangents,
+            &d_embedding,
+            &d_embedding_tangent,
+            &mut meta_input,
+        );
+        PsiGradients {
+            meta,
+            global: global_grads,
+            support_row_inputs,
+            meta_input,
+        }
+    }
+}
+
+/// The Meta Blocks' forward-mode tangent along a weight direction `direction` (per task):
+/// returns each layer input's tangent (the first, of the constant input, is zero) and the
+/// meta embedding's (`T x m`).
+fn meta_tangent(stacks: &TaskStacks, pass: &MetaPass, direction: &TaskStacks) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let n_layers = stacks.weights.len();
+    let n_tasks = stacks.n_tasks;
+    let mut tangents = vec![vec![0.0f32; n_tasks * stacks.widths[0]]];
+    for layer in 0..n_layers {
+        let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
+        // p' = u' M + u V + nu, per task.
+        let mut out = direction.biases[layer].clone();
+        for t in 0..n_tasks {
+            let span = t * fan_in * fan_out..(t + 1) * fan_in * fan_out;
+            let (w, dir) = (&stacks.weights[layer][span.clone()], &direction.weights[layer][span]);
+            let (u, u_tangent) = (
+                &pass.inputs[layer][t * fan_in..][..fan_in],
+                &tangents[layer][t * fan_in..][..fan_in],
+            );
+            let y = &mut out[t * fan_out..][..fan_out];
+            for i in 0..fan_in {
+                let (a, b) = (u_tangent[i], u[i]);
+                let (w_row, d_row) = (&w[i * fan_out..][..fan_out], &dir[i * fan_out..][..fan_out]);
+                for j in 0..fan_out {
+                    y[j] += a * w_row[j] + b * d_row[j];
+                }
+            }
+        }
+        if layer + 1 < n_layers {
+            relu_backward(&mut out, &pass.inputs[layer + 1]);
+            tangents.push(out);
+        } else {
+            return (tangents, out);
+        }
+    }
+    // No layers: the embedding is the (constant) input.
+    let zero = vec![0.0f32; n_tasks * stacks.widths[0]];
+    (tangents, zero)
+}
+
+/// Backpropagates primal and tangent adjoints of the meta embedding (`d_output`,
+/// `d_output_tangent`, `T x m`) through the Meta Blocks and their tangent along `direction`:
+/// per-task weight gradients; adds the input's gradient to `d_input` (`T x in`).
+fn meta_dual_backward(
+    stacks: &TaskStacks,
+    pass: &MetaPass,
+    direction: &TaskStacks,
+    tangents: &[Vec<f32>],
+    d_output: &[f32],
+    d_output_tangent: &[f32],
+    d_input: &mut [f32],
+) -> TaskStacks {
+    let mut grads = stacks.zeros_like();
+    let n_layers = stacks.weights.len();
+    let m = stacks.widths[n_layers];
+    for t in 0..stacks.n_tasks {
+        let mut d_pre = d_output[t * m..][..m].to_vec();
+        let mut d_pre_tangent = d_output_tangent[t * m..][..m].to_vec();
+        for layer in (0..n_layers).rev() {
+            let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
+            let span = t * fan_in * fan_out..(t + 1) * fan_in * fan_out;
+            let (w, dir) = (&stacks.weights[layer][span.clone()], &direction.weights[layer][span.clone()]);
+            let u = &pass.inputs[layer][t * fan_in..][..fan_in];
+            let u_tangent = &tangents[layer][t * fan_in..][..fan_in];
+            let dw = &mut grads.weights[layer][span];
+            for i in 0..fan_in {
+                let row = &mut dw[i * fan_out..][..fan_out];
+                for j in 0..fan_out {
+                    row[j] += u[i] * d_pre[j] + u_tangent[i] * d_pre_tangent[j];
+                }
+            }
+            grads.biases[layer][t * fan_out..][..fan_out]
+                .iter_mut()
+                .zip(&d_pre)
+                .for_each(|(g, d)| *g += d);
+            // du = dp Mᵀ + dp' Vᵀ; du' = dp' Mᵀ.
+            let mut d_u = vec![0.0f32; fan_in];
+            let mut d_u_tangent = vec![0.0f32; fan_in];
+            for i in 0..fan_in {
+                let (w_row, d_row) = (&w[i * fan_out..][..fan_out], &dir[i * fan_out..][..fan_out]);
+                let (mut a, mut b) = (0.0f32, 0.0f32);
+                for j in 0..fan_out {
+                    a += w_row[j] * d_pre[j] + d_row[j] * d_pre_tangent[j];
+                    b += w_row[j] * d_pre_tangent[j];
+                }
+                d_u[i] = a;
+                d_u_tangent[i] = b;
+            }
+            if layer > 0 {
+                relu_backward(&mut d_u, u);
+                relu_backward(&mut d_u_tangent, u);
+                d_pre = d_u;
+                d_pre_tangent = d_u_tangent;
+            } else {
+                d_input[t * fan_in..][..fan_in]
+                    .iter_mut()
+                    .zip(&d_u)
+                    .for_each(|(g, d)| *g += d);
+            }
+        }
+    }
+    grads
+}
+
+/// The Global Block's forward-mode tangent from its first layer's pre-activation tangent
+/// (`rows x h`): each hidden layer's output tangent and the logits' (`rows`).
+fn global_tangent(stack: &DenseStack, pass: &GlobalPass, first_tangent: Vec<f32>) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let n_layers = stack.n_layers();
+    if n_layers == 1 {
+        return (Vec::new(), first_tangent);
+    }
+    let rows = first_tangent.len() / stack.widths[1];
+    let mut h = first_tangent;
+    relu_backward(&mut h, &pass.hidden[0]);
+    let mut tangents = vec![h];
+    for layer in 1..n_layers {
+        let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
+        let x = tangents.last().expect("layer 0 is pushed first");
+        let mut out = vec![0.0f32; rows * fan_out];
+        matmul(&mut out, false, x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
+        if layer + 1 < n_layers {
+            relu_backward(&mut out, &pass.hidden[layer]);
+            tangents.push(out);
+        } else {
+            return (tangents, out);
+        }
+    }
+    unreachable!("the loop returns at the last layer")
+}
+
+/// Backpropagates primal and tangent adjoints of the logits through the Global Block and its
+/// tangent down to the first layer's pre-activation; adds the weight gradients of layers `1..`
+/// to `grads`. Returns the first layer's primal and tangent pre-activation adjoints.
+fn global_dual_backward(
+    stack: &DenseStack,
+    pass: &GlobalPass,
+    tangents: &[Vec<f32>],
+    d_logits: Vec<f32>,
+    d_logits_tangent: Vec<f32>,
+    grads: &mut DenseStack,
+) -> (Vec<f32>, Vec<f32>) {
+    let n_layers = stack.n_layers();
+    let rows = d_logits.len();
+    let (mut d_pre, mut d_tangent) = (d_logits, d_logits_tangent);
+    for layer in (1..n_layers).rev() {
+        let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
+        let (x, x_tangent) = (&pass.hidden[layer - 1], &tangents[layer - 1]);
+        let w = &stack.weights[layer];
+        matmul(&mut grads.weights[layer], true, x, true, &d_pre, false, fan_in, rows, fan_out);
+        matmul(&mut grads.weights[layer], true, x_tangent, true, &d_tangent, false, fan_in, rows, fan_out);
+        add_column_sums(&mut grads.biases[layer], &d_pre);
+        let mut d_x = vec![0.0f32; rows * fan_in];
+        matmul(&mut d_x, false, &d_pre, false, w, true, rows, fan_out, fan_in);
+        relu_backward(&mut d_x, x);
+        let mut d_x_tangent = vec![0.0f32; rows * fan_in];
+        matmul(&mut d_x_tangent, false, &d_tangent, false, w, true, rows, fan_out, fan_in);
+        relu_backward(&mut d_x_tangent, x);
+        d_pre = d_x;
+        d_tangent = d_x_tangent;
+    }
+    (d_pre, d_tangent)
 }
 
 #[cfg(test)]

@@ -28,14 +28,15 @@ use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
 use crate::params::ParamStore;
 
-/// Tasks adapted together when evaluating or exporting (memory bound, not a result-changing knob
-/// beyond padding).
+/// Tasks adapted together when evaluating or exporting (bounds memory; rows are packed, so it
+/// does not change results).
 pub const EVAL_CHUNK: usize = 128;
 
 /// How the inner loop's gradients are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InnerGradients {
-    /// Differentiate through the inner loop (needs `CANDLE_GRAD_DO_NOT_DETACH=1` in the thread).
+    /// Differentiate through the inner loop (on candle's autograd path, [`LimamlNet::adapt`],
+    /// this needs `CANDLE_GRAD_DO_NOT_DETACH=1` in the thread; the hand-written path does not).
     SecondOrder,
     /// Detach inner gradients: the outer gradient treats them as constants.
     FirstOrder,
@@ -608,16 +609,11 @@ impl LimamlNet {
         batch: &TaskBatch,
         gradients: InnerGradients,
     ) -> Result<f64, ModelError> {
-        match gradients {
-            InnerGradients::FirstOrder => self.first_order_step(store, optimizer, data, batch),
-            InnerGradients::SecondOrder => {
-                self.autograd_step(store, optimizer, data, batch, gradients)
-            }
-        }
+        self.hand_written_step(store, optimizer, data, batch, gradients)
     }
 
-    /// [`LimamlNet::meta_train_step`] through candle's autograd (second-order MAML, and the
-    /// reference the hand-written first-order step is tested against).
+    /// [`LimamlNet::meta_train_step`] through candle's autograd: the reference the
+    /// hand-written step is tested against (second-order needs `CANDLE_GRAD_DO_NOT_DETACH=1`).
     pub fn autograd_step(
         &self,
         store: &ParamStore,
@@ -671,14 +667,15 @@ impl LimamlNet {
         Ok(Self::meta_embedding(&adapted, &meta_input)?.squeeze(1)?)
     }
 
-    /// First-order [`LimamlNet::meta_train_step`] through the hand-written passes
-    /// ([`kernel`]): the same gradients as candle's autograd, without its overhead.
-    fn first_order_step(
+    /// [`LimamlNet::meta_train_step`] through the hand-written passes ([`kernel`]): the same
+    /// gradients as candle's autograd, without its overhead.
+    fn hand_written_step(
         &self,
         store: &ParamStore,
         optimizer: &mut Optimizers,
         data: &LimamlData,
         batch: &TaskBatch,
+        order: InnerGradients,
     ) -> Result<f64, ModelError> {
         let (entities, items) = self.gather_rows(optimizer, batch)?;
         let mut params = store.tensors();
@@ -691,7 +688,7 @@ impl LimamlNet {
         };
         let batch = batch.with_gathered(entities.as_ref(), None)?;
         let (loss, gradients) =
-            self.first_order_gradients(&params, data, &batch, &entity_rows, items.as_ref())?;
+            self.outer_gradients(&params, data, &batch, &entity_rows, items.as_ref(), order)?;
         let mut grads = gradient_store()?;
         let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
         for (index, gradient) in gradients {
@@ -704,17 +701,18 @@ impl LimamlNet {
         Ok(loss)
     }
 
-    /// The first-order outer loss (`sum_t mean_t loss / T`) and its gradient with respect to
-    /// every parameter in `params` (by index), through [`kernel::first_order_outer_gradients`].
-    /// `entity_rows` are the tasks' rows in `params`' entity table; `items` the gathered
-    /// item-id rows standing in for the item table in `params` (`None`: the whole table).
-    pub fn first_order_gradients(
+    /// The outer loss (`sum_t mean_t loss / T`) and its gradient with respect to every
+    /// parameter in `params` (by index), through [`kernel::outer_gradients`]. `entity_rows`
+    /// are the tasks' rows in `params`' entity table; `items` the gathered item-id rows
+    /// standing in for the item table in `params` (`None`: the whole table).
+    pub fn outer_gradients(
         &self,
         params: &[Tensor],
         data: &LimamlData,
         batch: &TaskBatch,
         entity_rows: &[u32],
         items: Option<&GatheredRows>,
+        order: InnerGradients,
     ) -> Result<(f64, Vec<(usize, Tensor)>), ModelError> {
         let n_tasks = batch.n_tasks;
         let labels = &data.interactions.label;
@@ -754,17 +752,20 @@ impl LimamlNet {
             stack: &global_stack,
             row_dim: self.row_dim(),
         };
-        let g = kernel::first_order_outer_gradients(
+        let g = kernel::outer_gradients(
             &meta,
             &global,
-            &meta_input,
-            &support,
-            &support_x,
-            &outer,
-            &outer_x,
-            starts_with_support,
-            self.config.inner_steps,
-            self.config.inner_lr as f32,
+            &kernel::OuterStep {
+                meta_input: &meta_input,
+                support: &support,
+                support_x: &support_x,
+                outer: &outer,
+                outer_x: &outer_x,
+                outer_starts_with_support: starts_with_support,
+                inner_steps: self.config.inner_steps,
+                inner_rate: self.config.inner_lr as f32,
+                second_order: order == InnerGradients::SecondOrder,
+            },
         );
         let mut out = Vec::new();
         for (stack, mlp) in [(&g.meta, &self.meta), (&g.global, &self.global)] {
@@ -775,15 +776,22 @@ impl LimamlNet {
             }
         }
         if let Some(table) = self.item_embedding {
+            // Outer rows, then (second-order) the support rows through the inner loop.
+            let mut scored = outer.rows.clone();
+            let mut row_gradients = g.row_inputs;
+            if !g.support_row_inputs.is_empty() {
+                scored.extend(&support.rows);
+                row_gradients.extend(&g.support_row_inputs);
+            }
             let item_ids: Vec<u32> =
-                outer.rows.iter().map(|&r| data.interactions.item[r as usize]).collect();
+                scored.iter().map(|&r| data.interactions.item[r as usize]).collect();
             let local = match items {
                 Some(g) => g.localize(&item_ids, |_| true),
                 None => item_ids,
             };
             let columns = self.item_embedding_columns();
             let gradient =
-                scatter_rows(&params[table], &local, &g.row_inputs, self.row_dim(), columns)?;
+                scatter_rows(&params[table], &local, &row_gradients, self.row_dim(), columns)?;
             out.push((table, gradient));
         }
         if let (Some(table), Some(columns)) = (self.entity_embedding, self.entity_id_columns(data)) {

@@ -7,7 +7,6 @@
 //! early on the validation tasks' query AUC, with the same rule, and keep the best epoch's
 //! weights. Must not evaluate test tasks or write files.
 
-use std::sync::mpsc;
 
 use candle_core::Tensor;
 use limaml_data::{Interactions, TaskRole, TaskSet};
@@ -149,53 +148,7 @@ pub fn train(
         return Err(ModelError::InvalidConfig(issues));
     }
     check_data(interactions, tasks)?;
-    let second_order = matches!(method, MethodConfig::Limaml(c) if c.second_order);
-    run_in_gradient_mode(second_order, on_epoch, |report| {
-        train_here(method, train, interactions, tasks, seed, report)
-    })
-}
-
-/// Runs `work` on this thread, or for second-order gradients on a fresh thread of a process
-/// with `CANDLE_GRAD_DO_NOT_DETACH=1` (candle reads it once per thread). Epoch records are
-/// passed back to `on_epoch` on the calling thread.
-pub(crate) fn run_in_gradient_mode<T: Send>(
-    second_order: bool,
-    on_epoch: &mut dyn FnMut(&EpochRecord),
-    work: impl FnOnce(&mut dyn FnMut(&EpochRecord)) -> Result<T, ModelError> + Send,
-) -> Result<T, ModelError> {
-    if !second_order {
-        return work(on_epoch);
-    }
-    enable_second_order_gradients();
-    let (sender, receiver) = mpsc::channel::<EpochRecord>();
-    std::thread::scope(|scope| {
-        let worker = scope.spawn(move || {
-            work(&mut |record: &EpochRecord| {
-                let _ = sender.send(record.clone());
-            })
-        });
-        for record in receiver {
-            on_epoch(&record);
-        }
-        worker
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-/// Sets `CANDLE_GRAD_DO_NOT_DETACH=1` for the process, once. Threads that already ran a
-/// backward pass keep their cached setting; first-order code detaches inner gradients itself,
-/// so it computes the same values either way (only slower).
-fn enable_second_order_gradients() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var("CANDLE_GRAD_DO_NOT_DETACH")
-            .map(|v| v.is_empty() || v == "0")
-            .unwrap_or(true)
-        {
-            std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
-        }
-    });
+    train_here(method, train, interactions, tasks, seed, on_epoch)
 }
 
 /// One training epoch of a method; returns its mean loss.

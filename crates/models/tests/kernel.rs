@@ -27,6 +27,10 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor) -> f32 {
 /// synthetic data (uneven support and query sizes; with `support_and_query` the outer rows
 /// start with the support rows).
 fn compare_gradients(config: &LimamlConfig) {
+    compare_gradients_of(config, InnerGradients::FirstOrder)
+}
+
+fn compare_gradients_of(config: &LimamlConfig, order: InnerGradients) {
     let (interactions, tasks) = common::synthetic(5);
     let mut rng = StdRng::seed_from_u64(3);
     let (net, store) = LimamlNet::create(config, DataShape::of(&tasks), &mut rng).unwrap();
@@ -54,11 +58,11 @@ fn compare_gradients(config: &LimamlConfig) {
     let batch = TaskBatch::new(&data, &members).unwrap();
     let params = store.tensors();
     let loss = net
-        .autograd_outer_loss(&params, &data, &batch, InnerGradients::FirstOrder)
+        .autograd_outer_loss(&params, &data, &batch, order)
         .unwrap();
     let expected = loss.backward().unwrap();
     let (hand_loss, gradients) = net
-        .first_order_gradients(&params, &data, &batch, batch.entity_rows(), None)
+        .outer_gradients(&params, &data, &batch, batch.entity_rows(), None, order)
         .unwrap();
     let autograd_loss = loss.to_scalar::<f32>().unwrap() as f64;
     assert!((hand_loss - autograd_loss).abs() < 1e-5, "loss {hand_loss} vs {autograd_loss}");
@@ -67,6 +71,17 @@ fn compare_gradients(config: &LimamlConfig) {
         let name = &store.names()[*index];
         let reference = expected.get(store.vars()[*index].as_tensor()).unwrap_or_else(|| panic!("{name}: no autograd gradient"));
         assert_close(name, gradient, reference);
+    }
+    if order == InnerGradients::SecondOrder && config.inner_steps > 0 {
+        // The second-order terms are large enough for the comparison above to see them.
+        let (_, first_order) = net
+            .outer_gradients(&params, &data, &batch, batch.entity_rows(), None, InnerGradients::FirstOrder)
+            .unwrap();
+        let differs = gradients.iter().zip(&first_order).any(|((_, a), (_, b))| {
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            diff > 1e-2 * b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-3)
+        });
+        assert!(differs, "second-order gradients equal first-order ones");
     }
 }
 
@@ -97,6 +112,42 @@ fn first_order_gradients_match_autograd_without_hidden_meta_layers_or_inner_step
         meta_hidden: vec![],
         ..LimamlConfig::default()
     });
+}
+
+/// Second-order needs candle to keep the inner gradients' graph; the variable is read per
+/// thread, and each test runs on a fresh thread.
+fn second_order_mode() {
+    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+}
+
+#[test]
+fn second_order_gradients_match_autograd_with_support_and_query_outer_rows() {
+    second_order_mode();
+    compare_gradients_of(&LimamlConfig::default(), InnerGradients::SecondOrder);
+}
+
+#[test]
+fn second_order_gradients_match_autograd_through_two_inner_steps_and_deeper_blocks() {
+    second_order_mode();
+    let config = LimamlConfig {
+        outer_rows: OuterRows::Query,
+        inner_steps: 2,
+        hidden: vec![48, 24, 12],
+        meta_hidden: vec![20, 10],
+        ..LimamlConfig::default()
+    };
+    compare_gradients_of(&config, InnerGradients::SecondOrder);
+}
+
+#[test]
+fn second_order_gradients_match_autograd_without_hidden_meta_layers() {
+    second_order_mode();
+    let config = LimamlConfig {
+        meta_hidden: vec![],
+        hidden: vec![],
+        ..LimamlConfig::default()
+    };
+    compare_gradients_of(&config, InnerGradients::SecondOrder);
 }
 
 #[test]
