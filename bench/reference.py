@@ -2,7 +2,9 @@
 """PyTorch reference of limaml's LiMAML step, for `limaml bench`.
 
 It mirrors crates/models/src/limaml.rs (and bench.rs, mlp.rs, train.rs) operation for
-operation, so that the throughput ratios compare implementations of the *same* computation:
+operation (limaml's first-order and second-order passes are written by hand, kernel.rs, and
+compute the same values as its candle-autograd path, which this file follows), so that the
+throughput ratios compare implementations of the *same* computation:
 
 * Meta Block: input per task = [entity-id embedding, the entity's own features, a support-set
   activity summary]; an MLP (ReLU between layers) to the meta embedding. During adaptation
@@ -15,7 +17,10 @@ operation, so that the throughput ratios compare implementations of the *same* c
   the parameters the inner loss reads) are detached. Second-order: differentiated through.
 * Outer step: mean over tasks of each task's mean query loss, AdamW (weight decay from the
   config, 0 by default: plain Adam) on every parameter.
-* Rows of a meta-batch are padded to the longest task (padding = row 0, masked out).
+* Rows of a meta-batch come in two layouts, both measured: padded to the longest task
+  (padding = row 0, masked out; what vmap-style batched MAML code does) and packed back to
+  back with a per-row task index and loss weight (limaml's layout). Each reported measure is
+  the faster layout's; "layouts" in the JSON keeps both.
 * Export: first-order adaptation on each task's support (chunks of 128 tasks) -> meta
   embeddings. Scoring: Global Block probabilities of every query row from the stored meta
   embeddings (chunks of 8192 rows).
@@ -152,27 +157,61 @@ class PaddedRows:
 
 
 @dataclass
+class PackedRows:
+    """Rows of T tasks back to back (no padding): each row's task and its weight 1 / rows of
+    its task. limaml's own layout; the padded one is what vmap-style batched MAML code uses."""
+
+    users: torch.Tensor  # (R,) int64
+    items: torch.Tensor
+    labels: torch.Tensor  # R
+    weight: torch.Tensor  # R, 1 / rows of the row's task
+    task_of_row: torch.Tensor  # R int64
+    n_tasks: int
+
+    @staticmethod
+    def build(data: TaskData, rows_per_task: list[np.ndarray]) -> "PackedRows":
+        rows = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows_per_task] + [np.zeros(0, np.int64)])
+        sizes = [len(r) for r in rows_per_task]
+        task_of_row = np.repeat(np.arange(len(rows_per_task)), sizes)
+        weight = np.repeat(np.array([1.0 / max(n, 1) for n in sizes], dtype=np.float32), sizes)
+        return PackedRows(
+            users=torch.from_numpy(data.row_user[rows]),
+            items=torch.from_numpy(data.row_item[rows]),
+            labels=torch.from_numpy(data.row_label[rows].astype(np.float32)),
+            weight=torch.from_numpy(weight),
+            task_of_row=torch.from_numpy(task_of_row),
+            n_tasks=len(rows_per_task),
+        )
+
+    def loss_sum(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sum over tasks of each task's mean logistic loss."""
+        per_row = F.binary_cross_entropy_with_logits(logits, self.labels, reduction="none")
+        return (per_row * self.weight).sum()
+
+
+@dataclass
 class TaskBatch:
     """A meta-batch: the Meta Block's per-task inputs, support rows and query rows."""
 
     entity_index: torch.Tensor  # row of the entity-id table (the last row = unknown)
     entity: torch.Tensor  # the entity itself (for its features)
     activity: torch.Tensor  # T x (2 * item_dim + 2)
-    support: PaddedRows
-    query: PaddedRows
+    support: "PaddedRows | PackedRows"
+    query: "PaddedRows | PackedRows"
     n_tasks: int
 
     @staticmethod
     def build(data: TaskData, entities: list[int], supports: list[np.ndarray],
-              queries: list[np.ndarray]) -> "TaskBatch":
+              queries: list[np.ndarray], layout: str = "padded") -> "TaskBatch":
+        rows = PackedRows if layout == "packed" else PaddedRows
         entity_index = [e if data.known_entity[e] else data.n_users for e in entities]
         activity = np.stack([support_activity(data, s) for s in supports])
         return TaskBatch(
             entity_index=torch.tensor(entity_index, dtype=torch.int64),
             entity=torch.tensor(entities, dtype=torch.int64),
             activity=torch.from_numpy(activity),
-            support=PaddedRows.build(data, supports),
-            query=PaddedRows.build(data, queries),
+            support=rows.build(data, supports),
+            query=rows.build(data, queries),
             n_tasks=len(entities),
         )
 
@@ -269,9 +308,13 @@ class LimamlReference:
                        meta_per_row], 1)
         return mlp_forward(self.global_params(params), x).squeeze(1)
 
-    def padded_logits(self, params, meta_embedding, rows: PaddedRows) -> torch.Tensor:
-        """T x L logits, each task's rows with its own meta embedding (T x 1 x m)."""
+    def padded_logits(self, params, meta_embedding, rows) -> torch.Tensor:
+        """T x L logits (packed: R logits), each task's rows with its own meta embedding
+        (T x 1 x m)."""
         m = meta_embedding.shape[-1]
+        if isinstance(rows, PackedRows):
+            meta_per_row = meta_embedding.reshape(rows.n_tasks, m).index_select(0, rows.task_of_row)
+            return self.global_logits(params, rows.users, rows.items, meta_per_row)
         meta_per_row = meta_embedding.expand(rows.n_tasks, rows.length, m).reshape(-1, m)
         return self.global_logits(params, rows.users, rows.items, meta_per_row).reshape(rows.n_tasks, rows.length)
 
@@ -339,7 +382,7 @@ class LimamlReference:
 # The benchmark (bench.rs's protocol)
 
 
-def bench(config: dict, data: TaskData, second_order: bool) -> dict:
+def bench(config: dict, data: TaskData, second_order: bool, layout: str) -> dict:
     generator = torch.Generator().manual_seed(config["seed"])
     model = LimamlReference(config, data, generator)
     optimizer = torch.optim.AdamW(model.params, lr=config["learning_rate"], betas=(0.9, 0.999),
@@ -352,7 +395,7 @@ def bench(config: dict, data: TaskData, second_order: bool) -> dict:
         return TaskBatch.build(data,
                                [int(data.task_entity[t]) for t in picked],
                                [data.latest_support(t, max_support) for t in picked],
-                               [data.query[t][:max_query] for t in picked])
+                               [data.query[t][:max_query] for t in picked], layout)
 
     model.meta_train_step(optimizer, batch_of(0), second_order)  # warm-up
     started = time.perf_counter()
@@ -368,7 +411,7 @@ def bench(config: dict, data: TaskData, second_order: bool) -> dict:
     started = time.perf_counter()
     chunk = config["export_chunk"]
     batches = [TaskBatch.build(data, [int(e) for e in data.task_entity[s: s + chunk]],
-                               supports[s: s + chunk], [empty] * len(supports[s: s + chunk]))
+                               supports[s: s + chunk], [empty] * len(supports[s: s + chunk]), layout)
                for s in range(0, n_tasks, chunk)]
     embeddings = model.adapted_meta_embeddings(batches).numpy()
     export_seconds = time.perf_counter() - started
@@ -385,6 +428,7 @@ def bench(config: dict, data: TaskData, second_order: bool) -> dict:
 
     return {
         "second_order": second_order,
+        "layout": layout,
         "tasks_per_second": per_second(trained_tasks, train_seconds),
         "entities_per_second": per_second(n_tasks, export_seconds),
         "rows_per_second": per_second(len(rows), score_seconds),
@@ -406,8 +450,19 @@ def main() -> int:
     # The same number of compute threads as limaml (candle) uses.
     torch.set_num_threads(config["threads"])
     data = TaskData.load(args.data)
-    results = {"first_order": bench(config, data, second_order=False),
-               "second_order": bench(config, data, second_order=True)}
+    # Both row layouts; each measure reports the faster one (the comparison is against the best
+    # reference we have), and "layouts" keeps both.
+    results = {"layouts": {}}
+    for order, second_order in (("first_order", False), ("second_order", True)):
+        runs = {layout: bench(config, data, second_order, layout) for layout in ("padded", "packed")}
+        results["layouts"][order] = runs
+        best = dict(runs["padded"])
+        for measure in ("tasks_per_second", "entities_per_second", "rows_per_second"):
+            layout = max(runs, key=lambda name: runs[name][measure])
+            best[measure] = runs[layout][measure]
+            best[measure.replace("per_second", "layout")] = layout
+        best.pop("layout")
+        results[order] = best
     results.update({
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),

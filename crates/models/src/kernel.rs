@@ -576,6 +576,15 @@ pub fn logits(global: &GlobalBlock, row_part: &[f32], meta_embedding: &[f32], ro
     global_forward(global.stack, first).logits
 }
 
+/// Logits of rows each with its own meta embedding (`meta_per_row`, `rows x m`) and row
+/// inputs `x` (`rows x row_dim`): serving from stored embeddings.
+pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
+    let (h, m) = (global.first_width(), global.meta_dim());
+    let mut first = global.row_part(x, rows);
+    matmul(&mut first, true, meta_per_row, false, global.meta_weight(), false, rows, m, h);
+    global_forward(global.stack, first).logits
+}
+
 /// Gradients of one outer step.
 pub struct OuterGradients {
     /// `sum_t mean_t loss / T`, before the step.

@@ -835,10 +835,20 @@ impl LimamlNet {
         rows: &[u32],
         items: Option<&GatheredRows>,
     ) -> Result<Vec<f32>, ModelError> {
+        self.row_inputs(params, &data.features, data.interactions, rows, items)
+    }
+
+    fn row_inputs(
+        &self,
+        params: &[Tensor],
+        features: &Features,
+        interactions: &Interactions,
+        rows: &[u32],
+        items: Option<&GatheredRows>,
+    ) -> Result<Vec<f32>, ModelError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let interactions = data.interactions;
         let users: Vec<u32> = rows.iter().map(|&r| interactions.user[r as usize]).collect();
         let item_ids: Vec<u32> = rows.iter().map(|&r| interactions.item[r as usize]).collect();
         let embedding_rows = match items {
@@ -850,13 +860,33 @@ impl LimamlNet {
             table: &params[i],
             rows: &embedding_rows,
         });
-        let x = data.features.row_inputs(
+        let x = features.row_inputs(
             &u32_tensor(users)?,
             &u32_tensor(item_ids)?,
             item_embedding,
             None,
         )?;
         Ok(x.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Global Block logits of interaction rows `rows` given each row's meta embedding
+    /// (`rows x m`, row-major): serving from stored embeddings, through the hand-written
+    /// forward pass.
+    pub fn logits_with_embeddings(
+        &self,
+        params: &[Tensor],
+        features: &Features,
+        interactions: &Interactions,
+        rows: &[u32],
+        meta_per_row: &[f32],
+    ) -> Result<Vec<f32>, ModelError> {
+        let x = self.row_inputs(params, features, interactions, rows, None)?;
+        let global_stack = dense_stack(self.global.params(params))?;
+        let global = GlobalBlock {
+            stack: &global_stack,
+            row_dim: self.row_dim(),
+        };
+        Ok(kernel::logits_per_row(&global, &x, meta_per_row, rows.len()))
     }
 
     /// Adapts each task of `batch` on its support through the hand-written inner loop (no

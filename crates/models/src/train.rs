@@ -18,7 +18,7 @@ use crate::baselines::BaselineNet;
 use crate::config::{MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
-use crate::inputs::{check_data, u32_tensor, DataShape, Features};
+use crate::inputs::{check_data, DataShape, Features};
 use crate::limaml::{
     latest_support, InnerGradients, LimamlData, LimamlNet, TaskRows,
 };
@@ -348,26 +348,10 @@ pub(crate) fn score_with_embeddings(
 ) -> Result<Vec<f32>, ModelError> {
     const CHUNK: usize = 8192;
     let m = net.config.meta_embedding_dim;
-    let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
     let mut scores = Vec::with_capacity(rows.len());
     for (k, chunk) in rows.chunks(CHUNK).enumerate() {
-        let users = u32_tensor(
-            chunk
-                .iter()
-                .map(|&r| interactions.user[r as usize])
-                .collect(),
-        )?;
-        let items = u32_tensor(
-            chunk
-                .iter()
-                .map(|&r| interactions.item[r as usize])
-                .collect(),
-        )?;
         let meta = &meta_per_row[k * CHUNK * m..(k * CHUNK + chunk.len()) * m];
-        let meta = Tensor::from_slice(meta, (chunk.len(), m), &candle_core::Device::Cpu)?;
-        let logits = net
-            .global_logits(&params, features, &users, &items, &items, &meta)?
-            .to_vec1::<f32>()?;
+        let logits = net.logits_with_embeddings(params, features, interactions, chunk, meta)?;
         scores.extend(logits.into_iter().map(sigmoid));
     }
     Ok(scores)

@@ -177,3 +177,31 @@ fn exported_embeddings_match_autograd_adaptation() {
     let hand = Tensor::from_vec(hand, reference.shape(), &candle_core::Device::Cpu).unwrap();
     assert_close("meta embeddings", &hand, &reference);
 }
+
+#[test]
+fn serving_logits_match_the_autograd_global_block() {
+    let config = LimamlConfig::default();
+    let (interactions, tasks) = common::synthetic(9);
+    let mut rng = StdRng::seed_from_u64(6);
+    let (net, store) = LimamlNet::create(&config, DataShape::of(&tasks), &mut rng).unwrap();
+    let features = limaml_models::inputs::Features::new(&tasks.features).unwrap();
+    let rows: Vec<u32> = (0..interactions.len() as u32).step_by(7).collect();
+    let m = config.meta_embedding_dim;
+    let meta: Vec<f32> = (0..rows.len() * m).map(|k| ((k * 37 % 101) as f32 - 50.0) / 40.0).collect();
+    let params = store.tensors();
+    let hand = net
+        .logits_with_embeddings(&params, &features, &interactions, &rows, &meta)
+        .unwrap();
+    let index = |f: fn(&limaml_data::Interactions, usize) -> u32| {
+        let values: Vec<u32> = rows.iter().map(|&r| f(&interactions, r as usize)).collect();
+        Tensor::from_vec(values, rows.len(), &candle_core::Device::Cpu).unwrap()
+    };
+    let users = index(|i, r| i.user[r]);
+    let items = index(|i, r| i.item[r]);
+    let meta_tensor = Tensor::from_vec(meta, (rows.len(), m), &candle_core::Device::Cpu).unwrap();
+    let reference = net
+        .global_logits(&params, &features, &users, &items, &items, &meta_tensor)
+        .unwrap();
+    let hand = Tensor::from_vec(hand, rows.len(), &candle_core::Device::Cpu).unwrap();
+    assert_close("serving logits", &hand, &reference);
+}
