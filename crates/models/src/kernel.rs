@@ -1,11 +1,11 @@
-//! LiMAML's first-order passes written out by hand over packed rows: the inner loop, the
-//! first-order outer gradient, export and adapted scoring.
+//! LiMAML's passes written out by hand over packed rows: the inner loop, the first- and
+//! second-order outer gradients, export, adapted scoring and serving.
 //!
-//! Owns [`DenseStack`] (an MLP's weights as plain vectors), [`TaskStacks`] (per-task copies of
-//! the Meta Block), [`PackedRows`] (the rows of many tasks back to back, no padding) and the
-//! forward and backward passes over them. Must not know where rows, features or weights come
-//! from (`limaml` builds the inputs and applies the gradients) and must not do second-order
-//! MAML (that stays on candle's autograd).
+//! Owns [`DenseStack`] (an MLP's weights as plain vectors), [`TaskStacks`] (per-task Meta
+//! Blocks as shared weights plus rank-one terms), [`PackedRows`] (the rows of many tasks back
+//! to back, no padding) and the forward, tangent and backward passes over them. Must not know
+//! where rows, features or weights come from (`limaml` builds the inputs and applies the
+//! gradients); candle's autograd path in `limaml` stays as the reference it is tested against.
 //!
 //! Why by hand: candle's autograd, on these small matrices, spent most of a meta-training step
 //! on work the step does not need (bench/README.md has the profile): weight gradients of the
@@ -134,61 +134,136 @@ impl DenseStack {
     }
 }
 
-/// Per-task copies of one dense stack (the Meta Block being adapted): `weights[k]` is
-/// `T x widths[k] x widths[k + 1]`, `biases[k]` is `T x widths[k + 1]`.
+/// One rank-one term per task: task `t`'s matrix is `left[t] ⊗ right[t]` (`left` is
+/// `T x fan_in`, `right` is `T x fan_out`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankOne {
+    pub left: Vec<f32>,
+    pub right: Vec<f32>,
+}
+
+/// Per-task Meta Blocks, kept as shared weights plus per-task rank-one terms: task `t`'s layer
+/// `k` weight is `base.weights[k] + sum_j terms[k][j].left[t] ⊗ terms[k][j].right[t]` and its
+/// bias is `biases[k][t]`. Without a base, the same form holds per-task *gradients*.
+///
+/// Why: the Meta Block sees one input vector per task, so each task's weight gradient is a
+/// rank-one outer product per layer (`input ⊗ pre-activation gradient`). Adapted weights are
+/// therefore the shared weights plus a few rank-one terms; keeping them in that form runs every
+/// task's layer as one matrix product with the shared weights plus per-task dot products, and
+/// never copies a `T x in x out` tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStacks {
     pub n_tasks: usize,
     pub widths: Vec<usize>,
-    pub weights: Vec<Vec<f32>>,
+    pub base: Option<DenseStack>,
+    pub terms: Vec<Vec<RankOne>>,
+    /// Per layer, `T x fan_out`.
     pub biases: Vec<Vec<f32>>,
 }
 
 impl TaskStacks {
     /// `n_tasks` copies of `shared`.
     pub fn repeat(shared: &DenseStack, n_tasks: usize) -> TaskStacks {
-        let repeat = |v: &Vec<f32>| v.repeat(n_tasks);
         TaskStacks {
             n_tasks,
             widths: shared.widths.clone(),
-            weights: shared.weights.iter().map(repeat).collect(),
-            biases: shared.biases.iter().map(repeat).collect(),
+            terms: vec![Vec::new(); shared.n_layers()],
+            biases: shared.biases.iter().map(|b| b.repeat(n_tasks)).collect(),
+            base: Some(shared.clone()),
         }
     }
 
-    fn zeros_like(&self) -> TaskStacks {
+    /// A per-task gradient of these stacks' shape, all zeros (no base, no terms).
+    fn zero_gradient(&self) -> TaskStacks {
         TaskStacks {
             n_tasks: self.n_tasks,
             widths: self.widths.clone(),
-            weights: self.weights.iter().map(|w| vec![0.0; w.len()]).collect(),
+            base: None,
+            terms: vec![Vec::new(); self.widths.len() - 1],
             biases: self.biases.iter().map(|b| vec![0.0; b.len()]).collect(),
         }
     }
 
-    /// `self -= rate * gradient`.
+    /// `self -= rate * gradient` (`gradient` without a base).
     fn descend(&mut self, gradient: &TaskStacks, rate: f32) {
-        let pairs = self.weights.iter_mut().zip(&gradient.weights);
-        let pairs = pairs.chain(self.biases.iter_mut().zip(&gradient.biases));
-        for (values, grads) in pairs {
+        for (terms, grads) in self.terms.iter_mut().zip(&gradient.terms) {
+            for g in grads {
+                terms.push(RankOne {
+                    left: g.left.iter().map(|v| -rate * v).collect(),
+                    right: g.right.clone(),
+                });
+            }
+        }
+        for (values, grads) in self.biases.iter_mut().zip(&gradient.biases) {
             values.iter_mut().zip(grads).for_each(|(v, g)| *v -= rate * g);
         }
     }
 
-    /// The sum over tasks, as one shared stack.
-    pub fn sum_over_tasks(&self) -> DenseStack {
-        let fold = |v: &Vec<f32>| {
-            let n = v.len() / self.n_tasks.max(1);
-            let mut out = vec![0.0f32; n];
-            for chunk in v.chunks_exact(n.max(1)) {
-                out.iter_mut().zip(chunk).for_each(|(o, x)| *o += x);
-            }
-            out
+    /// Each task's layer `layer` applied to its row of `x` (`T x fan_in`): `T x fan_out`,
+    /// with or without the bias.
+    fn apply(&self, layer: usize, x: &[f32], with_bias: bool) -> Vec<f32> {
+        let (fan_in, fan_out, n) = (self.widths[layer], self.widths[layer + 1], self.n_tasks);
+        let mut out = if with_bias {
+            self.biases[layer].clone()
+        } else {
+            vec![0.0f32; n * fan_out]
         };
-        DenseStack {
-            widths: self.widths.clone(),
-            weights: self.weights.iter().map(fold).collect(),
-            biases: self.biases.iter().map(fold).collect(),
+        if let Some(base) = &self.base {
+            matmul(&mut out, true, x, false, &base.weights[layer], false, n, fan_in, fan_out);
         }
+        for term in &self.terms[layer] {
+            for t in 0..n {
+                let xt = &x[t * fan_in..][..fan_in];
+                let s: f32 = xt.iter().zip(&term.left[t * fan_in..][..fan_in]).map(|(a, b)| a * b).sum();
+                let o = &mut out[t * fan_out..][..fan_out];
+                o.iter_mut().zip(&term.right[t * fan_out..][..fan_out]).for_each(|(o, r)| *o += s * r);
+            }
+        }
+        out
+    }
+
+    /// Each task's layer `layer` transposed, applied to its row of `d` (`T x fan_out`):
+    /// `T x fan_in` (backpropagation to the layer's input).
+    fn apply_transposed(&self, layer: usize, d: &[f32]) -> Vec<f32> {
+        let (fan_in, fan_out, n) = (self.widths[layer], self.widths[layer + 1], self.n_tasks);
+        let mut out = vec![0.0f32; n * fan_in];
+        if let Some(base) = &self.base {
+            matmul(&mut out, false, d, false, &base.weights[layer], true, n, fan_out, fan_in);
+        }
+        for term in &self.terms[layer] {
+            for t in 0..n {
+                let dt = &d[t * fan_out..][..fan_out];
+                let s: f32 = dt.iter().zip(&term.right[t * fan_out..][..fan_out]).map(|(a, b)| a * b).sum();
+                let o = &mut out[t * fan_in..][..fan_in];
+                o.iter_mut().zip(&term.left[t * fan_in..][..fan_in]).for_each(|(o, l)| *o += s * l);
+            }
+        }
+        out
+    }
+
+    /// The sum over tasks of a per-task gradient, as one shared stack.
+    pub fn sum_over_tasks(&self) -> DenseStack {
+        let n = self.n_tasks;
+        let mut out = DenseStack {
+            widths: self.widths.clone(),
+            weights: Vec::new(),
+            biases: Vec::new(),
+        };
+        for layer in 0..self.widths.len() - 1 {
+            let (fan_in, fan_out) = (self.widths[layer], self.widths[layer + 1]);
+            let mut w = match &self.base {
+                Some(base) => base.weights[layer].iter().map(|v| v * n as f32).collect(),
+                None => vec![0.0f32; fan_in * fan_out],
+            };
+            for term in &self.terms[layer] {
+                matmul(&mut w, true, &term.left, true, &term.right, false, fan_in, n, fan_out);
+            }
+            let mut b = vec![0.0f32; fan_out];
+            add_column_sums(&mut b, &self.biases[layer]);
+            out.weights.push(w);
+            out.biases.push(b);
+        }
+        out
     }
 }
 
@@ -201,22 +276,10 @@ pub struct MetaPass {
 
 /// Runs every task's own Meta Block on its input vector (`meta_input`, `T x in`).
 pub fn meta_forward(stacks: &TaskStacks, meta_input: &[f32]) -> MetaPass {
-    let n_layers = stacks.weights.len();
+    let n_layers = stacks.widths.len() - 1;
     let mut inputs = vec![meta_input.to_vec()];
     for layer in 0..n_layers {
-        let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
-        let x = inputs.last().expect("the input is pushed first");
-        let mut out = stacks.biases[layer].clone();
-        for t in 0..stacks.n_tasks {
-            let w = &stacks.weights[layer][t * fan_in * fan_out..][..fan_in * fan_out];
-            let y = &mut out[t * fan_out..][..fan_out];
-            for (i, &xi) in x[t * fan_in..][..fan_in].iter().enumerate() {
-                if xi != 0.0 {
-                    let w_row = &w[i * fan_out..][..fan_out];
-                    y.iter_mut().zip(w_row).for_each(|(y, w)| *y += xi * w);
-                }
-            }
-        }
+        let mut out = stacks.apply(layer, &inputs[layer], true);
         if layer + 1 < n_layers {
             relu_in_place(&mut out);
             inputs.push(out);
@@ -232,46 +295,33 @@ pub fn meta_forward(stacks: &TaskStacks, meta_input: &[f32]) -> MetaPass {
 }
 
 /// Backpropagates `d_output` (`T x m`) through each task's Meta Block: per-task weight
-/// gradients, and with `d_input` the gradient of each task's input vector (`T x in`).
+/// gradients (rank-one terms), and with `d_input` the gradient of each task's input vector
+/// (`T x in`).
 pub fn meta_backward(
     stacks: &TaskStacks,
     pass: &MetaPass,
     d_output: &[f32],
-    mut d_input: Option<&mut [f32]>,
+    d_input: Option<&mut [f32]>,
 ) -> TaskStacks {
-    let mut grads = stacks.zeros_like();
-    let n_layers = stacks.weights.len();
-    for t in 0..stacks.n_tasks {
-        let m = stacks.widths[n_layers];
-        let mut d_pre = d_output[t * m..][..m].to_vec();
-        for layer in (0..n_layers).rev() {
-            let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
-            let x = &pass.inputs[layer][t * fan_in..][..fan_in];
-            let w = &stacks.weights[layer][t * fan_in * fan_out..][..fan_in * fan_out];
-            let dw = &mut grads.weights[layer][t * fan_in * fan_out..][..fan_in * fan_out];
-            for (i, &xi) in x.iter().enumerate() {
-                if xi != 0.0 {
-                    let row = &mut dw[i * fan_out..][..fan_out];
-                    row.iter_mut().zip(&d_pre).for_each(|(g, d)| *g += xi * d);
-                }
+    let mut grads = stacks.zero_gradient();
+    let n_layers = stacks.widths.len() - 1;
+    let mut d_pre = d_output.to_vec();
+    for layer in (0..n_layers).rev() {
+        let x = &pass.inputs[layer];
+        grads.biases[layer].copy_from_slice(&d_pre);
+        grads.terms[layer].push(RankOne {
+            left: x.clone(),
+            right: d_pre.clone(),
+        });
+        if layer == 0 {
+            if let Some(d_input) = d_input {
+                d_input.copy_from_slice(&stacks.apply_transposed(0, &d_pre));
             }
-            grads.biases[layer][t * fan_out..][..fan_out].copy_from_slice(&d_pre);
-            if layer == 0 && d_input.is_none() {
-                break;
-            }
-            let mut d_x: Vec<f32> = (0..fan_in)
-                .map(|i| {
-                    let w_row = &w[i * fan_out..][..fan_out];
-                    w_row.iter().zip(&d_pre).map(|(w, d)| w * d).sum()
-                })
-                .collect();
-            if layer > 0 {
-                relu_backward(&mut d_x, x);
-            } else if let Some(d_input) = d_input.as_deref_mut() {
-                d_input[t * fan_in..][..fan_in].copy_from_slice(&d_x);
-            }
-            d_pre = d_x;
+            break;
         }
+        let mut d_x = stacks.apply_transposed(layer, &d_pre);
+        relu_backward(&mut d_x, x);
+        d_pre = d_x;
     }
     grads
 }
@@ -824,32 +874,18 @@ impl InnerStepBackward<'_> {
     }
 }
 
-/// The Meta Blocks' forward-mode tangent along a weight direction `direction` (per task):
-/// returns each layer input's tangent (the first, of the constant input, is zero) and the
-/// meta embedding's (`T x m`).
+/// The Meta Blocks' forward-mode tangent along a weight direction `direction` (per task,
+/// without a base): returns each layer input's tangent (the first, of the constant input, is
+/// zero) and the meta embedding's (`T x m`).
 fn meta_tangent(stacks: &TaskStacks, pass: &MetaPass, direction: &TaskStacks) -> (Vec<Vec<f32>>, Vec<f32>) {
-    let n_layers = stacks.weights.len();
-    let n_tasks = stacks.n_tasks;
-    let mut tangents = vec![vec![0.0f32; n_tasks * stacks.widths[0]]];
+    let n_layers = stacks.widths.len() - 1;
+    let mut tangents = vec![vec![0.0f32; stacks.n_tasks * stacks.widths[0]]];
     for layer in 0..n_layers {
-        let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
-        // p' = u' M + u V + nu, per task.
-        let mut out = direction.biases[layer].clone();
-        for t in 0..n_tasks {
-            let span = t * fan_in * fan_out..(t + 1) * fan_in * fan_out;
-            let (w, dir) = (&stacks.weights[layer][span.clone()], &direction.weights[layer][span]);
-            let (u, u_tangent) = (
-                &pass.inputs[layer][t * fan_in..][..fan_in],
-                &tangents[layer][t * fan_in..][..fan_in],
-            );
-            let y = &mut out[t * fan_out..][..fan_out];
-            for i in 0..fan_in {
-                let (a, b) = (u_tangent[i], u[i]);
-                let (w_row, d_row) = (&w[i * fan_out..][..fan_out], &dir[i * fan_out..][..fan_out]);
-                for j in 0..fan_out {
-                    y[j] += a * w_row[j] + b * d_row[j];
-                }
-            }
+        // p' = u' M + u V + nu, per task (u' = 0 at the input).
+        let mut out = direction.apply(layer, &pass.inputs[layer], true);
+        if layer > 0 {
+            let from_tangent = stacks.apply(layer, &tangents[layer], false);
+            out.iter_mut().zip(&from_tangent).for_each(|(o, v)| *o += v);
         }
         if layer + 1 < n_layers {
             relu_backward(&mut out, &pass.inputs[layer + 1]);
@@ -859,7 +895,7 @@ fn meta_tangent(stacks: &TaskStacks, pass: &MetaPass, direction: &TaskStacks) ->
         }
     }
     // No layers: the embedding is the (constant) input.
-    let zero = vec![0.0f32; n_tasks * stacks.widths[0]];
+    let zero = vec![0.0f32; stacks.n_tasks * stacks.widths[0]];
     (tangents, zero)
 }
 
@@ -875,53 +911,36 @@ fn meta_dual_backward(
     d_output_tangent: &[f32],
     d_input: &mut [f32],
 ) -> TaskStacks {
-    let mut grads = stacks.zeros_like();
-    let n_layers = stacks.weights.len();
-    let m = stacks.widths[n_layers];
-    for t in 0..stacks.n_tasks {
-        let mut d_pre = d_output[t * m..][..m].to_vec();
-        let mut d_pre_tangent = d_output_tangent[t * m..][..m].to_vec();
-        for layer in (0..n_layers).rev() {
-            let (fan_in, fan_out) = (stacks.widths[layer], stacks.widths[layer + 1]);
-            let span = t * fan_in * fan_out..(t + 1) * fan_in * fan_out;
-            let (w, dir) = (&stacks.weights[layer][span.clone()], &direction.weights[layer][span.clone()]);
-            let u = &pass.inputs[layer][t * fan_in..][..fan_in];
-            let u_tangent = &tangents[layer][t * fan_in..][..fan_in];
-            let dw = &mut grads.weights[layer][span];
-            for i in 0..fan_in {
-                let row = &mut dw[i * fan_out..][..fan_out];
-                for j in 0..fan_out {
-                    row[j] += u[i] * d_pre[j] + u_tangent[i] * d_pre_tangent[j];
-                }
-            }
-            grads.biases[layer][t * fan_out..][..fan_out]
-                .iter_mut()
-                .zip(&d_pre)
-                .for_each(|(g, d)| *g += d);
-            // du = dp Mᵀ + dp' Vᵀ; du' = dp' Mᵀ.
-            let mut d_u = vec![0.0f32; fan_in];
-            let mut d_u_tangent = vec![0.0f32; fan_in];
-            for i in 0..fan_in {
-                let (w_row, d_row) = (&w[i * fan_out..][..fan_out], &dir[i * fan_out..][..fan_out]);
-                let (mut a, mut b) = (0.0f32, 0.0f32);
-                for j in 0..fan_out {
-                    a += w_row[j] * d_pre[j] + d_row[j] * d_pre_tangent[j];
-                    b += w_row[j] * d_pre_tangent[j];
-                }
-                d_u[i] = a;
-                d_u_tangent[i] = b;
-            }
-            if layer > 0 {
-                relu_backward(&mut d_u, u);
-                relu_backward(&mut d_u_tangent, u);
-                d_pre = d_u;
-                d_pre_tangent = d_u_tangent;
-            } else {
-                d_input[t * fan_in..][..fan_in]
-                    .iter_mut()
-                    .zip(&d_u)
-                    .for_each(|(g, d)| *g += d);
-            }
+    let mut grads = stacks.zero_gradient();
+    let n_layers = stacks.widths.len() - 1;
+    let mut d_pre = d_output.to_vec();
+    let mut d_pre_tangent = d_output_tangent.to_vec();
+    for layer in (0..n_layers).rev() {
+        let u = &pass.inputs[layer];
+        // dM = u ⊗ dp + u' ⊗ dp' (u' = 0 at the input); db = dp.
+        grads.terms[layer].push(RankOne {
+            left: u.clone(),
+            right: d_pre.clone(),
+        });
+        if layer > 0 {
+            grads.terms[layer].push(RankOne {
+                left: tangents[layer].clone(),
+                right: d_pre_tangent.clone(),
+            });
+        }
+        grads.biases[layer].copy_from_slice(&d_pre);
+        // du = dp Mᵀ + dp' Vᵀ; du' = dp' Mᵀ.
+        let mut d_u = stacks.apply_transposed(layer, &d_pre);
+        let through_direction = direction.apply_transposed(layer, &d_pre_tangent);
+        d_u.iter_mut().zip(&through_direction).for_each(|(d, v)| *d += v);
+        if layer > 0 {
+            let mut d_u_tangent = stacks.apply_transposed(layer, &d_pre_tangent);
+            relu_backward(&mut d_u, u);
+            relu_backward(&mut d_u_tangent, u);
+            d_pre = d_u;
+            d_pre_tangent = d_u_tangent;
+        } else {
+            d_input.iter_mut().zip(&d_u).for_each(|(g, d)| *g += d);
         }
     }
     grads
