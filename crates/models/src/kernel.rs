@@ -52,12 +52,9 @@ pub fn matmul(
     }
     let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
     let (b_rs, b_cs) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= 1 << 18 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
+    // One thread per product: callers parallelize over independent tasks and chunks, which
+    // measured faster than splitting these medium-sized products (bench/README.md).
+    let parallelism = Parallelism::None;
     // SAFETY: the asserts above bound every index gemm reads or writes: `out` is m x n with
     // row stride n, `a` and `b` hold m * k and k * n values laid out as the strides say.
     unsafe {
@@ -667,6 +664,9 @@ pub struct OuterStep<'a> {
     pub inner_rate: f32,
     /// Differentiate through the inner loop (MAML) rather than first-order MAML.
     pub second_order: bool,
+    /// The outer loss is `loss_scale * sum_t mean_t loss` (`1 / T` for the meta-batch mean;
+    /// the same when the meta-batch is split into groups computed apart).
+    pub loss_scale: f32,
 }
 
 /// The outer step's gradients: adapt on the support, score the outer rows with the adapted
@@ -707,7 +707,7 @@ pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep
     let embedding = &adapted_pass.output;
     let first = global.first_pre_activation(&outer_row_part, embedding, &outer.task_of_row);
     let forward = global_forward(global.stack, first);
-    let (loss, d_logits) = logistic_loss(&forward.logits, outer, 1.0 / n_tasks.max(1) as f32);
+    let (loss, d_logits) = logistic_loss(&forward.logits, outer, step.loss_scale);
     let mut global_grads = global.stack.zeros_like();
     let d_first = global_backward(global.stack, &forward, d_logits, Some(&mut global_grads));
     let rows = outer.len();

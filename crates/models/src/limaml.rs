@@ -17,6 +17,7 @@ use limaml_data::{Interactions, TaskRole, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::config::{LimamlConfig, MetaInput, OuterRows};
 use crate::error::ModelError;
@@ -715,26 +716,80 @@ impl LimamlNet {
         order: InnerGradients,
     ) -> Result<(f64, Vec<(usize, Tensor)>), ModelError> {
         let n_tasks = batch.n_tasks;
-        let labels = &data.interactions.label;
         let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
-        let supports: Vec<&[u32]> = batch.support_rows.iter().map(Vec::as_slice).collect();
+        let width = meta_input.len() / n_tasks.max(1);
+        let step = GroupStep {
+            params,
+            data,
+            batch,
+            items,
+            order,
+            meta: dense_stack(self.meta.params(params))?,
+            global: dense_stack(self.global.params(params))?,
+            loss_scale: 1.0 / n_tasks.max(1) as f32,
+        };
+        // Fixed groups of tasks (not one per thread), run in parallel and summed in group
+        // order: the result does not depend on the thread count.
+        let groups: Vec<std::ops::Range<usize>> = (0..n_tasks.max(1))
+            .step_by(TASKS_PER_GROUP)
+            .map(|start| start..(start + TASKS_PER_GROUP).min(n_tasks))
+            .collect();
+        let per_group: Vec<(f64, Vec<(usize, Vec<f32>)>)> = groups
+            .par_iter()
+            .map(|tasks| {
+                let meta_input = &meta_input[tasks.start * width..tasks.end * width];
+                self.group_gradients(&step, tasks.clone(), meta_input, &entity_rows[tasks.clone()])
+            })
+            .collect::<Result<_, ModelError>>()?;
+        let mut loss = 0.0;
+        let mut total: Vec<(usize, Vec<f32>)> = Vec::new();
+        for (group_loss, grads) in per_group {
+            loss += group_loss;
+            if total.is_empty() {
+                total = grads;
+            } else {
+                for ((_, sum), (_, g)) in total.iter_mut().zip(grads) {
+                    sum.iter_mut().zip(g).for_each(|(s, g)| *s += g);
+                }
+            }
+        }
+        let tensors = total
+            .into_iter()
+            .map(|(index, g)| Ok((index, Tensor::from_vec(g, params[index].shape(), &Device::Cpu)?)))
+            .collect::<Result<_, ModelError>>()?;
+        Ok((loss, tensors))
+    }
+
+    /// [`LimamlNet::outer_gradients`] of the tasks `tasks` of the step's batch (`meta_input`
+    /// and `entity_rows` are theirs): the loss share and a gradient per parameter index.
+    fn group_gradients(
+        &self,
+        step: &GroupStep,
+        tasks: std::ops::Range<usize>,
+        meta_input: &[f32],
+        entity_rows: &[u32],
+    ) -> Result<(f64, Vec<(usize, Vec<f32>)>), ModelError> {
+        let (params, data, batch, items) = (step.params, step.data, step.batch, step.items);
+        let n_tasks = tasks.len();
+        let labels = &data.interactions.label;
+        let support_rows = &batch.support_rows[tasks.clone()];
+        let query_rows = &batch.query_rows[tasks];
+        let supports: Vec<&[u32]> = support_rows.iter().map(Vec::as_slice).collect();
         // Outer rows that start with the support rows (`support_and_query`) are packed as all
         // supports, then the rest, so the support rows' first-layer row part is reused.
-        let starts_with_support = batch
-            .query_rows
+        let starts_with_support = query_rows
             .iter()
-            .zip(&batch.support_rows)
+            .zip(support_rows)
             .all(|(q, s)| q.starts_with(s));
         let outer_parts: Vec<Vec<&[u32]>> = if starts_with_support {
-            let rest = batch
-                .query_rows
+            let rest = query_rows
                 .iter()
                 .zip(&supports)
                 .map(|(q, s)| &q[s.len()..])
                 .collect();
             vec![supports.clone(), rest]
         } else {
-            vec![batch.query_rows.iter().map(Vec::as_slice).collect()]
+            vec![query_rows.iter().map(Vec::as_slice).collect()]
         };
         let support = PackedRows::new(n_tasks, &[supports], labels);
         let outer = PackedRows::new(n_tasks, &outer_parts, labels);
@@ -746,17 +801,15 @@ impl LimamlNet {
         } else {
             self.packed_row_inputs(params, data, &outer.rows, items)?
         };
-        let meta = dense_stack(self.meta.params(params))?;
-        let global_stack = dense_stack(self.global.params(params))?;
         let global = GlobalBlock {
-            stack: &global_stack,
+            stack: &step.global,
             row_dim: self.row_dim(),
         };
         let g = kernel::outer_gradients(
-            &meta,
+            &step.meta,
             &global,
             &kernel::OuterStep {
-                meta_input: &meta_input,
+                meta_input,
                 support: &support,
                 support_x: &support_x,
                 outer: &outer,
@@ -764,15 +817,15 @@ impl LimamlNet {
                 outer_starts_with_support: starts_with_support,
                 inner_steps: self.config.inner_steps,
                 inner_rate: self.config.inner_lr as f32,
-                second_order: order == InnerGradients::SecondOrder,
+                second_order: step.order == InnerGradients::SecondOrder,
+                loss_scale: step.loss_scale,
             },
         );
         let mut out = Vec::new();
-        for (stack, mlp) in [(&g.meta, &self.meta), (&g.global, &self.global)] {
-            for layer in 0..stack.n_layers() {
-                let (w, b) = (mlp.first + 2 * layer, mlp.first + 2 * layer + 1);
-                out.push((w, Tensor::from_slice(&stack.weights[layer], params[w].shape(), &Device::Cpu)?));
-                out.push((b, Tensor::from_slice(&stack.biases[layer], params[b].shape(), &Device::Cpu)?));
+        for (stack, mlp) in [(g.meta, &self.meta), (g.global, &self.global)] {
+            for (layer, (w, b)) in stack.weights.into_iter().zip(stack.biases).enumerate() {
+                out.push((mlp.first + 2 * layer, w));
+                out.push((mlp.first + 2 * layer + 1, b));
             }
         }
         if let Some(table) = self.item_embedding {
@@ -992,13 +1045,15 @@ impl LimamlNet {
         members: &[TaskRows],
     ) -> Result<Vec<f32>, ModelError> {
         let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
-        let mut out = Vec::with_capacity(members.len() * self.config.meta_embedding_dim);
-        for chunk in members.chunks(EVAL_CHUNK) {
-            let batch = TaskBatch::new(data, chunk)?;
-            let (adapted, _) = self.adapt_packed(&params, data, &batch)?;
-            out.extend(adapted.pass.output);
-        }
-        Ok(out)
+        // Chunks are independent (each task adapts on its own rows): in parallel, in order.
+        let chunks: Vec<Vec<f32>> = members
+            .par_chunks(EVAL_CHUNK)
+            .map(|chunk| {
+                let batch = TaskBatch::new(data, chunk)?;
+                Ok(self.adapt_packed(&params, data, &batch)?.0.pass.output)
+            })
+            .collect::<Result<_, ModelError>>()?;
+        Ok(chunks.concat())
     }
 
     /// Adapts on each task's support and scores its query rows through the padded per-task
@@ -1010,13 +1065,26 @@ impl LimamlNet {
         members: &[TaskRows],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
-        let mut out = Vec::with_capacity(members.len());
-        for chunk in members.chunks(EVAL_CHUNK) {
+        let chunks: Vec<Vec<Vec<f32>>> = members
+            .par_chunks(EVAL_CHUNK)
+            .map(|chunk| self.adapted_query_logits_of_chunk(&params, data, chunk))
+            .collect::<Result<_, ModelError>>()?;
+        Ok(chunks.into_iter().flatten().collect())
+    }
+
+    fn adapted_query_logits_of_chunk(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        chunk: &[TaskRows],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = Vec::with_capacity(chunk.len());
+        {
             let batch = TaskBatch::new(data, chunk)?;
-            let (adapted, global_stack) = self.adapt_packed(&params, data, &batch)?;
+            let (adapted, global_stack) = self.adapt_packed(params, data, &batch)?;
             let queries: Vec<&[u32]> = batch.query_rows.iter().map(Vec::as_slice).collect();
             let query = PackedRows::new(batch.n_tasks, &[queries], &data.interactions.label);
-            let query_x = self.packed_row_inputs(&params, data, &query.rows, None)?;
+            let query_x = self.packed_row_inputs(params, data, &query.rows, None)?;
             let global = GlobalBlock {
                 stack: &global_stack,
                 row_dim: self.row_dim(),
@@ -1053,15 +1121,30 @@ fn dense_stack(layers: &[Tensor]) -> Result<DenseStack, ModelError> {
     })
 }
 
-/// The gradient of an id table shaped like `table`: row `indices[k]` gets the sum of
-/// `columns` of source row `k` (`source` row-major with `source_width` columns).
+/// Tasks per group of an outer step computed on its own (see [`LimamlNet::outer_gradients`]).
+pub const TASKS_PER_GROUP: usize = 8;
+
+/// What every task group of one outer step shares.
+struct GroupStep<'a> {
+    params: &'a [Tensor],
+    data: &'a LimamlData<'a>,
+    batch: &'a TaskBatch,
+    items: Option<&'a GatheredRows>,
+    order: InnerGradients,
+    meta: DenseStack,
+    global: DenseStack,
+    loss_scale: f32,
+}
+
+/// The gradient of an id table shaped like `table` (row-major): row `indices[k]` gets the sum
+/// of `columns` of source row `k` (`source` row-major with `source_width` columns).
 fn scatter_rows(
     table: &Tensor,
     indices: &[u32],
     source: &[f32],
     source_width: usize,
     columns: std::ops::Range<usize>,
-) -> Result<Tensor, ModelError> {
+) -> Result<Vec<f32>, ModelError> {
     let (rows, dim) = table.dims2()?;
     let mut gradient = vec![0.0f32; rows * dim];
     for (k, &row) in indices.iter().enumerate() {
@@ -1069,7 +1152,7 @@ fn scatter_rows(
         let to = &mut gradient[row as usize * dim..][..dim];
         to.iter_mut().zip(from).for_each(|(t, f)| *t += f);
     }
-    Ok(Tensor::from_vec(gradient, (rows, dim), &Device::Cpu)?)
+    Ok(gradient)
 }
 
 /// Meta-batches per pool when grouping tasks of similar length (see

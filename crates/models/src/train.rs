@@ -10,6 +10,7 @@
 
 use candle_core::Tensor;
 use limaml_data::{Interactions, TaskRole, TaskSet};
+use rayon::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -348,11 +349,15 @@ pub(crate) fn score_with_embeddings(
 ) -> Result<Vec<f32>, ModelError> {
     const CHUNK: usize = 8192;
     let m = net.config.meta_embedding_dim;
-    let mut scores = Vec::with_capacity(rows.len());
-    for (k, chunk) in rows.chunks(CHUNK).enumerate() {
-        let meta = &meta_per_row[k * CHUNK * m..(k * CHUNK + chunk.len()) * m];
-        let logits = net.logits_with_embeddings(params, features, interactions, chunk, meta)?;
-        scores.extend(logits.into_iter().map(sigmoid));
-    }
+    // Chunks are independent: in parallel, in order.
+    let chunks: Vec<Vec<f32>> = rows
+        .par_chunks(CHUNK)
+        .zip(meta_per_row.par_chunks(CHUNK * m.max(1)))
+        .map(|(chunk, meta)| {
+            let logits = net.logits_with_embeddings(params, features, interactions, chunk, meta)?;
+            Ok(logits.into_iter().map(sigmoid).collect())
+        })
+        .collect::<Result<_, ModelError>>()?;
+    let scores = chunks.concat();
     Ok(scores)
 }
