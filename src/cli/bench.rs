@@ -711,9 +711,10 @@ fn print_human(doc: &Value) {
         let users = p["users"].as_f64().unwrap_or(1.0);
         println!(
             "{:>8} {:>12} {:>10} {:>11.2}s {:>9.2}s {:>12} {:>16.3} {:>12}",
-            p["users"],
-            p["interactions"],
-            p["meta_train_tasks"],
+            // `Value`'s Display ignores widths: format the numbers as strings.
+            p["users"].to_string(),
+            p["interactions"].to_string(),
+            p["meta_train_tasks"].to_string(),
             p["train_epoch_seconds"].as_f64().unwrap_or(f64::NAN),
             p["export_seconds"].as_f64().unwrap_or(f64::NAN),
             mib(&p["store_bytes"]),
