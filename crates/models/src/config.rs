@@ -85,11 +85,11 @@ pub struct LimamlConfig {
     pub inner_lr: f64,
     /// Differentiate through the inner loop (full MAML) instead of first-order MAML.
     ///
-    /// Default `false`, for speed: on the crate's synthetic test data (600 users, 400 meta-train
-    /// tasks) second-order meta-trained 1.6x slower at one inner step (2350 vs 3857 tasks/s,
-    /// 2 cores) and 4.2x slower at three (577 vs 2447), for +0.01 test AUC at one step (0.683
-    /// vs 0.674) and +0.02 at three (0.714 vs 0.695): worth turning on for final runs. (Those
-    /// timings predate the hand-written passes of `kernel`, which compute both orders.)
+    /// Default `false`, for speed: second-order meta-trains at 0.55-0.6x the tasks/s of
+    /// first-order (`limaml bench`, 2 threads: 16 988 vs 28 787 tasks/s at 64/64/64, 3 430 vs
+    /// 6 202 at 256/256/128). Its benefit is small: +0.01 test AUC at one inner step on the
+    /// crate's synthetic test data (0.683 vs 0.674; +0.02 at three steps), -0.0016 on MovieLens
+    /// 100K (README table 3c, within seed noise).
     #[serde(default)]
     pub second_order: bool,
     /// Tasks per outer step. Default 16: on MovieLens 100K (support+query outer loss,
