@@ -734,7 +734,7 @@ impl LimamlNet {
             .step_by(TASKS_PER_GROUP)
             .map(|start| start..(start + TASKS_PER_GROUP).min(n_tasks))
             .collect();
-        let per_group: Vec<(f64, Vec<(usize, Vec<f32>)>)> = groups
+        let per_group: Vec<(f64, ParamGradients)> = groups
             .par_iter()
             .map(|tasks| {
                 let meta_input = &meta_input[tasks.start * width..tasks.end * width];
@@ -742,7 +742,7 @@ impl LimamlNet {
             })
             .collect::<Result<_, ModelError>>()?;
         let mut loss = 0.0;
-        let mut total: Vec<(usize, Vec<f32>)> = Vec::new();
+        let mut total: ParamGradients = Vec::new();
         for (group_loss, grads) in per_group {
             loss += group_loss;
             if total.is_empty() {
@@ -768,7 +768,7 @@ impl LimamlNet {
         tasks: std::ops::Range<usize>,
         meta_input: &[f32],
         entity_rows: &[u32],
-    ) -> Result<(f64, Vec<(usize, Vec<f32>)>), ModelError> {
+    ) -> Result<(f64, ParamGradients), ModelError> {
         let (params, data, batch, items) = (step.params, step.data, step.batch, step.items);
         let n_tasks = tasks.len();
         let labels = &data.interactions.label;
@@ -1120,6 +1120,9 @@ fn dense_stack(layers: &[Tensor]) -> Result<DenseStack, ModelError> {
         biases,
     })
 }
+
+/// A gradient per parameter, by its index in the [`ParamStore`] (row-major values).
+type ParamGradients = Vec<(usize, Vec<f32>)>;
 
 /// Tasks per group of an outer step computed on its own (see [`LimamlNet::outer_gradients`]).
 pub const TASKS_PER_GROUP: usize = 8;

@@ -1,0 +1,157 @@
+//! Dense layers over plain row-major `f32` vectors: the matrix product (through `gemm`, the
+//! crate candle's CPU backend uses), bias and ReLU helpers, and [`DenseStack`]. Must not know
+//! what the layers mean.
+
+use gemm::{gemm, Parallelism};
+
+/// `out (m x n) = [out +] op(a) op(b)`, all row-major, `op(a)` `m x k` (`a` stored `k x m`
+/// when `a_transposed`), `op(b)` `k x n` (`b` stored `n x k` when `b_transposed`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    out: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_transposed: bool,
+    b: &[f32],
+    b_transposed: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert_eq!(out.len(), m * n, "matmul output");
+    assert_eq!(a.len(), m * k, "matmul lhs");
+    assert_eq!(b.len(), k * n, "matmul rhs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+    // One thread per product: callers parallelize over independent tasks and chunks, which
+    // measured faster than splitting these medium-sized products (bench/README.md).
+    let parallelism = Parallelism::None;
+    // SAFETY: the asserts above bound every index gemm reads or writes: `out` is m x n with
+    // row stride n, `a` and `b` hold m * k and k * n values laid out as the strides say.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Adds `bias` (`n`) to every row of `out` (`rows x n`).
+pub(crate) fn add_bias_rows(out: &mut [f32], bias: &[f32]) {
+    for row in out.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+    }
+}
+
+/// Column sums of `x` (`rows x n`) added to `out` (`n`).
+pub(crate) fn add_column_sums(out: &mut [f32], x: &[f32]) {
+    for row in x.chunks_exact(out.len()) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+}
+
+pub(crate) fn relu_in_place(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = v.max(0.0));
+}
+
+/// `grad *= (activation > 0)`: ReLU's backward from its output.
+pub(crate) fn relu_backward(grad: &mut [f32], activation: &[f32]) {
+    grad.iter_mut()
+        .zip(activation)
+        .for_each(|(g, &a)| *g = if a > 0.0 { *g } else { 0.0 });
+}
+
+/// A dense stack (ReLU between layers, none after the last) as plain row-major vectors:
+/// `weights[k]` is `widths[k] x widths[k + 1]`, `biases[k]` is `widths[k + 1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseStack {
+    pub widths: Vec<usize>,
+    pub weights: Vec<Vec<f32>>,
+    pub biases: Vec<Vec<f32>>,
+}
+
+impl DenseStack {
+    pub fn n_layers(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// A stack of the same shape, all zeros (a gradient accumulator).
+    pub fn zeros_like(&self) -> DenseStack {
+        DenseStack {
+            widths: self.widths.clone(),
+            weights: self.weights.iter().map(|w| vec![0.0; w.len()]).collect(),
+            biases: self.biases.iter().map(|b| vec![0.0; b.len()]).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+            }
+        }
+        out
+    }
+
+    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut out = vec![0.0; a.len()];
+        for i in 0..rows {
+            for j in 0..cols {
+                out[j * rows + i] = a[i * cols + j];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_the_textbook_product_for_every_transposition() {
+        let (m, k, n) = (5, 3, 4);
+        let a: Vec<f32> = (0..m * k).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| 1.0 - v as f32 * 0.25).collect();
+        let expected = naive(&a, &b, m, k, n);
+        let (a_t, b_t) = (transpose(&a, m, k), transpose(&b, k, n));
+        for (lhs, lt) in [(&a, false), (&a_t, true)] {
+            for (rhs, rt) in [(&b, false), (&b_t, true)] {
+                let mut out = vec![1.0; m * n];
+                matmul(&mut out, false, lhs, lt, rhs, rt, m, k, n);
+                assert_eq!(out, expected, "a transposed {lt}, b transposed {rt}");
+            }
+        }
+        let mut out = vec![1.0; m * n];
+        matmul(&mut out, true, &a, false, &b, false, m, k, n);
+        let plus_one: Vec<f32> = expected.iter().map(|v| v + 1.0).collect();
+        assert_eq!(out, plus_one);
+    }
+}
