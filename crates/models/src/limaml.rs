@@ -185,13 +185,6 @@ pub struct PaddedRows {
     pub len: usize,
     users: Tensor,
     items: Tensor,
-    /// `T x L` items, row-major, as numbers (to gather the item-id rows a step reads).
-    item_ids: Vec<u32>,
-    /// Whether each of the `T x L` positions is a real row (not padding).
-    is_real: Vec<bool>,
-    /// Each position's row in the item-id table: `items`, or positions in a step's
-    /// [`GatheredRows`] after [`PaddedRows::with_gathered_items`].
-    item_embedding_rows: Tensor,
     labels: Tensor,
     mask: Tensor,
     inv_count: Tensor,
@@ -215,37 +208,14 @@ impl PaddedRows {
             }
         }
         let inv_count: Vec<f32> = rows.iter().map(|r| 1.0 / r.len().max(1) as f32).collect();
-        let is_real = mask.iter().map(|&m| m > 0.0).collect();
-        let items_tensor = u32_tensor(items.clone())?;
         Ok(PaddedRows {
             n_tasks,
             len,
             users: u32_tensor(users)?,
-            items: items_tensor.clone(),
-            item_ids: items,
-            is_real,
-            item_embedding_rows: items_tensor,
+            items: u32_tensor(items)?,
             labels: Tensor::from_vec(labels, (n_tasks, len), &Device::Cpu)?,
             mask: Tensor::from_vec(mask, (n_tasks, len), &Device::Cpu)?,
             inv_count: Tensor::from_vec(inv_count, n_tasks, &Device::Cpu)?,
-        })
-    }
-
-    /// The items of the real (unpadded) rows.
-    fn real_items(&self) -> impl Iterator<Item = u32> + '_ {
-        self.item_ids
-            .iter()
-            .zip(&self.is_real)
-            .filter(|(_, &real)| real)
-            .map(|(&item, _)| item)
-    }
-
-    /// These rows looking item ids up in `items` (the item-id rows a step gathered).
-    fn with_gathered_items(&self, items: &GatheredRows) -> Result<PaddedRows, ModelError> {
-        let local = items.localize(&self.item_ids, |k| self.is_real[k]);
-        Ok(PaddedRows {
-            item_embedding_rows: u32_tensor(local)?,
-            ..self.clone()
         })
     }
 
@@ -265,9 +235,8 @@ pub struct TaskBatch {
     entity_index: Tensor,
     entity_index_raw: Tensor,
     activity: Tensor,
-    pub support: PaddedRows,
-    pub query: PaddedRows,
-    /// Each task's support and query rows (the hand-written passes pack them, no padding).
+    /// Each task's support and query rows (the hand-written passes pack them; candle's
+    /// autograd reference pads them, [`TaskBatch::padded`]).
     pub support_rows: Vec<Vec<u32>>,
     pub query_rows: Vec<Vec<u32>>,
 }
@@ -308,8 +277,6 @@ impl TaskBatch {
             entity_rows,
             entity_index_raw: u32_tensor(members.iter().map(|m| m.entity).collect())?,
             activity: Tensor::from_vec(activity, (n_tasks, activity_dim), &Device::Cpu)?,
-            support: PaddedRows::new(data.interactions, &supports)?,
-            query: PaddedRows::new(data.interactions, &queries)?,
             support_rows: supports.iter().map(|r| r.to_vec()).collect(),
             query_rows: queries.iter().map(|r| r.to_vec()).collect(),
         })
@@ -322,21 +289,20 @@ impl TaskBatch {
         &self.entity_rows
     }
 
-    /// This batch looking ids up in the rows a step gathered instead of the whole tables.
-    fn with_gathered(
-        &self,
-        entities: Option<&GatheredRows>,
-        items: Option<&GatheredRows>,
-    ) -> Result<TaskBatch, ModelError> {
+    /// This batch looking entity ids up in the rows a step gathered instead of the table.
+    fn with_gathered_entities(&self, entities: Option<&GatheredRows>) -> Result<TaskBatch, ModelError> {
         let mut batch = self.clone();
         if let Some(entities) = entities {
             batch.entity_index = u32_tensor(entities.localize(&self.entity_rows, |_| true))?;
         }
-        if let Some(items) = items {
-            batch.support = self.support.with_gathered_items(items)?;
-            batch.query = self.query.with_gathered_items(items)?;
-        }
         Ok(batch)
+    }
+
+    /// The support and query rows padded to their longest task (candle's autograd path).
+    fn padded(&self, interactions: &Interactions) -> Result<(PaddedRows, PaddedRows), ModelError> {
+        let support: Vec<&[u32]> = self.support_rows.iter().map(Vec::as_slice).collect();
+        let query: Vec<&[u32]> = self.query_rows.iter().map(Vec::as_slice).collect();
+        Ok((PaddedRows::new(interactions, &support)?, PaddedRows::new(interactions, &query)?))
     }
 }
 
@@ -354,6 +320,7 @@ impl LimamlNet {
     fn gather_rows(
         &self,
         optimizer: &mut Optimizers,
+        data: &LimamlData,
         batch: &TaskBatch,
     ) -> Result<(Option<GatheredRows>, Option<GatheredRows>), ModelError> {
         let entities = self
@@ -363,8 +330,8 @@ impl LimamlNet {
         let items = self
             .item_embedding
             .map(|i| {
-                let ids = batch.support.real_items().chain(batch.query.real_items());
-                optimizer.gather(i, ids)
+                let rows = batch.support_rows.iter().chain(&batch.query_rows).flatten();
+                optimizer.gather(i, rows.map(|&r| data.interactions.item[r as usize]))
             })
             .transpose()?;
         Ok((entities, items))
@@ -538,7 +505,7 @@ impl LimamlNet {
             features,
             &rows.users,
             &rows.items,
-            &rows.item_embedding_rows,
+            &rows.items,
             &meta_per_row,
         )?;
         Ok(logits.reshape((rows.n_tasks, rows.len))?)
@@ -560,6 +527,7 @@ impl LimamlNet {
             InnerGradients::FirstOrder => params.iter().map(Tensor::detach).collect(),
         };
         let meta_input = self.meta_input(&inner_params, data, batch)?;
+        let (support, _) = batch.padded(data.interactions)?;
         let mut adapted = self.meta_layers_per_task(params, batch.n_tasks)?;
         for _ in 0..self.config.inner_steps {
             // Zero leaf variables on the adapted weights: backward keeps only leaf gradients,
@@ -578,9 +546,9 @@ impl LimamlNet {
                 &inner_params,
                 &data.features,
                 &meta_embedding,
-                &batch.support,
+                &support,
             )?;
-            let support_loss = batch.support.loss_sum(&logits)?;
+            let support_loss = support.loss_sum(&logits)?;
             let grads = support_loss.backward()?;
             adapted = Vec::with_capacity(current.len());
             for (c, probe) in current.iter().zip(&probes) {
@@ -603,7 +571,9 @@ impl LimamlNet {
     ///
     /// The id-table rows the meta-batch reads are gathered into small variables and stand in
     /// for the tables, so the gradient and the (lazy Adam) update touch only those rows: the
-    /// step costs O(meta-batch), not O(users).
+    /// step costs O(meta-batch), not O(users). The gradients come from the hand-written passes
+    /// ([`kernel`]); candle's autograd ([`LimamlNet::autograd_outer_loss`]) is their test
+    /// reference.
     pub fn meta_train_step(
         &self,
         store: &ParamStore,
@@ -612,29 +582,28 @@ impl LimamlNet {
         batch: &TaskBatch,
         gradients: InnerGradients,
     ) -> Result<f64, ModelError> {
-        self.hand_written_step(store, optimizer, data, batch, gradients)
-    }
-
-    /// [`LimamlNet::meta_train_step`] through candle's autograd: the reference the
-    /// hand-written step is tested against (second-order needs `CANDLE_GRAD_DO_NOT_DETACH=1`).
-    pub fn autograd_step(
-        &self,
-        store: &ParamStore,
-        optimizer: &mut Optimizers,
-        data: &LimamlData,
-        batch: &TaskBatch,
-        gradients: InnerGradients,
-    ) -> Result<f64, ModelError> {
-        let (entities, items) = self.gather_rows(optimizer, batch)?;
+        let (entities, items) = self.gather_rows(optimizer, data, batch)?;
         let mut params = store.tensors();
-        let batch = &batch.with_gathered(entities.as_ref(), items.as_ref())?;
-        let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
-        for g in &gathered {
+        for g in entities.iter().chain(&items) {
             params[g.table] = g.values.as_tensor().clone();
         }
-        let loss = self.autograd_outer_loss(&params, data, batch, gradients)?;
-        optimizer.backward_step(&loss, &gathered)?;
-        Ok(loss.to_scalar::<f32>()? as f64)
+        let entity_rows = match &entities {
+            Some(e) => e.localize(&batch.entity_rows, |_| true),
+            None => batch.entity_rows.clone(),
+        };
+        let batch = batch.with_gathered_entities(entities.as_ref())?;
+        let (loss, gradients) =
+            self.outer_gradients(&params, data, &batch, &entity_rows, items.as_ref(), gradients)?;
+        let mut grads = gradient_store()?;
+        let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
+        for (index, gradient) in gradients {
+            match gathered.iter().find(|g| g.table == index) {
+                Some(g) => grads.insert(g.values.as_tensor(), gradient),
+                None => grads.insert(store.vars()[index].as_tensor(), gradient),
+            };
+        }
+        optimizer.step_with(&grads, &gathered)?;
+        Ok(loss)
     }
 
     /// The outer loss `sum_t mean_t loss / T` as a candle graph over `params` (adapt on the
@@ -649,9 +618,9 @@ impl LimamlNet {
         let adapted = self.adapt(params, data, batch, gradients)?;
         let meta_input = self.meta_input(params, data, batch)?;
         let meta_embedding = Self::meta_embedding(&adapted, &meta_input)?;
-        let logits = self.padded_logits(params, &data.features, &meta_embedding, &batch.query)?;
-        Ok(batch
-            .query
+        let (_, query) = batch.padded(data.interactions)?;
+        let logits = self.padded_logits(params, &data.features, &meta_embedding, &query)?;
+        Ok(query
             .loss_sum(&logits)?
             .affine(1.0 / batch.n_tasks as f64, 0.0)?)
     }
@@ -668,40 +637,6 @@ impl LimamlNet {
         let adapted = self.adapt(&params, data, batch, InnerGradients::FirstOrder)?;
         let meta_input = self.meta_input(&params, data, batch)?;
         Ok(Self::meta_embedding(&adapted, &meta_input)?.squeeze(1)?)
-    }
-
-    /// [`LimamlNet::meta_train_step`] through the hand-written passes ([`kernel`]): the same
-    /// gradients as candle's autograd, without its overhead.
-    fn hand_written_step(
-        &self,
-        store: &ParamStore,
-        optimizer: &mut Optimizers,
-        data: &LimamlData,
-        batch: &TaskBatch,
-        order: InnerGradients,
-    ) -> Result<f64, ModelError> {
-        let (entities, items) = self.gather_rows(optimizer, batch)?;
-        let mut params = store.tensors();
-        for g in entities.iter().chain(&items) {
-            params[g.table] = g.values.as_tensor().clone();
-        }
-        let entity_rows = match &entities {
-            Some(e) => e.localize(&batch.entity_rows, |_| true),
-            None => batch.entity_rows.clone(),
-        };
-        let batch = batch.with_gathered(entities.as_ref(), None)?;
-        let (loss, gradients) =
-            self.outer_gradients(&params, data, &batch, &entity_rows, items.as_ref(), order)?;
-        let mut grads = gradient_store()?;
-        let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
-        for (index, gradient) in gradients {
-            match gathered.iter().find(|g| g.table == index) {
-                Some(g) => grads.insert(g.values.as_tensor(), gradient),
-                None => grads.insert(store.vars()[index].as_tensor(), gradient),
-            };
-        }
-        optimizer.step_with(&grads, &gathered)?;
-        Ok(loss)
     }
 
     /// The outer loss (`sum_t mean_t loss / T`) and its gradient with respect to every
@@ -726,8 +661,7 @@ impl LimamlNet {
             batch,
             items,
             order,
-            meta: dense_stack(self.meta.params(params))?,
-            global: dense_stack(self.global.params(params))?,
+            blocks: self.blocks(params)?,
             loss_scale: 1.0 / n_tasks.max(1) as f32,
         };
         // Fixed groups of tasks (not one per thread), run in parallel and summed in group
@@ -795,20 +729,17 @@ impl LimamlNet {
         };
         let support = PackedRows::new(n_tasks, &[supports], labels);
         let outer = PackedRows::new(n_tasks, &outer_parts, labels);
-        let support_x = self.packed_row_inputs(params, data, &support.rows, items)?;
+        let support_x = self.row_inputs(params, &data.features, data.interactions, &support.rows, items)?;
         let outer_x = if starts_with_support {
             let mut x = support_x.clone();
-            x.extend(self.packed_row_inputs(params, data, &outer.rows[support.len()..], items)?);
+            x.extend(self.row_inputs(params, &data.features, data.interactions, &outer.rows[support.len()..], items)?);
             x
         } else {
-            self.packed_row_inputs(params, data, &outer.rows, items)?
+            self.row_inputs(params, &data.features, data.interactions, &outer.rows, items)?
         };
-        let global = GlobalBlock {
-            stack: &step.global,
-            row_dim: self.row_dim(),
-        };
+        let global = self.global_block(&step.blocks);
         let g = kernel::outer_gradients(
-            &step.meta,
+            &step.blocks.meta,
             &global,
             &kernel::OuterStep {
                 meta_input,
@@ -883,16 +814,6 @@ impl LimamlNet {
 
     /// Row inputs (`rows.len() x row_dim`, row-major) of interaction rows `rows`; item-id rows
     /// are looked up in `items` (a step's gathered rows) or else in the whole table.
-    fn packed_row_inputs(
-        &self,
-        params: &[Tensor],
-        data: &LimamlData,
-        rows: &[u32],
-        items: Option<&GatheredRows>,
-    ) -> Result<Vec<f32>, ModelError> {
-        self.row_inputs(params, &data.features, data.interactions, rows, items)
-    }
-
     fn row_inputs(
         &self,
         params: &[Tensor],
@@ -935,44 +856,61 @@ impl LimamlNet {
         rows: &[u32],
         meta_per_row: &[f32],
     ) -> Result<Vec<f32>, ModelError> {
-        let x = self.row_inputs(params, features, interactions, rows, None)?;
-        let global_stack = dense_stack(self.global.params(params))?;
-        let global = GlobalBlock {
-            stack: &global_stack,
+        const CHUNK: usize = 8192;
+        let m = self.config.meta_embedding_dim;
+        let blocks = self.blocks(params)?;
+        let global = self.global_block(&blocks);
+        // Chunks are independent: in parallel, in order.
+        let chunks: Vec<Vec<f32>> = rows
+            .par_chunks(CHUNK)
+            .zip(meta_per_row.par_chunks(CHUNK * m.max(1)))
+            .map(|(chunk, meta)| {
+                let x = self.row_inputs(params, features, interactions, chunk, None)?;
+                Ok(kernel::logits_per_row(&global, &x, meta, chunk.len()))
+            })
+            .collect::<Result<_, ModelError>>()?;
+        Ok(chunks.concat())
+    }
+
+    /// The blocks' weights as plain vectors.
+    fn blocks(&self, params: &[Tensor]) -> Result<Blocks, ModelError> {
+        Ok(Blocks {
+            meta: dense_stack(self.meta.params(params))?,
+            global: dense_stack(self.global.params(params))?,
+        })
+    }
+
+    fn global_block<'a>(&self, blocks: &'a Blocks) -> GlobalBlock<'a> {
+        GlobalBlock {
+            stack: &blocks.global,
             row_dim: self.row_dim(),
-        };
-        Ok(kernel::logits_per_row(&global, &x, meta_per_row, rows.len()))
+        }
     }
 
     /// Adapts each task of `batch` on its support through the hand-written inner loop (no
-    /// outer graph); also returns the Global Block's weights it read.
+    /// outer graph).
     fn adapt_packed(
         &self,
         params: &[Tensor],
+        blocks: &Blocks,
         data: &LimamlData,
         batch: &TaskBatch,
-    ) -> Result<(kernel::Adapted, DenseStack), ModelError> {
+    ) -> Result<kernel::Adapted, ModelError> {
         let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
         let supports: Vec<&[u32]> = batch.support_rows.iter().map(Vec::as_slice).collect();
         let support = PackedRows::new(batch.n_tasks, &[supports], &data.interactions.label);
-        let support_x = self.packed_row_inputs(params, data, &support.rows, None)?;
-        let meta = dense_stack(self.meta.params(params))?;
-        let global_stack = dense_stack(self.global.params(params))?;
-        let global = GlobalBlock {
-            stack: &global_stack,
-            row_dim: self.row_dim(),
-        };
+        let support_x = self.row_inputs(params, &data.features, data.interactions, &support.rows, None)?;
+        let global = self.global_block(blocks);
         let row_part = global.row_part(&support_x, support.len());
-        let adapted = kernel::adapt(
-            &meta,
+        Ok(kernel::adapt(
+            &blocks.meta,
             &global,
             &meta_input,
             &support,
             &row_part,
             self.config.inner_steps,
             self.config.inner_lr as f32,
-        );
-        Ok((adapted, global_stack))
+        ))
     }
 
     /// One pass over the training tasks ([`LimamlData::training_tasks`]) in shuffled
@@ -1046,61 +984,50 @@ impl LimamlNet {
         data: &LimamlData,
         members: &[TaskRows],
     ) -> Result<Vec<f32>, ModelError> {
-        let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
+        let blocks = self.blocks(params)?;
         // Chunks are independent (each task adapts on its own rows): in parallel, in order.
         let chunks: Vec<Vec<f32>> = members
             .par_chunks(EVAL_CHUNK)
             .map(|chunk| {
                 let batch = TaskBatch::new(data, chunk)?;
-                Ok(self.adapt_packed(&params, data, &batch)?.0.pass.output)
+                Ok(self.adapt_packed(params, &blocks, data, &batch)?.pass.output)
             })
             .collect::<Result<_, ModelError>>()?;
         Ok(chunks.concat())
     }
 
-    /// Adapts on each task's support and scores its query rows through the padded per-task
-    /// path (the adapted Meta Block run directly). Logits per task, in query order.
+    /// Adapts on each task's support and scores its query rows with the adapted Meta Block run
+    /// directly (not through stored embeddings). Logits per task, in query order.
     pub fn adapted_query_logits(
         &self,
         params: &[Tensor],
         data: &LimamlData,
         members: &[TaskRows],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let params: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
+        let blocks = self.blocks(params)?;
+        let global = self.global_block(&blocks);
         let chunks: Vec<Vec<Vec<f32>>> = members
             .par_chunks(EVAL_CHUNK)
-            .map(|chunk| self.adapted_query_logits_of_chunk(&params, data, chunk))
+            .map(|chunk| {
+                let batch = TaskBatch::new(data, chunk)?;
+                let adapted = self.adapt_packed(params, &blocks, data, &batch)?;
+                let queries: Vec<&[u32]> = batch.query_rows.iter().map(Vec::as_slice).collect();
+                let query = PackedRows::new(batch.n_tasks, &[queries], &data.interactions.label);
+                let query_x =
+                    self.row_inputs(params, &data.features, data.interactions, &query.rows, None)?;
+                let row_part = global.row_part(&query_x, query.len());
+                let logits = kernel::logits(&global, &row_part, &adapted.pass.output, &query);
+                let mut rest = logits.as_slice();
+                let mut out = Vec::with_capacity(chunk.len());
+                for member in chunk {
+                    let (task, tail) = rest.split_at(member.query.len());
+                    out.push(task.to_vec());
+                    rest = tail;
+                }
+                Ok(out)
+            })
             .collect::<Result<_, ModelError>>()?;
         Ok(chunks.into_iter().flatten().collect())
-    }
-
-    fn adapted_query_logits_of_chunk(
-        &self,
-        params: &[Tensor],
-        data: &LimamlData,
-        chunk: &[TaskRows],
-    ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let mut out = Vec::with_capacity(chunk.len());
-        {
-            let batch = TaskBatch::new(data, chunk)?;
-            let (adapted, global_stack) = self.adapt_packed(params, data, &batch)?;
-            let queries: Vec<&[u32]> = batch.query_rows.iter().map(Vec::as_slice).collect();
-            let query = PackedRows::new(batch.n_tasks, &[queries], &data.interactions.label);
-            let query_x = self.packed_row_inputs(params, data, &query.rows, None)?;
-            let global = GlobalBlock {
-                stack: &global_stack,
-                row_dim: self.row_dim(),
-            };
-            let row_part = global.row_part(&query_x, query.len());
-            let logits = kernel::logits(&global, &row_part, &adapted.pass.output, &query);
-            let mut rest = logits.as_slice();
-            for member in chunk {
-                let (task, tail) = rest.split_at(member.query.len());
-                out.push(task.to_vec());
-                rest = tail;
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -1136,9 +1063,15 @@ struct GroupStep<'a> {
     batch: &'a TaskBatch,
     items: Option<&'a GatheredRows>,
     order: InnerGradients,
+    blocks: Blocks,
+    loss_scale: f32,
+}
+
+/// The Meta Block's and the Global Block's weights as plain vectors (what [`kernel`] reads),
+/// copied out of the parameter tensors once per call.
+struct Blocks {
     meta: DenseStack,
     global: DenseStack,
-    loss_scale: f32,
 }
 
 /// The gradient of an id table shaped like `table` (row-major): row `indices[k]` gets the sum

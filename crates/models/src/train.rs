@@ -10,7 +10,6 @@
 
 use candle_core::Tensor;
 use limaml_data::{Interactions, TaskRole, TaskSet};
-use rayon::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -347,17 +346,7 @@ pub(crate) fn score_with_embeddings(
     rows: &[u32],
     meta_per_row: &[f32],
 ) -> Result<Vec<f32>, ModelError> {
-    const CHUNK: usize = 8192;
-    let m = net.config.meta_embedding_dim;
-    // Chunks are independent: in parallel, in order.
-    let chunks: Vec<Vec<f32>> = rows
-        .par_chunks(CHUNK)
-        .zip(meta_per_row.par_chunks(CHUNK * m.max(1)))
-        .map(|(chunk, meta)| {
-            let logits = net.logits_with_embeddings(params, features, interactions, chunk, meta)?;
-            Ok(logits.into_iter().map(sigmoid).collect())
-        })
-        .collect::<Result<_, ModelError>>()?;
-    let scores = chunks.concat();
+    let logits = net.logits_with_embeddings(params, features, interactions, rows, meta_per_row)?;
+    let scores = logits.into_iter().map(sigmoid).collect();
     Ok(scores)
 }
