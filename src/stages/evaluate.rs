@@ -1,5 +1,6 @@
 //! Stage `evaluate`: scores the query rows of the test tasks and computes AUC, GAUC and log loss
-//! overall, per activity segment and per warm/cold entity state. For LiMAML it scores through
+//! overall, per activity segment and per warm/cold entity state; and the same overall metrics
+//! on the validation tasks (`validation`), the rows every hyperparameter is chosen on. For LiMAML it scores through
 //! the serving path (Global Block + stored meta embedding). The oracle variant scores with the
 //! true click probability of synthetic data.
 
@@ -25,7 +26,7 @@ impl Stage for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn code(&self) -> &'static str {
@@ -33,17 +34,20 @@ impl Stage for Evaluate {
     }
 
     fn params(&self) -> serde_json::Value {
-        serde_json::json!({ "oracle": self.oracle, "roles": ["test"] })
+        serde_json::json!({ "oracle": self.oracle, "roles": ["test"], "validation_roles": ["validation"] })
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         let dataset: Dataset = ctx.decode("dataset", "dataset")?;
         let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
         let roles = [TaskRole::Test];
-        let predictions = if self.oracle {
-            limaml_models::oracle_predictions(&dataset.interactions, &tasks, &roles).ok_or_else(|| {
-                StageError::BadInput("the data set has no true click probabilities (only synthetic data does)".into())
-            })?
+        let (predictions, validation) = if self.oracle {
+            let oracle = |roles: &[TaskRole]| {
+                limaml_models::oracle_predictions(&dataset.interactions, &tasks, roles).ok_or_else(|| {
+                    StageError::BadInput("the data set has no true click probabilities (only synthetic data does)".into())
+                })
+            };
+            (oracle(&roles)?, oracle(&[TaskRole::Validation])?)
         } else {
             let model: TrainedModel = super::train::decode_model(ctx, "model")?;
             let embeddings: Option<MetaEmbeddingTable> = if ctx.inputs.roles().iter().any(|r| r == "embeddings") {
@@ -52,11 +56,19 @@ impl Stage for Evaluate {
                 None
             };
             (ctx.progress)("scoring".into());
-            limaml_models::predict(&model, &dataset.interactions, &tasks, embeddings.as_ref(), &roles)
-                .map_err(|e| StageError::Failed(e.to_string()))?
+            let test = limaml_models::predict(&model, &dataset.interactions, &tasks, embeddings.as_ref(), &roles)
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+            // Validation entities have no stored embeddings: LiMAML adapts on their supports
+            // directly (the same scores as the serving path, to float rounding).
+            let validation =
+                limaml_models::predict(&model, &dataset.interactions, &tasks, None, &[TaskRole::Validation])
+                    .map_err(|e| StageError::Failed(e.to_string()))?;
+            (test, validation)
         };
         let report = limaml_models::evaluate(&predictions, &dataset.interactions, &tasks);
-        let metrics = serde_json::to_value(&report).map_err(|e| StageError::Failed(e.to_string()))?;
+        let mut metrics = serde_json::to_value(&report).map_err(|e| StageError::Failed(e.to_string()))?;
+        let validation = limaml_models::evaluate(&validation, &dataset.interactions, &tasks).overall;
+        metrics["validation"] = serde_json::to_value(&validation).map_err(|e| StageError::Failed(e.to_string()))?;
         let mut output = StageOutput { metrics, ..Default::default() };
         output.artifacts.insert("predictions".into(), encode(&predictions)?);
         Ok(output)

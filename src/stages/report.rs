@@ -1,5 +1,5 @@
 //! Stage `report`: gathers every evaluation of the plan into per-method summaries (mean and std
-//! over seeds, overall, per segment and per entity state). Its metrics are the run's headline
+//! over seeds, overall, per segment, per entity state and on the validation tasks). Its metrics are the run's headline
 //! numbers. Reads only its inputs' metrics; tables and files are drawn by `report`.
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ impl Stage for Report {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn params(&self) -> serde_json::Value {
@@ -87,6 +87,7 @@ fn summarize(seeds: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
     };
     let mut summary = block("/overall").as_object().cloned().unwrap_or_default();
     summary.insert("n".into(), seeds.len().into());
+    summary.insert("validation".into(), block("/validation"));
     summary.insert("segments".into(), groups("by_segment"));
     summary.insert("states".into(), groups("by_state"));
     summary.insert(

@@ -21,7 +21,9 @@ pub mod params;
 pub mod train;
 
 pub use bench::{bench_meta_training, BenchResult};
-pub use config::{ConfigIssue, LimamlConfig, MetaInput, OuterRows, MethodConfig, TrainConfig};
+pub use config::{
+    ConfigIssue, LimamlConfig, MetaInput, MetaInteraction, MethodConfig, OuterRows, TrainConfig,
+};
 pub use embeddings::{
     export_meta_embeddings, export_meta_embeddings_for_roles, predict, predict_adapted,
     MetaEmbeddingTable, SupportVersion,

@@ -19,12 +19,12 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::config::{LimamlConfig, MetaInput, OuterRows};
+use crate::config::{LimamlConfig, MetaInput, MetaInteraction, OuterRows};
 use crate::error::ModelError;
 use crate::inputs::{
     counterpart_of_row, row_input_dim, u32_tensor, DataShape, EmbeddingLookup, Features,
 };
-use crate::kernel::{self, DenseStack, GlobalBlock, PackedRows};
+use crate::kernel::{self, DenseStack, DotTerm, GlobalBlock, PackedRows};
 use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
 use crate::params::ParamStore;
@@ -56,6 +56,9 @@ pub struct LimamlNet {
     entity_embedding: Option<usize>,
     meta: Mlp,
     global: Mlp,
+    /// The dot term's weight `P` (`counterpart columns x m`), with
+    /// [`MetaInteraction::Dot`].
+    dot: Option<usize>,
 }
 
 /// Share of an evaluation entity's support rows (the latest, at least one, leaving at least
@@ -191,7 +194,8 @@ pub struct PaddedRows {
 }
 
 impl PaddedRows {
-    fn new(interactions: &Interactions, rows: &[&[u32]]) -> Result<PaddedRows, ModelError> {
+    /// `prior_rows`: each task's loss is its summed loss over `its rows + prior_rows`.
+    fn new(interactions: &Interactions, rows: &[&[u32]], prior_rows: f32) -> Result<PaddedRows, ModelError> {
         let n_tasks = rows.len();
         let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
         let mut users = vec![0u32; n_tasks * len];
@@ -207,7 +211,10 @@ impl PaddedRows {
                 mask[at] = 1.0;
             }
         }
-        let inv_count: Vec<f32> = rows.iter().map(|r| 1.0 / r.len().max(1) as f32).collect();
+        let inv_count: Vec<f32> = rows
+            .iter()
+            .map(|r| 1.0 / (r.len().max(1) as f32 + prior_rows))
+            .collect();
         Ok(PaddedRows {
             n_tasks,
             len,
@@ -298,11 +305,15 @@ impl TaskBatch {
         Ok(batch)
     }
 
-    /// The support and query rows padded to their longest task (candle's autograd path).
-    fn padded(&self, interactions: &Interactions) -> Result<(PaddedRows, PaddedRows), ModelError> {
+    /// The support and query rows padded to their longest task (candle's autograd path); the
+    /// support loss counts `prior_rows` more rows per task.
+    fn padded(&self, interactions: &Interactions, prior_rows: f32) -> Result<(PaddedRows, PaddedRows), ModelError> {
         let support: Vec<&[u32]> = self.support_rows.iter().map(Vec::as_slice).collect();
         let query: Vec<&[u32]> = self.query_rows.iter().map(Vec::as_slice).collect();
-        Ok((PaddedRows::new(interactions, &support)?, PaddedRows::new(interactions, &query)?))
+        Ok((
+            PaddedRows::new(interactions, &support, prior_rows)?,
+            PaddedRows::new(interactions, &query, 0.0)?,
+        ))
     }
 }
 
@@ -389,6 +400,16 @@ impl LimamlNet {
             1,
             rng,
         )?;
+        let columns = counterpart_columns(&shape, config.item_id_embedding_dim).len();
+        // Without counterpart columns there is nothing to project: the dot term is absent.
+        let dot = match config.meta_interaction {
+            MetaInteraction::Dot if columns > 0 => {
+                let index = store.vars().len();
+                store.glorot("global_block.dot", columns, config.meta_embedding_dim, rng)?;
+                Some(index)
+            }
+            _ => None,
+        };
         Ok((
             LimamlNet {
                 shape,
@@ -397,6 +418,7 @@ impl LimamlNet {
                 entity_embedding,
                 meta,
                 global,
+                dot,
             },
             store,
         ))
@@ -484,8 +506,16 @@ impl LimamlNet {
             rows: item_embedding_rows,
         });
         let x = features.row_inputs(users, items, item_embedding, None)?;
-        let x = Tensor::cat(&[&x, meta_per_row], 1)?;
-        Ok(mlp_forward(self.global.params(params), &x)?.squeeze(1)?)
+        let input = Tensor::cat(&[&x, meta_per_row], 1)?;
+        let logits = mlp_forward(self.global.params(params), &input)?.squeeze(1)?;
+        match self.dot {
+            Some(dot) => {
+                let columns = counterpart_columns(&self.shape, self.config.item_id_embedding_dim);
+                let counterpart = x.narrow(1, columns.start, columns.len())?.matmul(&params[dot])?;
+                Ok((logits + (counterpart * meta_per_row)?.sum(1)?)?)
+            }
+            None => Ok(logits),
+        }
     }
 
     /// Global Block logits `T x L` of padded rows, each task's rows with its meta embedding.
@@ -527,7 +557,7 @@ impl LimamlNet {
             InnerGradients::FirstOrder => params.iter().map(Tensor::detach).collect(),
         };
         let meta_input = self.meta_input(&inner_params, data, batch)?;
-        let (support, _) = batch.padded(data.interactions)?;
+        let (support, _) = batch.padded(data.interactions, self.config.inner_prior_rows as f32)?;
         let mut adapted = self.meta_layers_per_task(params, batch.n_tasks)?;
         for _ in 0..self.config.inner_steps {
             // Zero leaf variables on the adapted weights: backward keeps only leaf gradients,
@@ -618,7 +648,7 @@ impl LimamlNet {
         let adapted = self.adapt(params, data, batch, gradients)?;
         let meta_input = self.meta_input(params, data, batch)?;
         let meta_embedding = Self::meta_embedding(&adapted, &meta_input)?;
-        let (_, query) = batch.padded(data.interactions)?;
+        let (_, query) = batch.padded(data.interactions, 0.0)?;
         let logits = self.padded_logits(params, &data.features, &meta_embedding, &query)?;
         Ok(query
             .loss_sum(&logits)?
@@ -727,7 +757,8 @@ impl LimamlNet {
         } else {
             vec![query_rows.iter().map(Vec::as_slice).collect()]
         };
-        let support = PackedRows::new(n_tasks, &[supports], labels);
+        let support = PackedRows::new(n_tasks, &[supports], labels)
+            .with_prior_rows(self.config.inner_prior_rows as f32);
         let outer = PackedRows::new(n_tasks, &outer_parts, labels);
         let support_x = self.row_inputs(params, &data.features, data.interactions, &support.rows, items)?;
         let outer_x = if starts_with_support {
@@ -760,6 +791,9 @@ impl LimamlNet {
                 out.push((mlp.first + 2 * layer, w));
                 out.push((mlp.first + 2 * layer + 1, b));
             }
+        }
+        if let Some(dot) = self.dot {
+            out.push((dot, g.dot));
         }
         if let Some(table) = self.item_embedding {
             // Outer rows, then (second-order) the support rows through the inner loop.
@@ -877,6 +911,10 @@ impl LimamlNet {
         Ok(Blocks {
             meta: dense_stack(self.meta.params(params))?,
             global: dense_stack(self.global.params(params))?,
+            dot: self
+                .dot
+                .map(|d| params[d].flatten_all()?.to_vec1::<f32>())
+                .transpose()?,
         })
     }
 
@@ -884,6 +922,10 @@ impl LimamlNet {
         GlobalBlock {
             stack: &blocks.global,
             row_dim: self.row_dim(),
+            dot: blocks.dot.as_deref().map(|weight| DotTerm {
+                weight,
+                columns: counterpart_columns(&self.shape, self.config.item_id_embedding_dim),
+            }),
         }
     }
 
@@ -898,7 +940,8 @@ impl LimamlNet {
     ) -> Result<kernel::Adapted, ModelError> {
         let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
         let supports: Vec<&[u32]> = batch.support_rows.iter().map(Vec::as_slice).collect();
-        let support = PackedRows::new(batch.n_tasks, &[supports], &data.interactions.label);
+        let support = PackedRows::new(batch.n_tasks, &[supports], &data.interactions.label)
+            .with_prior_rows(self.config.inner_prior_rows as f32);
         let support_x = self.row_inputs(params, &data.features, data.interactions, &support.rows, None)?;
         let global = self.global_block(blocks);
         let row_part = global.row_part(&support_x, support.len());
@@ -1072,6 +1115,19 @@ struct GroupStep<'a> {
 struct Blocks {
     meta: DenseStack,
     global: DenseStack,
+    dot: Option<Vec<f32>>,
+}
+
+/// The columns of a row input (user features, item features, item-id embedding) that describe
+/// the row's counterpart, which the dot term projects: the item's for user tasks, the user's
+/// for item tasks.
+fn counterpart_columns(shape: &DataShape, item_id_embedding_dim: usize) -> std::ops::Range<usize> {
+    match shape.entity {
+        limaml_data::TaskEntity::User => {
+            shape.user_dim..shape.user_dim + shape.item_dim + item_id_embedding_dim
+        }
+        limaml_data::TaskEntity::Item => 0..shape.user_dim,
+    }
 }
 
 /// The gradient of an id table shaped like `table` (row-major): row `indices[k]` gets the sum

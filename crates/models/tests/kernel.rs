@@ -1,5 +1,6 @@
-//! The hand-written first-order passes (`limaml_models::kernel`) against candle's autograd:
-//! the same gradients, embeddings and logits on the same weights and tasks.
+//! The hand-written passes (`limaml_models::kernel`) against candle's autograd: the same
+//! gradients, embeddings and logits on the same weights and tasks, with the default dot-product
+//! Global Block and with the concatenation-only one.
 
 mod common;
 
@@ -8,7 +9,7 @@ use limaml_models::inputs::DataShape;
 use limaml_models::limaml::{
     latest_support, InnerGradients, LimamlData, LimamlNet, TaskBatch, TaskRows,
 };
-use limaml_models::{LimamlConfig, OuterRows};
+use limaml_models::{LimamlConfig, MetaInteraction, OuterRows};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -114,6 +115,15 @@ fn first_order_gradients_match_autograd_without_hidden_meta_layers_or_inner_step
     });
 }
 
+#[test]
+fn first_order_gradients_match_autograd_with_the_concatenated_meta_embedding_only() {
+    compare_gradients(&LimamlConfig {
+        meta_interaction: MetaInteraction::Concat,
+        inner_steps: 2,
+        ..LimamlConfig::default()
+    });
+}
+
 /// Second-order needs candle to keep the inner gradients' graph; the variable is read per
 /// thread, and each test runs on a fresh thread.
 fn second_order_mode() {
@@ -145,6 +155,16 @@ fn second_order_gradients_match_autograd_without_hidden_meta_layers() {
     let config = LimamlConfig {
         meta_hidden: vec![],
         hidden: vec![],
+        ..LimamlConfig::default()
+    };
+    compare_gradients_of(&config, InnerGradients::SecondOrder);
+}
+
+#[test]
+fn second_order_gradients_match_autograd_with_the_concatenated_meta_embedding_only() {
+    second_order_mode();
+    let config = LimamlConfig {
+        meta_interaction: MetaInteraction::Concat,
         ..LimamlConfig::default()
     };
     compare_gradients_of(&config, InnerGradients::SecondOrder);

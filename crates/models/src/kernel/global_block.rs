@@ -1,15 +1,63 @@
 //! The Global Block on packed rows: its first layer split into a row part and a
-//! meta-embedding part ([`GlobalBlock`]), forward, backward, tangent and dual backward passes,
-//! and logits for adapted or stored meta embeddings. Must not adapt anything (`maml` does).
+//! meta-embedding part ([`GlobalBlock`]), the optional dot-product term ([`DotTerm`]),
+//! forward, backward, tangent and dual backward passes, and logits for adapted or stored meta
+//! embeddings. Must not adapt anything (`maml` does).
+
+use std::ops::Range;
 
 use super::dense::{add_bias_rows, add_column_sums, matmul, relu_backward, relu_in_place, DenseStack};
 use super::rows::PackedRows;
 
 /// The Global Block's weights with its first layer split by input: `a0 = x Wx + e We + b0`
-/// (`x` the row input, `row_dim` wide; `e` the meta embedding).
+/// (`x` the row input, `row_dim` wide; `e` the meta embedding), and optionally a dot-product
+/// term added to the logit.
 pub struct GlobalBlock<'a> {
     pub stack: &'a DenseStack,
     pub row_dim: usize,
+    pub dot: Option<DotTerm<'a>>,
+}
+
+/// `logit += e . (x[columns] P)`: the meta embedding against a learned linear representation
+/// of the row's counterpart (`columns` of the row input: the item's, for user tasks).
+pub struct DotTerm<'a> {
+    /// `P`, `columns.len() x m`.
+    pub weight: &'a [f32],
+    pub columns: Range<usize>,
+}
+
+/// What the Global Block computes from the row inputs alone, once per batch of rows.
+#[derive(Debug, Clone, Default)]
+pub struct RowPart {
+    /// `x Wx + b0`, `rows x h`.
+    pub first: Vec<f32>,
+    /// `x[columns] P`, `rows x m`: each row's counterpart representation (empty without the
+    /// dot term).
+    pub counterpart: Vec<f32>,
+}
+
+impl RowPart {
+    /// Appends the row parts of more rows.
+    pub fn extend(&mut self, more: RowPart) {
+        self.first.extend(more.first);
+        self.counterpart.extend(more.counterpart);
+    }
+}
+
+/// `x[columns]` of `rows x width` row-major inputs, contiguous (`rows x columns.len()`).
+fn columns_of(x: &[f32], width: usize, columns: &Range<usize>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() / width.max(1) * columns.len());
+    for row in x.chunks_exact(width) {
+        out.extend_from_slice(&row[columns.clone()]);
+    }
+    out
+}
+
+/// Adds `e_t(r) . q_r` to each row's logit (`embedding` per task, `T x m`; `q` `rows x m`).
+fn add_dot(logits: &mut [f32], q: &[f32], embedding: &[f32], task_of_row: &[u32], m: usize) {
+    for ((logit, q), &t) in logits.iter_mut().zip(q.chunks_exact(m)).zip(task_of_row) {
+        let e = &embedding[t as usize * m..][..m];
+        *logit += e.iter().zip(q).map(|(a, b)| a * b).sum::<f32>();
+    }
 }
 
 impl GlobalBlock<'_> {
@@ -32,13 +80,76 @@ impl GlobalBlock<'_> {
     }
 
     /// `x Wx + b0` for the inputs `x` of `rows` packed rows (`rows x row_dim`): the part of the
-    /// first layer that does not depend on the meta embedding.
-    pub fn row_part(&self, x: &[f32], rows: usize) -> Vec<f32> {
+    /// first layer that does not depend on the meta embedding; with the dot term, also each
+    /// row's counterpart representation `x[columns] P`.
+    pub fn row_part(&self, x: &[f32], rows: usize) -> RowPart {
         let h = self.first_width();
-        let mut out = vec![0.0f32; rows * h];
-        matmul(&mut out, false, x, false, self.row_weight(), false, rows, self.row_dim, h);
-        add_bias_rows(&mut out, &self.stack.biases[0]);
-        out
+        let mut first = vec![0.0f32; rows * h];
+        matmul(&mut first, false, x, false, self.row_weight(), false, rows, self.row_dim, h);
+        add_bias_rows(&mut first, &self.stack.biases[0]);
+        let counterpart = match &self.dot {
+            Some(dot) => {
+                let (c, m) = (dot.columns.len(), self.meta_dim());
+                let xc = columns_of(x, self.row_dim, &dot.columns);
+                let mut q = vec![0.0f32; rows * m];
+                matmul(&mut q, false, &xc, false, dot.weight, false, rows, c, m);
+                q
+            }
+            None => Vec::new(),
+        };
+        RowPart { first, counterpart }
+    }
+
+    /// The Global Block's forward pass on rows whose [`GlobalBlock::row_part`] is `row_part`,
+    /// each with its task's meta embedding (`T x m`), the dot term included in the logits.
+    pub(crate) fn forward(&self, row_part: &RowPart, meta_embedding: &[f32], task_of_row: &[u32]) -> GlobalPass {
+        let first = self.first_pre_activation(row_part, meta_embedding, task_of_row);
+        let mut pass = global_forward(self.stack, first);
+        if self.dot.is_some() {
+            add_dot(&mut pass.logits, &row_part.counterpart, meta_embedding, task_of_row, self.meta_dim());
+        }
+        pass
+    }
+
+    /// Adds the dot term's tangent `e'_t . q_r` to logit tangents (`embedding_tangent` `T x m`).
+    pub(crate) fn add_dot_tangent(&self, logit_tangent: &mut [f32], row_part: &RowPart, embedding_tangent: &[f32], task_of_row: &[u32]) {
+        if self.dot.is_some() {
+            add_dot(logit_tangent, &row_part.counterpart, embedding_tangent, task_of_row, self.meta_dim());
+        }
+    }
+
+    /// The dot term's backward pass for logit adjoints `d_logits` of rows scored with per-task
+    /// `embedding` (`T x m`): adds `sum_r d_r q_r` to each task's `d_embedding`; with `inputs`,
+    /// also the weight gradient `dP` and the row inputs' gradient. No-op without the term.
+    pub(crate) fn dot_backward(
+        &self,
+        d_logits: &[f32],
+        embedding: &[f32],
+        row_part: &RowPart,
+        task_of_row: &[u32],
+        d_embedding: &mut [f32],
+        inputs: Option<DotInputGradients>,
+    ) {
+        let Some(dot) = &self.dot else { return };
+        let m = self.meta_dim();
+        for ((&d, q), &t) in d_logits.iter().zip(row_part.counterpart.chunks_exact(m)).zip(task_of_row) {
+            let de = &mut d_embedding[t as usize * m..][..m];
+            de.iter_mut().zip(q).for_each(|(g, q)| *g += d * q);
+        }
+        let Some(DotInputGradients { x, d_weight, d_x }) = inputs else { return };
+        let (rows, c) = (d_logits.len(), dot.columns.len());
+        // dq_r = d_r e_t(r); dP = x_cᵀ dq; dx_c = dq Pᵀ.
+        let mut dq = Vec::with_capacity(rows * m);
+        for (&d, &t) in d_logits.iter().zip(task_of_row) {
+            dq.extend(embedding[t as usize * m..][..m].iter().map(|e| d * e));
+        }
+        let xc = columns_of(x, self.row_dim, &dot.columns);
+        matmul(d_weight, true, &xc, true, &dq, false, c, rows, m);
+        let mut dxc = vec![0.0f32; rows * c];
+        matmul(&mut dxc, false, &dq, false, dot.weight, true, rows, m, c);
+        for (row, g) in d_x.chunks_exact_mut(self.row_dim).zip(dxc.chunks_exact(c)) {
+            row[dot.columns.clone()].iter_mut().zip(g).for_each(|(a, b)| *a += b);
+        }
     }
 
     /// `d_per_task Weᵀ`: the gradient of each task's meta embedding (`T x m`) from the
@@ -63,7 +174,7 @@ impl GlobalBlock<'_> {
     /// The first layer's pre-activation: `row_part` plus each row's task's `e We`.
     pub(crate) fn first_pre_activation(
         &self,
-        row_part: &[f32],
+        row_part: &RowPart,
         meta_embedding: &[f32],
         task_of_row: &[u32],
     ) -> Vec<f32> {
@@ -81,13 +192,23 @@ impl GlobalBlock<'_> {
             self.meta_dim(),
             h,
         );
-        let mut out = row_part.to_vec();
+        let mut out = row_part.first.clone();
         for (row, &t) in out.chunks_exact_mut(h).zip(task_of_row) {
             let add = &per_task[t as usize * h..][..h];
             row.iter_mut().zip(add).for_each(|(x, a)| *x += a);
         }
         out
     }
+}
+
+/// Where [`GlobalBlock::dot_backward`] adds the gradients of the dot term's weight and inputs.
+pub(crate) struct DotInputGradients<'a> {
+    /// The rows' inputs, `rows x row_dim`.
+    pub x: &'a [f32],
+    /// `dP`, `columns x m`, accumulated.
+    pub d_weight: &'a mut [f32],
+    /// The row inputs' gradient, `rows x row_dim`, accumulated.
+    pub d_x: &'a mut [f32],
 }
 
 /// The Global Block run on packed rows: `hidden[k]` is hidden layer `k`'s output (after ReLU),
@@ -158,18 +279,22 @@ pub(crate) fn global_backward(
 
 /// Logits of packed rows from per-task meta embeddings (`T x m`), given the rows'
 /// [`GlobalBlock::row_part`].
-pub fn logits(global: &GlobalBlock, row_part: &[f32], meta_embedding: &[f32], rows: &PackedRows) -> Vec<f32> {
-    let first = global.first_pre_activation(row_part, meta_embedding, &rows.task_of_row);
-    global_forward(global.stack, first).logits
+pub fn logits(global: &GlobalBlock, row_part: &RowPart, meta_embedding: &[f32], rows: &PackedRows) -> Vec<f32> {
+    global.forward(row_part, meta_embedding, &rows.task_of_row).logits
 }
 
 /// Logits of rows each with its own meta embedding (`meta_per_row`, `rows x m`) and row
 /// inputs `x` (`rows x row_dim`): serving from stored embeddings.
 pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
     let (h, m) = (global.first_width(), global.meta_dim());
-    let mut first = global.row_part(x, rows);
+    let RowPart { mut first, counterpart } = global.row_part(x, rows);
     matmul(&mut first, true, meta_per_row, false, global.meta_weight(), false, rows, m, h);
-    global_forward(global.stack, first).logits
+    let mut logits = global_forward(global.stack, first).logits;
+    if global.dot.is_some() {
+        let own_row: Vec<u32> = (0..rows as u32).collect();
+        add_dot(&mut logits, &counterpart, meta_per_row, &own_row, m);
+    }
+    logits
 }
 
 /// The Global Block's forward-mode tangent from its first layer's pre-activation tangent

@@ -3,7 +3,7 @@
 //! does).
 
 use super::dense::{add_column_sums, matmul, DenseStack};
-use super::global_block::{global_backward, global_dual_backward, global_forward, global_tangent, GlobalBlock};
+use super::global_block::{global_backward, global_dual_backward, global_tangent, DotInputGradients, GlobalBlock, RowPart};
 use super::meta_block::{meta_backward, meta_dual_backward, meta_forward, meta_tangent, MetaPass, TaskStacks};
 use super::rows::{logistic_loss, sum_by_task, PackedRows};
 
@@ -21,7 +21,7 @@ pub fn adapt(
     global: &GlobalBlock,
     meta_input: &[f32],
     support: &PackedRows,
-    support_row_part: &[f32],
+    support_row_part: &RowPart,
     steps: usize,
     rate: f32,
 ) -> Adapted {
@@ -38,7 +38,7 @@ pub(crate) fn adapt_trajectory(
     global: &GlobalBlock,
     meta_input: &[f32],
     support: &PackedRows,
-    support_row_part: &[f32],
+    support_row_part: &RowPart,
     steps: usize,
     rate: f32,
 ) -> Vec<TaskStacks> {
@@ -60,16 +60,16 @@ pub(crate) fn support_gradient(
     global: &GlobalBlock,
     meta_input: &[f32],
     support: &PackedRows,
-    support_row_part: &[f32],
+    support_row_part: &RowPart,
 ) -> TaskStacks {
     let h = global.first_width();
     let pass = meta_forward(stacks, meta_input);
-    let first = global.first_pre_activation(support_row_part, &pass.output, &support.task_of_row);
-    let forward = global_forward(global.stack, first);
+    let forward = global.forward(support_row_part, &pass.output, &support.task_of_row);
     let (_, d_logits) = logistic_loss(&forward.logits, support, 1.0);
-    let d_first = global_backward(global.stack, &forward, d_logits, None);
+    let d_first = global_backward(global.stack, &forward, d_logits.clone(), None);
     let d_per_task = sum_by_task(&d_first, &support.task_of_row, support.n_tasks, h);
-    let d_embedding = global.meta_embedding_gradient(&d_per_task);
+    let mut d_embedding = global.meta_embedding_gradient(&d_per_task);
+    global.dot_backward(&d_logits, &pass.output, support_row_part, &support.task_of_row, &mut d_embedding, None);
     meta_backward(stacks, &pass, &d_embedding, None)
 }
 
@@ -79,6 +79,8 @@ pub struct OuterGradients {
     pub loss: f64,
     pub meta: DenseStack,
     pub global: DenseStack,
+    /// The dot term's weight `P` (`columns x m`; empty without the term).
+    pub dot: Vec<f32>,
     /// `rows x row_dim`: the gradient of each outer row's input (callers keep the columns of
     /// trainable inputs, the item-id embedding).
     pub row_inputs: Vec<f32>,
@@ -146,11 +148,10 @@ pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep
         global.row_part(step.outer_x, outer.len())
     };
     let embedding = &adapted_pass.output;
-    let first = global.first_pre_activation(&outer_row_part, embedding, &outer.task_of_row);
-    let forward = global_forward(global.stack, first);
+    let forward = global.forward(&outer_row_part, embedding, &outer.task_of_row);
     let (loss, d_logits) = logistic_loss(&forward.logits, outer, step.loss_scale);
     let mut global_grads = global.stack.zeros_like();
-    let d_first = global_backward(global.stack, &forward, d_logits, Some(&mut global_grads));
+    let d_first = global_backward(global.stack, &forward, d_logits.clone(), Some(&mut global_grads));
     let rows = outer.len();
     // Layer 0: [dWx; dWe], db0.
     let (d_row_weight, d_meta_weight) = global_grads.weights[0].split_at_mut(row_dim * h);
@@ -158,9 +159,22 @@ pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep
     add_column_sums(&mut global_grads.biases[0], &d_first);
     let d_per_task = sum_by_task(&d_first, &outer.task_of_row, n_tasks, h);
     matmul(d_meta_weight, false, embedding, true, &d_per_task, false, m, n_tasks, h);
-    let d_embedding = global.meta_embedding_gradient(&d_per_task);
+    let mut d_embedding = global.meta_embedding_gradient(&d_per_task);
     let mut d_row_inputs = vec![0.0f32; rows * row_dim];
     matmul(&mut d_row_inputs, false, &d_first, false, global.row_weight(), true, rows, h, row_dim);
+    let mut dot_grads = vec![0.0f32; global.dot.as_ref().map_or(0, |d| d.weight.len())];
+    global.dot_backward(
+        &d_logits,
+        embedding,
+        &outer_row_part,
+        &outer.task_of_row,
+        &mut d_embedding,
+        Some(DotInputGradients {
+            x: step.outer_x,
+            d_weight: &mut dot_grads,
+            d_x: &mut d_row_inputs,
+        }),
+    );
     let mut d_meta_input = vec![0.0f32; step.meta_input.len()];
     let mut v = meta_backward(&adapted, &adapted_pass, &d_embedding, Some(&mut d_meta_input));
     let mut support_row_inputs = Vec::new();
@@ -179,6 +193,7 @@ pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep
             let pairs = global_grads.weights.iter_mut().zip(&back.global.weights);
             let pairs = pairs.chain(global_grads.biases.iter_mut().zip(&back.global.biases));
             let pairs = pairs
+                .chain([(&mut dot_grads, &back.dot)])
                 .chain([(&mut support_row_inputs, &back.support_row_inputs)])
                 .chain([(&mut d_meta_input, &back.meta_input)]);
             for (total, psi) in pairs {
@@ -191,6 +206,7 @@ pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep
         loss,
         meta: v.sum_over_tasks(),
         global: global_grads,
+        dot: dot_grads,
         row_inputs: d_row_inputs,
         support_row_inputs,
         meta_input: d_meta_input,
@@ -202,6 +218,7 @@ pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep
 pub(crate) struct PsiGradients {
     meta: TaskStacks,
     global: DenseStack,
+    dot: Vec<f32>,
     support_row_inputs: Vec<f32>,
     meta_input: Vec<f32>,
 }
@@ -212,7 +229,7 @@ pub(crate) struct InnerStepBackward<'a> {
     meta_input: &'a [f32],
     support: &'a PackedRows,
     support_x: &'a [f32],
-    support_row_part: &'a [f32],
+    support_row_part: &'a RowPart,
 }
 
 impl InnerStepBackward<'_> {
@@ -223,9 +240,7 @@ impl InnerStepBackward<'_> {
         let rows = support.len();
         // Primal: the support loss's forward pass and each row's loss gradient c_r.
         let pass = meta_forward(stacks, self.meta_input);
-        let first =
-            global.first_pre_activation(self.support_row_part, &pass.output, &support.task_of_row);
-        let forward = global_forward(global.stack, first);
+        let forward = global.forward(self.support_row_part, &pass.output, &support.task_of_row);
         let (_, c) = logistic_loss(&forward.logits, support, 1.0);
         // Tangent along v: the meta embedding's, then every Global Block activation's.
         let (meta_tangents, embedding_tangent) = meta_tangent(stacks, &pass, v);
@@ -244,7 +259,8 @@ impl InnerStepBackward<'_> {
         );
         let first_tangent =
             GlobalBlock::broadcast_to_rows(&first_tangent_per_task, &support.task_of_row, h);
-        let (hidden_tangents, logit_tangent) = global_tangent(global.stack, &forward, first_tangent);
+        let (hidden_tangents, mut logit_tangent) = global_tangent(global.stack, &forward, first_tangent);
+        global.add_dot_tangent(&mut logit_tangent, self.support_row_part, &embedding_tangent, &support.task_of_row);
         // psi = sum_r c_r s'_r: the adjoint of s'_r is c_r; of s_r, s'_r dc_r/ds_r.
         let d_logits: Vec<f32> = forward
             .logits
@@ -261,8 +277,8 @@ impl InnerStepBackward<'_> {
             global.stack,
             &forward,
             &hidden_tangents,
-            d_logits,
-            c,
+            d_logits.clone(),
+            c.clone(),
             &mut global_grads,
         );
         let (d_row_weight, d_meta_weight) = global_grads.weights[0].split_at_mut(row_dim * h);
@@ -282,8 +298,8 @@ impl InnerStepBackward<'_> {
             n_tasks,
             h,
         );
-        let d_embedding = global.meta_embedding_gradient(&d_per_task);
-        let d_embedding_tangent = global.meta_embedding_gradient(&d_tangent_per_task);
+        let mut d_embedding = global.meta_embedding_gradient(&d_per_task);
+        let mut d_embedding_tangent = global.meta_embedding_gradient(&d_tangent_per_task);
         let mut support_row_inputs = vec![0.0f32; rows * row_dim];
         matmul(
             &mut support_row_inputs,
@@ -296,6 +312,25 @@ impl InnerStepBackward<'_> {
             h,
             row_dim,
         );
+        // The dot term: s_r holds e_t . q_r (adjoint d_logits), s'_r holds e'_t . q_r (adjoint c).
+        let mut dot = vec![0.0f32; global.dot.as_ref().map_or(0, |d| d.weight.len())];
+        for (adjoint, embedding, d_e) in [
+            (&d_logits, &pass.output, &mut d_embedding),
+            (&c, &embedding_tangent, &mut d_embedding_tangent),
+        ] {
+            global.dot_backward(
+                adjoint,
+                embedding,
+                self.support_row_part,
+                &support.task_of_row,
+                d_e,
+                Some(DotInputGradients {
+                    x: self.support_x,
+                    d_weight: &mut dot,
+                    d_x: &mut support_row_inputs,
+                }),
+            );
+        }
         let mut meta_input = vec![0.0f32; self.meta_input.len()];
         let meta = meta_dual_backward(
             stacks,
@@ -309,6 +344,7 @@ impl InnerStepBackward<'_> {
         PsiGradients {
             meta,
             global: global_grads,
+            dot,
             support_row_inputs,
             meta_input,
         }
