@@ -56,7 +56,7 @@ pub struct LimamlNet {
     entity_embedding: Option<usize>,
     meta: Mlp,
     global: Mlp,
-    /// The dot term's weight `P` (`counterpart columns x m`), with
+    /// The dot term's weight `P` (`(counterpart columns + 1) x m`), with
     /// [`MetaInteraction::Dot`].
     dot: Option<usize>,
 }
@@ -369,7 +369,9 @@ impl LimamlNet {
         };
         let entity_embedding = if config.meta_inputs.contains(&MetaInput::Id) {
             let (rows, dim) = (shape.n_entities(), config.entity_id_embedding_dim);
-            let normal = rand_distr::Normal::new(0.0f32, 0.05)
+            // Stored divided by the multiplier (see `entity_id_lr_multiplier`).
+            let std = 0.05 / config.entity_id_lr_multiplier as f32;
+            let normal = rand_distr::Normal::new(0.0f32, std)
                 .map_err(|e| ModelError::Weights(e.to_string()))?;
             let mut values: Vec<f32> = (0..rows * dim)
                 .map(|_| rand::Rng::sample(rng, normal))
@@ -405,7 +407,7 @@ impl LimamlNet {
         let dot = match config.meta_interaction {
             MetaInteraction::Dot if columns > 0 => {
                 let index = store.vars().len();
-                store.glorot("global_block.dot", columns, config.meta_embedding_dim, rng)?;
+                store.glorot("global_block.dot", columns + 1, config.meta_embedding_dim, rng)?;
                 Some(index)
             }
             _ => None,
@@ -448,7 +450,8 @@ impl LimamlNet {
             match input {
                 MetaInput::Id => {
                     let table = &params[self.entity_embedding.expect("created with the id input")];
-                    parts.push(table.index_select(&batch.entity_index, 0)?);
+                    let rows = table.index_select(&batch.entity_index, 0)?;
+                    parts.push(rows.affine(self.config.entity_id_lr_multiplier, 0.0)?);
                 }
                 MetaInput::Features => {
                     if let Some(f) = &data.entity_features {
@@ -511,7 +514,9 @@ impl LimamlNet {
         match self.dot {
             Some(dot) => {
                 let columns = counterpart_columns(&self.shape, self.config.item_id_embedding_dim);
-                let counterpart = x.narrow(1, columns.start, columns.len())?.matmul(&params[dot])?;
+                let counterpart = x.narrow(1, columns.start, columns.len())?;
+                let ones = Tensor::ones((counterpart.dims()[0], 1), DType::F32, &Device::Cpu)?;
+                let counterpart = Tensor::cat(&[&counterpart, &ones], 1)?.matmul(&params[dot])?;
                 Ok((logits + (counterpart * meta_per_row)?.sum(1)?)?)
             }
             None => Ok(logits),
@@ -816,7 +821,9 @@ impl LimamlNet {
         }
         if let (Some(table), Some(columns)) = (self.entity_embedding, self.entity_id_columns(data)) {
             let width = meta_input.len() / n_tasks.max(1);
-            let gradient = scatter_rows(&params[table], entity_rows, &g.meta_input, width, columns)?;
+            let mut gradient = scatter_rows(&params[table], entity_rows, &g.meta_input, width, columns)?;
+            let multiplier = self.config.entity_id_lr_multiplier as f32;
+            gradient.iter_mut().for_each(|g| *g *= multiplier);
             out.push((table, gradient));
         }
         Ok((g.loss, out))
@@ -959,7 +966,9 @@ impl LimamlNet {
     /// One pass over the training tasks ([`LimamlData::training_tasks`]) in shuffled
     /// meta-batches; returns the mean outer loss. The outer loss scores the rows `outer_rows`
     /// names: the query rows (at most `max_query`, a seeded sample), plus with
-    /// [`OuterRows::SupportAndQuery`] the (capped) support rows adapted on.
+    /// [`OuterRows::SupportAndQuery`] the (capped) support rows adapted on; with
+    /// [`OuterRows::CrossHalves`] each task is two members, each half adapted on and the other
+    /// scored.
     #[allow(clippy::too_many_arguments)]
     pub fn train_epoch(
         &self,
@@ -975,41 +984,53 @@ impl LimamlNet {
         let mut total = 0.0;
         let mut steps = 0;
         for chunk in &batches {
-            let supports: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|&t| latest_support(data, &data.training_tasks[t].support, max_support))
-                .collect();
-            let outer: Vec<Vec<u32>> = chunk
-                .iter()
-                .zip(&supports)
-                .map(|(&t, support)| {
-                    let q = &data.training_tasks[t].query;
-                    let mut picked = if q.len() <= max_query {
-                        q.clone()
-                    } else {
-                        let mut picked: Vec<u32> =
-                            q.choose_multiple(rng, max_query).copied().collect();
-                        picked.sort_unstable();
-                        picked
-                    };
-                    if self.config.outer_rows == OuterRows::SupportAndQuery {
-                        let mut rows = support.clone();
-                        rows.append(&mut picked);
-                        rows
-                    } else {
-                        picked
+            // (entity, rows adapted on, rows the outer loss scores) per member of the batch.
+            let mut parts: Vec<(u32, Vec<u32>, Vec<u32>)> = Vec::with_capacity(2 * chunk.len());
+            for &t in chunk {
+                let task = &data.training_tasks[t];
+                let sample = |rows: &[u32], rng: &mut StdRng| -> Vec<u32> {
+                    if rows.len() <= max_query {
+                        return rows.to_vec();
                     }
-                })
-                .collect();
-            let members: Vec<TaskRows> = chunk
+                    let mut picked: Vec<u32> = rows.choose_multiple(rng, max_query).copied().collect();
+                    picked.sort_unstable();
+                    picked
+                };
+                match self.config.outer_rows {
+                    OuterRows::Query | OuterRows::SupportAndQuery => {
+                        let support = latest_support(data, &task.support, max_support);
+                        let mut outer = sample(&task.query, rng);
+                        if self.config.outer_rows == OuterRows::SupportAndQuery {
+                            let mut rows = support.clone();
+                            rows.append(&mut outer);
+                            outer = rows;
+                        }
+                        parts.push((task.entity, support, outer));
+                    }
+                    OuterRows::CrossHalves => {
+                        let mut rows: Vec<u32> = task.support.iter().chain(&task.query).copied().collect();
+                        rows.shuffle(rng);
+                        let second = rows.split_off(rows.len() / 2);
+                        for (adapt_on, score) in [(&rows, &second), (&second, &rows)] {
+                            if adapt_on.is_empty() || score.is_empty() {
+                                continue;
+                            }
+                            let support = latest_support(data, adapt_on, max_support);
+                            let mut outer = sample(score, rng);
+                            outer.sort_by_key(|&r| (data.interactions.timestamp[r as usize], r));
+                            parts.push((task.entity, support, outer));
+                        }
+                    }
+                }
+            }
+            let members: Vec<TaskRows> = parts
                 .iter()
-                .zip(supports.iter().zip(&outer))
-                .map(|(&t, (s, q))| TaskRows {
-                    entity: data.training_tasks[t].entity,
+                .map(|(entity, support, outer)| TaskRows {
+                    entity: *entity,
                     hide_id: self.config.unknown_id_rate > 0.0
                         && rng.random_bool(self.config.unknown_id_rate),
-                    support: s,
-                    query: q,
+                    support,
+                    query: outer,
                 })
                 .collect();
             let batch = TaskBatch::new(data, &members)?;

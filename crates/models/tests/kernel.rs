@@ -43,7 +43,7 @@ fn compare_gradients_of(config: &LimamlConfig, order: InnerGradients) {
         .zip(&supports)
         .map(|(t, s)| match config.outer_rows {
             OuterRows::SupportAndQuery => s.iter().chain(&t.query).copied().collect(),
-            OuterRows::Query => t.query.clone(),
+            OuterRows::Query | OuterRows::CrossHalves => t.query.clone(),
         })
         .collect();
     let members: Vec<TaskRows> = picked
@@ -88,7 +88,24 @@ fn compare_gradients_of(config: &LimamlConfig, order: InnerGradients) {
 
 #[test]
 fn first_order_gradients_match_autograd_with_support_and_query_outer_rows() {
+    compare_gradients(&LimamlConfig {
+        outer_rows: OuterRows::SupportAndQuery,
+        entity_id_lr_multiplier: 7.0,
+        ..LimamlConfig::default()
+    });
+}
+
+#[test]
+fn first_order_gradients_match_autograd_with_the_default_config() {
     compare_gradients(&LimamlConfig::default());
+}
+
+#[test]
+fn first_order_gradients_match_autograd_with_a_mean_support_loss() {
+    compare_gradients(&LimamlConfig {
+        inner_prior_rows: 0.0,
+        ..LimamlConfig::default()
+    });
 }
 
 #[test]
@@ -132,6 +149,16 @@ fn second_order_mode() {
 
 #[test]
 fn second_order_gradients_match_autograd_with_support_and_query_outer_rows() {
+    second_order_mode();
+    let config = LimamlConfig {
+        outer_rows: OuterRows::SupportAndQuery,
+        ..LimamlConfig::default()
+    };
+    compare_gradients_of(&config, InnerGradients::SecondOrder);
+}
+
+#[test]
+fn second_order_gradients_match_autograd_with_the_default_config() {
     second_order_mode();
     compare_gradients_of(&LimamlConfig::default(), InnerGradients::SecondOrder);
 }

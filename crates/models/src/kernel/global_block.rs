@@ -17,10 +17,11 @@ pub struct GlobalBlock<'a> {
     pub dot: Option<DotTerm<'a>>,
 }
 
-/// `logit += e . (x[columns] P)`: the meta embedding against a learned linear representation
-/// of the row's counterpart (`columns` of the row input: the item's, for user tasks).
+/// `logit += e . ([x[columns], 1] P)`: the meta embedding against a learned affine
+/// representation of the row's counterpart (`columns` of the row input: the item's, for user
+/// tasks; the constant column lets `e` carry a per-entity logit offset too).
 pub struct DotTerm<'a> {
-    /// `P`, `columns.len() x m`.
+    /// `P`, `(columns.len() + 1) x m`: a row per column, then the constant's.
     pub weight: &'a [f32],
     pub columns: Range<usize>,
 }
@@ -43,11 +44,12 @@ impl RowPart {
     }
 }
 
-/// `x[columns]` of `rows x width` row-major inputs, contiguous (`rows x columns.len()`).
+/// `[x[columns], 1]` of `rows x width` row-major inputs, contiguous (`rows x (columns + 1)`).
 fn columns_of(x: &[f32], width: usize, columns: &Range<usize>) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len() / width.max(1) * columns.len());
+    let mut out = Vec::with_capacity(x.len() / width.max(1) * (columns.len() + 1));
     for row in x.chunks_exact(width) {
         out.extend_from_slice(&row[columns.clone()]);
+        out.push(1.0);
     }
     out
 }
@@ -89,7 +91,7 @@ impl GlobalBlock<'_> {
         add_bias_rows(&mut first, &self.stack.biases[0]);
         let counterpart = match &self.dot {
             Some(dot) => {
-                let (c, m) = (dot.columns.len(), self.meta_dim());
+                let (c, m) = (dot.columns.len() + 1, self.meta_dim());
                 let xc = columns_of(x, self.row_dim, &dot.columns);
                 let mut q = vec![0.0f32; rows * m];
                 matmul(&mut q, false, &xc, false, dot.weight, false, rows, c, m);
@@ -137,7 +139,7 @@ impl GlobalBlock<'_> {
             de.iter_mut().zip(q).for_each(|(g, q)| *g += d * q);
         }
         let Some(DotInputGradients { x, d_weight, d_x }) = inputs else { return };
-        let (rows, c) = (d_logits.len(), dot.columns.len());
+        let (rows, c) = (d_logits.len(), dot.columns.len() + 1);
         // dq_r = d_r e_t(r); dP = x_cᵀ dq; dx_c = dq Pᵀ.
         let mut dq = Vec::with_capacity(rows * m);
         for (&d, &t) in d_logits.iter().zip(task_of_row) {
@@ -148,6 +150,7 @@ impl GlobalBlock<'_> {
         let mut dxc = vec![0.0f32; rows * c];
         matmul(&mut dxc, false, &dq, false, dot.weight, true, rows, m, c);
         for (row, g) in d_x.chunks_exact_mut(self.row_dim).zip(dxc.chunks_exact(c)) {
+            // The constant column (last) is no input.
             row[dot.columns.clone()].iter_mut().zip(g).for_each(|(a, b)| *a += b);
         }
     }
