@@ -70,6 +70,10 @@ fn write_paper_specs(ws: &Workspace) {
         ("ablation-inner-steps.toml", "inner_steps", "[0, 1]"),
         ("ablation-order.toml", "second_order", "[false, true]"),
         ("ablation-meta-inputs.toml", "meta_inputs", "[[\"id\", \"features\", \"activity\"], [\"activity\"]]"),
+        ("ablation-meta-interaction.toml", "meta_interaction", "[\"concat\", \"dot\"]"),
+        ("ablation-meta-interaction-synthetic.toml", "meta_interaction", "[\"concat\", \"dot\"]"),
+        ("ablation-outer-rows.toml", "outer_rows", "[\"support_and_query\", \"cross_halves\"]"),
+        ("ablation-inner-prior-rows.toml", "inner_prior_rows", "[0.0, 50.0]"),
     ] {
         ws.write(
             &format!("paper/{file}"),
@@ -85,7 +89,7 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let output = ws.run(&["reproduce", "--specs", "paper", "--out", "reports"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let reports = ws.path().join("reports");
-    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "4-serving", "5-synthetic"];
+    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic"];
     for table in tables {
         let folder = reports.join(table);
         for file in ["table.md", "table.csv", "table.tex", "table.json", "manifest.json"] {

@@ -11,13 +11,17 @@ use super::table::{Format, TableData};
 use crate::store::{RunRecord, Store, StoreError};
 
 /// The paper specs, in the order their tables are printed.
-pub const PAPER_SPECS: [&str; 6] = [
+pub const PAPER_SPECS: [&str; 10] = [
     "main.toml",
     "synthetic.toml",
     "ablation-meta-embedding-size.toml",
     "ablation-inner-steps.toml",
     "ablation-order.toml",
     "ablation-meta-inputs.toml",
+    "ablation-meta-interaction.toml",
+    "ablation-meta-interaction-synthetic.toml",
+    "ablation-outer-rows.toml",
+    "ablation-inner-prior-rows.toml",
 ];
 
 /// `--quick`: one seed and few epochs, a smoke check of the whole pipeline.
@@ -284,6 +288,25 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
         ("ablation-inner-steps.toml", "3b-inner-steps", "Table 3b. Inner steps (0 = no adaptation)", "inner_steps"),
         ("ablation-order.toml", "3c-order", "Table 3c. First- vs second-order MAML", "second_order"),
         ("ablation-meta-inputs.toml", "3d-meta-inputs", "Table 3d. What the Meta Block sees", "meta_inputs"),
+        (
+            "ablation-meta-interaction.toml",
+            "3f-meta-interaction",
+            "Table 3f. How the Global Block reads the meta embedding",
+            "meta_interaction",
+        ),
+        (
+            "ablation-meta-interaction-synthetic.toml",
+            "3g-meta-interaction-synthetic",
+            "Table 3g. How the Global Block reads the meta embedding, synthetic data",
+            "meta_interaction",
+        ),
+        ("ablation-outer-rows.toml", "3h-outer-rows", "Table 3h. Rows the outer loss scores", "outer_rows"),
+        (
+            "ablation-inner-prior-rows.toml",
+            "3i-inner-prior-rows",
+            "Table 3i. Prior rows of the inner loss (0 = each support's mean)",
+            "inner_prior_rows",
+        ),
     ];
     for (spec, name, title, parameter) in ablations {
         if let Some(run) = runs.get(spec) {

@@ -12,29 +12,29 @@ use serde::{Deserialize, Serialize};
 pub enum MethodConfig {
     /// Non-personalized MLP over user features, item features and an item-id embedding.
     Global {
-        #[serde(default = "default_hidden")]
+        #[serde(default = "default_baseline_hidden")]
         hidden: Vec<usize>,
         #[serde(default = "default_id_dim")]
         item_id_embedding_dim: usize,
     },
     /// The global MLP plus a learned user-id embedding.
     IdEmbedding {
-        #[serde(default = "default_hidden")]
+        #[serde(default = "default_baseline_hidden")]
         hidden: Vec<usize>,
         #[serde(default = "default_id_dim")]
         item_id_embedding_dim: usize,
-        #[serde(default = "default_id_dim")]
+        #[serde(default = "default_user_embedding_dim")]
         user_embedding_dim: usize,
     },
     /// Wide & Deep (Cheng et al. 2016): a wide linear part over one-hot user and item ids, the
     /// cross user id x item tag and the hashed cross user id x item id, plus the deep MLP of
     /// `id_embedding`; the two logits are summed.
     WideDeep {
-        #[serde(default = "default_hidden")]
+        #[serde(default = "default_baseline_hidden")]
         hidden: Vec<usize>,
         #[serde(default = "default_id_dim")]
         item_id_embedding_dim: usize,
-        #[serde(default = "default_id_dim")]
+        #[serde(default = "default_user_embedding_dim")]
         user_embedding_dim: usize,
         /// Buckets of each hashed cross (user x tag, user x item).
         #[serde(default = "default_hash_buckets")]
@@ -266,6 +266,16 @@ fn default_hidden() -> Vec<usize> {
 }
 fn default_id_dim() -> usize {
     16
+}
+/// The baselines' MLP. `[128, 64]` (with 32-wide user embeddings) was chosen for each baseline
+/// over `[64, 32]` (16-wide) by mean validation AUC over MovieLens 100K and 10k synthetic users
+/// (seeds 1-3): global 0.7194 vs 0.7184, id_embedding 0.7670 vs 0.7620, wide_deep 0.7676 vs
+/// 0.7625. LiMAML's Global Block stays at `[64, 32]` by the same rule (0.7679 vs 0.7684).
+fn default_baseline_hidden() -> Vec<usize> {
+    vec![128, 64]
+}
+fn default_user_embedding_dim() -> usize {
+    32
 }
 fn default_hash_buckets() -> usize {
     1 << 14
