@@ -24,7 +24,7 @@ fn the_ml_100k_experiment_trains_and_evaluates_every_method() {
     let (output, json) =
         ws.run_json(&spec_arg, &["--set", &data_path, "--set", "experiment.seeds=[1]", "--set", "train.epochs=2"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    for method in ["global", "id_embedding", "wide_deep", "limaml"] {
+    for method in ["global", "id_embedding", "wide_deep", "limaml", "logistic"] {
         let auc = json["methods"][method]["auc"].as_f64().unwrap_or_else(|| panic!("{method}: {json}"));
         assert!(auc > 0.6, "{method} learned something on ML-100K: auc {auc}");
         for segment in ["low", "mid", "high"] {

@@ -1,4 +1,4 @@
-//! Stage `train`: trains one method (global, id_embedding, wide_deep, limaml) on the sliced
+//! Stage `train`: trains one method (global, id_embedding, wide_deep, limaml, logistic) on the sliced
 //! tasks, with early stopping on the validation entities. Stores the model and its curves.
 
 use limaml_data::{Dataset, TaskSet};
@@ -53,6 +53,7 @@ impl Stage for Train {
         let metrics = serde_json::json!({
             "best_epoch": model.best_epoch,
             "curve": model.curve,
+            "l2_search": model.l2_search,
         });
         let mut output = StageOutput { metrics, ..Default::default() };
         output.artifacts.insert("model".into(), model.to_bytes().map_err(|e| StageError::Failed(e.to_string()))?);

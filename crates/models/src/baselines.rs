@@ -57,7 +57,9 @@ impl BaselineNet {
                 *user_embedding_dim,
                 Some(*hash_buckets),
             ),
-            MethodConfig::Limaml(_) => unreachable!("limaml is not a baseline"),
+            MethodConfig::Limaml(_) | MethodConfig::Logistic(_) => {
+                unreachable!("{} is not a BaselineNet", method.kind_name())
+            }
         };
         let mut store = ParamStore::new();
         let embedding =
@@ -300,7 +302,7 @@ struct TableRows {
 }
 
 /// A fixed 64-bit mix of two ids and a salt (splitmix64 finalizer), stable across platforms.
-fn hash(a: u64, b: u64, salt: u64) -> u64 {
+pub(crate) fn hash(a: u64, b: u64, salt: u64) -> u64 {
     let mut z = a.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ b.rotate_left(29)
         ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);

@@ -94,7 +94,7 @@ fn limaml_net<'n>(
 ) -> Result<(&'n LimamlNet, &'n ParamStore), ModelError> {
     match net {
         Net::Limaml(l, s) => Ok((l, s)),
-        Net::Baseline(..) => Err(ModelError::NotAMetaModel(
+        Net::Baseline(..) | Net::Logistic(..) => Err(ModelError::NotAMetaModel(
             model.method.kind_name().to_string(),
         )),
     }
@@ -219,7 +219,7 @@ pub fn predict(
                 &per_row,
             )?
         }
-        (Some(_), Net::Baseline(..)) => {
+        (Some(_), Net::Baseline(..) | Net::Logistic(..)) => {
             return Err(ModelError::NotAMetaModel(
                 model.method.kind_name().to_string(),
             ))

@@ -1,4 +1,4 @@
-//! limaml-models: the methods (global, id_embedding, wide_deep, limaml) in candle, meta-embedding
+//! limaml-models: the methods (global, id_embedding, wide_deep, limaml, logistic) in candle, meta-embedding
 //! export and serving, and evaluation metrics. Reads `limaml_data` task sets; knows nothing of
 //! specs, caching or the store.
 //!
@@ -16,13 +16,15 @@ pub mod inputs;
 pub mod kernel;
 pub mod lazy_adam;
 pub mod limaml;
+pub mod logistic;
 pub mod mlp;
 pub mod params;
 pub mod train;
 
 pub use bench::{bench_meta_training, BenchResult};
 pub use config::{
-    ConfigIssue, LimamlConfig, MetaInput, MetaInteraction, MethodConfig, OuterRows, TrainConfig,
+    ConfigIssue, LimamlConfig, LogisticConfig, MetaInput, MetaInteraction, MethodConfig,
+    OuterRows, TrainConfig,
 };
 pub use embeddings::{
     export_meta_embeddings, export_meta_embeddings_for_roles, predict, predict_adapted,
@@ -33,4 +35,5 @@ pub use eval::{
     auc, evaluate, gauc, log_loss, oracle_predictions, EvalReport, Metrics, Predictions,
 };
 pub use inputs::DataShape;
+pub use logistic::{L2Candidate, L2Search};
 pub use train::{train, EpochRecord, TrainedModel};

@@ -1,7 +1,8 @@
 //! Training: the epoch loop with early stopping shared by every method, and the trained model.
 //!
 //! Owns [`train`], [`TrainedModel`] (config + safetensors weights + learning curve) and
-//! [`EpochRecord`]. Baselines train with minibatch Adam on `baseline_train_rows`; LiMAML
+//! [`EpochRecord`]. `logistic` trains one model per `l2` value through the same loop and keeps
+//! the best on validation (`logistic::train_with_l2_search`). Baselines train with minibatch Adam on `baseline_train_rows`; LiMAML
 //! meta-trains over meta-train tasks. Id-embedding tables take lazy Adam steps on the rows a
 //! step reads (`lazy_adam`), so a step costs what it reads, not the table size. Both stop
 //! early on the validation tasks' query AUC, with the same rule, and keep the best epoch's
@@ -23,6 +24,7 @@ use crate::limaml::{
     latest_support, InnerGradients, LimamlData, LimamlNet, TaskRows,
 };
 use crate::lazy_adam::Optimizers;
+use crate::logistic::{train_with_l2_search, L2Search, LogisticNet, LogisticTrainer};
 use crate::mlp::sigmoid;
 use crate::params::ParamStore;
 
@@ -48,12 +50,16 @@ pub struct TrainedModel {
     pub curve: Vec<EpochRecord>,
     /// The epoch whose weights were kept (the best validation AUC).
     pub best_epoch: usize,
+    /// `logistic` only: the `l2` values tried and the one kept, chosen on validation rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_search: Option<L2Search>,
 }
 
 /// A model's layout with its parameters, ready to run.
 pub(crate) enum Net {
     Baseline(BaselineNet, ParamStore),
     Limaml(LimamlNet, ParamStore),
+    Logistic(LogisticNet, ParamStore),
 }
 
 impl Net {
@@ -67,6 +73,10 @@ impl Net {
                 let (net, store) = LimamlNet::create(c, shape, rng)?;
                 Net::Limaml(net, store)
             }
+            MethodConfig::Logistic(c) => {
+                let (net, store) = LogisticNet::create(c, shape)?;
+                Net::Logistic(net, store)
+            }
             baseline => {
                 let (net, store) = BaselineNet::create(baseline, shape, rng)?;
                 Net::Baseline(net, store)
@@ -76,7 +86,7 @@ impl Net {
 
     pub(crate) fn store(&self) -> &ParamStore {
         match self {
-            Net::Baseline(_, s) | Net::Limaml(_, s) => s,
+            Net::Baseline(_, s) | Net::Limaml(_, s) | Net::Logistic(_, s) => s,
         }
     }
 }
@@ -162,6 +172,23 @@ fn train_here(
     seed: u64,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<TrainedModel, ModelError> {
+    match method {
+        MethodConfig::Logistic(c) => train_with_l2_search(c, interactions, tasks, &mut |single| {
+            train_one(single, train, interactions, tasks, seed, on_epoch)
+        }),
+        _ => train_one(method, train, interactions, tasks, seed, on_epoch),
+    }
+}
+
+/// Trains one model with the epoch loop; `logistic` with a single `l2`.
+fn train_one(
+    method: &MethodConfig,
+    train: &TrainConfig,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    seed: u64,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<TrainedModel, ModelError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let shape = DataShape::of(tasks);
     let net = Net::create(method, shape, &mut rng)?;
@@ -169,6 +196,7 @@ fn train_here(
     let tables = match &net {
         Net::Baseline(b, _) => b.embedding_tables(),
         Net::Limaml(l, _) => l.embedding_tables(),
+        Net::Logistic(..) => Vec::new(),
     };
     let mut optimizer = Optimizers::new(store, train, &tables)?;
     let features = Features::new(&tasks.features)?;
@@ -193,6 +221,16 @@ fn train_here(
                     rng,
                 )
             })
+        }
+        Net::Logistic(l, s) => {
+            if tasks.baseline_train_rows.is_empty() {
+                return Err(ModelError::NoTrainingData(
+                    "baseline_train_rows is empty".into(),
+                ));
+            }
+            // Its own Adagrad (see `logistic`): the shared optimizer holds no table of it.
+            let mut trainer = LogisticTrainer::new(l, s, interactions, tasks)?;
+            Box::new(move |_, rng| trainer.train_epoch(train.batch_size, rng))
         }
         Net::Limaml(l, s) => {
             if data.training_tasks.is_empty() {
@@ -275,6 +313,7 @@ fn train_here(
         weights: store.to_safetensors_bytes()?,
         curve,
         best_epoch,
+        l2_search: None,
     })
 }
 
@@ -303,6 +342,9 @@ pub(crate) fn score_rows(
                     .to_vec1::<f32>()?;
                 scores.extend(logits.into_iter().map(sigmoid));
             }
+        }
+        Net::Logistic(l, s) => {
+            scores = l.scores(s, &tasks.features, interactions, rows)?;
         }
         Net::Limaml(l, s) => {
             let mut distinct: Vec<u32> = task_index.to_vec();

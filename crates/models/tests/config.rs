@@ -76,7 +76,7 @@ fn unknown_fields_and_kinds_are_rejected() {
 
 #[test]
 fn defaults_are_valid() {
-    for kind in ["global", "id_embedding", "wide_deep", "limaml"] {
+    for kind in ["global", "id_embedding", "wide_deep", "limaml", "logistic"] {
         assert_eq!(
             MethodConfig::default_for(kind).unwrap().validate(),
             vec![],
@@ -178,4 +178,53 @@ fn train_refuses_an_invalid_configuration() {
         matches!(err, ModelError::InvalidConfig(ref issues) if issues[0].field == "learning_rate"),
         "{err}"
     );
+}
+
+#[test]
+fn a_logistic_table_parses_with_its_default_grids() {
+    let spec: Spec = toml::from_str(
+        "[methods.lr]\nkind = \"logistic\"\n[methods.narrow]\nkind = \"logistic\"\nl2 = [1e-4]\n",
+    )
+    .unwrap();
+    let MethodConfig::Logistic(c) = &spec.methods["lr"] else {
+        panic!("not logistic")
+    };
+    assert_eq!(c.l2, [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]);
+    assert_eq!(c.cross_l2, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]);
+    assert_eq!((c.learning_rate, c.user_tag_buckets), (0.1, 1 << 22));
+    assert_eq!(spec.methods["lr"].kind_name(), "logistic");
+    let MethodConfig::Logistic(narrow) = &spec.methods["narrow"] else {
+        panic!("not logistic")
+    };
+    assert_eq!(narrow.l2, [1e-4]);
+    let typo = toml::from_str::<Spec>("[methods.m]\nkind = \"logistic\"\nl2s = [1e-4]\n");
+    assert!(typo.unwrap_err().to_string().contains("l2s"));
+}
+
+#[test]
+fn bad_logistic_l2_lists_are_issues_naming_the_field() {
+    let fields_of = |l2: Vec<f64>, cross_l2: Vec<f64>| -> Vec<String> {
+        MethodConfig::Logistic(LogisticConfig {
+            l2,
+            cross_l2,
+            ..LogisticConfig::default()
+        })
+        .validate()
+        .into_iter()
+        .map(|i| i.field)
+        .collect()
+    };
+    let good = vec![1e-4];
+    for bad in [vec![], vec![-1e-3], vec![f64::NAN], vec![1e-3, 1e-3], vec![11.0]] {
+        assert_eq!(fields_of(bad.clone(), good.clone()), ["l2"], "{bad:?}");
+        assert_eq!(fields_of(good.clone(), bad.clone()), ["cross_l2"], "{bad:?}");
+    }
+    assert_eq!(fields_of(vec![0.0, 1e-2], good), Vec::<String>::new());
+    let bad_rate = MethodConfig::Logistic(LogisticConfig {
+        learning_rate: 0.0,
+        user_tag_buckets: 0,
+        ..LogisticConfig::default()
+    });
+    let fields: Vec<String> = bad_rate.validate().into_iter().map(|i| i.field).collect();
+    assert_eq!(fields, ["learning_rate", "user_tag_buckets"]);
 }

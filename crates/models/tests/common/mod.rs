@@ -201,5 +201,6 @@ pub fn all_methods() -> Vec<(&'static str, MethodConfig)> {
         .into_iter()
         .map(|k| (k, MethodConfig::default_for(k).unwrap()))
         .chain([("limaml", MethodConfig::Limaml(limaml()))])
+        .chain([("logistic", MethodConfig::default_for("logistic").unwrap())])
         .collect()
 }

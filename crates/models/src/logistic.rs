@@ -1,0 +1,433 @@
+//! The `logistic` method: L2-regularised logistic regression over one-hot user and item ids,
+//! the encoded user and item features, and the crosses user id x item tag and user features x
+//! item tag; a well-tuned simple baseline for the neural methods.
+//!
+//! Owns [`LogisticNet`] (the weight layout and the logit of a row), [`LogisticTrainer`] (one
+//! epoch of minibatch Adagrad on an honest L2 objective) and [`train_with_l2_search`] (one model
+//! per pair of `l2` and `cross_l2` values, the best on validation kept, recorded as an
+//! [`L2Search`]). Must not read test
+//! rows (the search scores validation query rows only) nor decide when to stop: `train` drives
+//! each candidate's epochs and early stopping, with the rules of every method.
+//!
+//! The model, for a row of user `u` and item `i` with feature rows `x_u`, `x_i` (one-hot
+//! categoricals, standardized numerics, multi-hot tags, as encoded by `limaml_data`):
+//!
+//! ```text
+//! logit = b + w_user[u] + w_item[i] + w_f . x_u + w_g . x_i
+//!       + sum over the item's tags t of (w_ut[u, t] + sum_j x_u[j] V[j, t])
+//! ```
+//!
+//! All weights start at 0 (the problem is convex; the seed only orders the minibatches). `w_ut`
+//! holds one weight per (user, tag) pair unless `n_users * n_tags` exceeds `user_tag_buckets`,
+//! in which case the pairs are hashed into that many weights. `V` is exact (`user_dim x n_tags`).
+//!
+//! Why the L2 penalty is honest under sparse updates: the objective is
+//! `F(w) = (1/N) sum_r logloss_r(w) + (l2 / 2) |w_ids, w_f, w_g|^2 + (cross_l2 / 2) |w_ut, V|^2`
+//! (bias excluded) over the `N` rows of `baseline_train_rows`; write `l2_j` for weight `j`'s
+//! strength. Weight `j` is read by `n_j` occurrences in those rows, so the penalty
+//! splits exactly into per-occurrence terms `(N l2_j / (2 n_j)) w_j^2`: the sum over all rows is
+//! the full penalty. A minibatch's mean gradient is then an unbiased estimate of `grad F` that
+//! touches only the weights its rows read: no decay of unread rows to replay, and no decoupled
+//! weight decay (AdamW), which Adam's per-coordinate scaling turns into a different,
+//! frequency-dependent regulariser. Weights no training row reads stay at 0, their optimum.
+//!
+//! Why Adagrad (not the Adam of `[train]`): its per-coordinate steps shrink with each weight's
+//! own gradient history, so a cross read a few times an epoch moves as fast as the bias, and its
+//! decaying steps average minibatch noise out, so the iterate approaches the regularised optimum
+//! that makes comparing `l2` values meaningful. Adam at `learning_rate = 1e-3` moves a weight by
+//! at most about 1e-3 per step that reads it: a user x tag weight read a few times an epoch would
+//! need hundreds of epochs.
+//!
+//! Why the search keeps the best validation AUC (not log loss): AUC is what picks every method's
+//! epoch (early stopping) and what the comparison reports first, so logistic is tuned on the
+//! same criterion as the others. Each candidate's validation log loss is recorded next to it.
+//! Ties go to the stronger penalty.
+
+use candle_core::{Device, Tensor};
+use limaml_data::{FeatureTables, Interactions, TaskRole, TaskSet};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::baselines::hash;
+use crate::config::{LogisticConfig, MethodConfig};
+use crate::embeddings::predict;
+use crate::error::ModelError;
+use crate::eval::evaluate;
+use crate::inputs::DataShape;
+use crate::mlp::sigmoid;
+use crate::params::ParamStore;
+use crate::train::TrainedModel;
+
+/// Name of the one flat weight tensor in the [`ParamStore`] (blocks as in [`Offsets`]).
+const WEIGHTS: &str = "logistic.weights";
+
+/// Adagrad's denominator floor.
+const ADAGRAD_EPS: f64 = 1e-8;
+
+/// Where each block starts in the flat weight vector, in this order after the bias (index 0):
+/// user ids, item ids, user features, item features, user id x tag, user features x tag.
+#[derive(Debug, Clone, Copy)]
+struct Offsets {
+    user_id: usize,
+    item_id: usize,
+    user_features: usize,
+    item_features: usize,
+    user_tag: usize,
+    feature_tag: usize,
+    total: usize,
+}
+
+/// Layout of a logistic model's weights and its logit.
+#[derive(Debug, Clone)]
+pub struct LogisticNet {
+    shape: DataShape,
+    /// The L2 strengths this net trains with, of the id and feature weights and of the
+    /// crosses: the first of the config's `l2` and `cross_l2` (the search hands each candidate
+    /// pair to `train` alone).
+    pub l2: f64,
+    pub cross_l2: f64,
+    /// Adagrad learning rate.
+    pub learning_rate: f64,
+    /// Number of user id x tag weights: `n_users * n_tags`, or the buckets when hashed.
+    user_tag_size: usize,
+    user_tag_hashed: bool,
+    offsets: Offsets,
+}
+
+impl LogisticNet {
+    /// The layout for `shape`, with all weights 0.
+    pub fn create(
+        config: &LogisticConfig,
+        shape: DataShape,
+    ) -> Result<(LogisticNet, ParamStore), ModelError> {
+        let exact = shape.n_users.saturating_mul(shape.n_tags);
+        let user_tag_hashed = exact > config.user_tag_buckets;
+        let user_tag_size = if user_tag_hashed {
+            config.user_tag_buckets
+        } else {
+            exact
+        };
+        let user_id = 1;
+        let item_id = user_id + shape.n_users;
+        let user_features = item_id + shape.n_items;
+        let item_features = user_features + shape.user_dim;
+        let user_tag = item_features + shape.item_dim;
+        let feature_tag = user_tag + user_tag_size;
+        let total = feature_tag + shape.user_dim * shape.n_tags;
+        let offsets = Offsets {
+            user_id,
+            item_id,
+            user_features,
+            item_features,
+            user_tag,
+            feature_tag,
+            total,
+        };
+        let mut store = ParamStore::new();
+        store.zeros(WEIGHTS, &[total])?;
+        let net = LogisticNet {
+            shape,
+            l2: config.l2.first().copied().unwrap_or(0.0),
+            cross_l2: config.cross_l2.first().copied().unwrap_or(0.0),
+            learning_rate: config.learning_rate,
+            user_tag_size,
+            user_tag_hashed,
+            offsets,
+        };
+        Ok((net, store))
+    }
+
+    /// Calls `visit(weight index, feature value)` for every nonzero feature of the row of
+    /// `user` and `item`, the bias (index 0) first.
+    fn for_each_feature(
+        &self,
+        tables: &FeatureTables,
+        user: u32,
+        item: u32,
+        mut visit: impl FnMut(usize, f32),
+    ) {
+        let (u, i) = (user as usize, item as usize);
+        let (o, user_dim, item_dim) = (&self.offsets, self.shape.user_dim, self.shape.item_dim);
+        visit(0, 1.0);
+        visit(o.user_id + u, 1.0);
+        visit(o.item_id + i, 1.0);
+        let user_row = &tables.user_features[u * user_dim..(u + 1) * user_dim];
+        for (j, &x) in user_row.iter().enumerate().filter(|(_, &x)| x != 0.0) {
+            visit(o.user_features + j, x);
+        }
+        let item_row = &tables.item_features[i * item_dim..(i + 1) * item_dim];
+        for (j, &x) in item_row.iter().enumerate().filter(|(_, &x)| x != 0.0) {
+            visit(o.item_features + j, x);
+        }
+        let n_tags = self.shape.n_tags;
+        for &t in tables.item_tags.get(i).map(Vec::as_slice).unwrap_or(&[]) {
+            let t = t as usize;
+            let pair = if self.user_tag_hashed {
+                (hash(u as u64, t as u64, 3) % self.user_tag_size as u64) as usize
+            } else {
+                u * n_tags + t
+            };
+            visit(o.user_tag + pair, 1.0);
+            for (j, &x) in user_row.iter().enumerate().filter(|(_, &x)| x != 0.0) {
+                visit(o.feature_tag + j * n_tags + t, x);
+            }
+        }
+    }
+
+    /// The logit of the row of `user` and `item` under `weights`.
+    fn logit(&self, weights: &[f32], tables: &FeatureTables, user: u32, item: u32) -> f64 {
+        let mut sum = 0.0f64;
+        self.for_each_feature(tables, user, item, |j, x| {
+            sum += weights[j] as f64 * x as f64
+        });
+        sum
+    }
+
+    /// Click probabilities of interaction rows `rows` under the weights in `store`.
+    pub fn scores(
+        &self,
+        store: &ParamStore,
+        tables: &FeatureTables,
+        interactions: &Interactions,
+        rows: &[u32],
+    ) -> Result<Vec<f32>, ModelError> {
+        let weights = read_weights(store)?;
+        Ok(rows
+            .iter()
+            .map(|&r| {
+                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+                sigmoid(self.logit(&weights, tables, u, i) as f32)
+            })
+            .collect())
+    }
+}
+
+fn read_weights(store: &ParamStore) -> Result<Vec<f32>, ModelError> {
+    Ok(store.vars()[0].as_tensor().to_vec1::<f32>()?)
+}
+
+/// Minibatch Adagrad on `baseline_train_rows` for one [`LogisticNet`] and its strengths (see the
+/// module docs); holds the weights and optimizer state between epochs.
+pub struct LogisticTrainer<'a> {
+    net: &'a LogisticNet,
+    store: &'a ParamStore,
+    tables: &'a FeatureTables,
+    interactions: &'a Interactions,
+    rows: &'a [u32],
+    weights: Vec<f32>,
+    /// Per weight: `N l2_j / n_j`, its penalty gradient per occurrence per unit of weight (0 for
+    /// the bias and for weights no training row reads).
+    penalty: Vec<f64>,
+    /// Adagrad's sum of squared gradients, per weight.
+    squared_gradients: Vec<f64>,
+    /// The current minibatch's gradient sum; nonzero only at `touched`.
+    gradient: Vec<f64>,
+    in_batch: Vec<bool>,
+    touched: Vec<usize>,
+}
+
+impl<'a> LogisticTrainer<'a> {
+    /// State for training `net` (weights in `store`) on the tasks' baseline training rows.
+    pub fn new(
+        net: &'a LogisticNet,
+        store: &'a ParamStore,
+        interactions: &'a Interactions,
+        tasks: &'a TaskSet,
+    ) -> Result<LogisticTrainer<'a>, ModelError> {
+        let rows = tasks.baseline_train_rows.as_slice();
+        let tables = &tasks.features;
+        let size = net.offsets.total;
+        let mut occurrences = vec![0u64; size];
+        for &r in rows {
+            let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+            net.for_each_feature(tables, u, i, |j, _| occurrences[j] += 1);
+        }
+        let n = rows.len() as f64;
+        let penalty = occurrences
+            .iter()
+            .enumerate()
+            .map(|(j, &count)| {
+                let l2 = if j >= net.offsets.user_tag {
+                    net.cross_l2
+                } else {
+                    net.l2
+                };
+                if j == 0 || count == 0 {
+                    0.0
+                } else {
+                    n * l2 / count as f64
+                }
+            })
+            .collect();
+        Ok(LogisticTrainer {
+            net,
+            store,
+            tables,
+            interactions,
+            rows,
+            weights: read_weights(store)?,
+            penalty,
+            squared_gradients: vec![0.0; size],
+            gradient: vec![0.0; size],
+            in_batch: vec![false; size],
+            touched: Vec::new(),
+        })
+    }
+
+    /// One pass over the training rows in shuffled minibatches of `batch_size`; writes the
+    /// weights into the store and returns the mean batch log loss (the penalty not included).
+    pub fn train_epoch(&mut self, batch_size: usize, rng: &mut StdRng) -> Result<f64, ModelError> {
+        let mut order = self.rows.to_vec();
+        order.shuffle(rng);
+        let LogisticTrainer {
+            net,
+            tables,
+            interactions,
+            weights,
+            penalty,
+            squared_gradients,
+            gradient,
+            in_batch,
+            touched,
+            ..
+        } = self;
+        let (mut total, mut batches) = (0.0, 0usize);
+        for batch in order.chunks(batch_size) {
+            let mut batch_loss = 0.0;
+            for &r in batch {
+                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+                let label = interactions.label[r as usize] as f64;
+                let z = net.logit(weights, tables, u, i);
+                // Log loss from the logit, stable for large |z|.
+                batch_loss += z.max(0.0) - z * label + (-z.abs()).exp().ln_1p();
+                let error = 1.0 / (1.0 + (-z).exp()) - label;
+                net.for_each_feature(tables, u, i, |j, x| {
+                    gradient[j] += error * x as f64 + penalty[j] * weights[j] as f64;
+                    if !in_batch[j] {
+                        in_batch[j] = true;
+                        touched.push(j);
+                    }
+                });
+            }
+            let scale = 1.0 / batch.len() as f64;
+            for &j in touched.iter() {
+                let g = gradient[j] * scale;
+                squared_gradients[j] += g * g;
+                let step = net.learning_rate * g / (squared_gradients[j].sqrt() + ADAGRAD_EPS);
+                weights[j] = (weights[j] as f64 - step) as f32;
+                gradient[j] = 0.0;
+                in_batch[j] = false;
+            }
+            touched.clear();
+            total += batch_loss * scale;
+            batches += 1;
+        }
+        let values = Tensor::from_slice(weights.as_slice(), weights.len(), &Device::Cpu)?;
+        self.store.vars()[0].set(&values)?;
+        Ok(total / batches.max(1) as f64)
+    }
+}
+
+/// The L2 strengths a logistic model was chosen among, on validation query rows only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct L2Search {
+    /// The kept model's `l2` and `cross_l2`.
+    pub l2: f64,
+    pub cross_l2: f64,
+    /// Every candidate: `l2` in the config's order, then `cross_l2`.
+    pub candidates: Vec<L2Candidate>,
+}
+
+/// One candidate pair of strengths: its early-stopped model's validation metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct L2Candidate {
+    pub l2: f64,
+    pub cross_l2: f64,
+    pub best_epoch: usize,
+    pub validation_auc: Option<f64>,
+    pub validation_logloss: Option<f64>,
+}
+
+impl L2Candidate {
+    /// Whether `self` should be kept over `other`: higher validation AUC; ties (or no AUC on
+    /// either) to the stronger penalty, `l2` first; a candidate with an AUC beats one without.
+    fn beats(&self, other: &L2Candidate) -> bool {
+        match (self.validation_auc, other.validation_auc) {
+            (Some(a), Some(b)) if a != b => a > b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            _ => (self.l2, self.cross_l2) > (other.l2, other.cross_l2),
+        }
+    }
+}
+
+/// Trains one model per pair of `config.l2` and `config.cross_l2` values with `train_one` (each
+/// sees a config whose lists hold that pair alone) and keeps the one with the best validation
+/// AUC. The kept model
+/// carries the full `config` and the search in [`TrainedModel::l2_search`].
+pub(crate) fn train_with_l2_search(
+    config: &LogisticConfig,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    train_one: &mut dyn FnMut(&MethodConfig) -> Result<TrainedModel, ModelError>,
+) -> Result<TrainedModel, ModelError> {
+    let pairs: Vec<(f64, f64)> = config
+        .l2
+        .iter()
+        .flat_map(|&l2| config.cross_l2.iter().map(move |&cross_l2| (l2, cross_l2)))
+        .collect();
+    let mut candidates = Vec::with_capacity(pairs.len());
+    let mut best: Option<(TrainedModel, usize)> = None;
+    for (l2, cross_l2) in pairs {
+        let single = MethodConfig::Logistic(LogisticConfig {
+            l2: vec![l2],
+            cross_l2: vec![cross_l2],
+            ..config.clone()
+        });
+        let model = train_one(&single)?;
+        let validation = predict(&model, interactions, tasks, None, &[TaskRole::Validation])?;
+        let metrics = evaluate(&validation, interactions, tasks).overall;
+        let candidate = L2Candidate {
+            l2,
+            cross_l2,
+            best_epoch: model.best_epoch,
+            validation_auc: metrics.auc,
+            validation_logloss: metrics.logloss,
+        };
+        tracing::info!(
+            "logistic l2 {l2:e} cross_l2 {cross_l2:e}: best epoch {}, validation auc {:?}, log loss {:?}",
+            candidate.best_epoch,
+            candidate.validation_auc,
+            candidate.validation_logloss
+        );
+        let keep = match &best {
+            None => true,
+            Some((_, k)) => candidate.beats(&candidates[*k]),
+        };
+        candidates.push(candidate);
+        if keep {
+            best = Some((model, candidates.len() - 1));
+        }
+    }
+    let (model, kept) = best.ok_or_else(|| {
+        ModelError::InvalidConfig(vec![crate::config::ConfigIssue {
+            field: "l2".into(),
+            message: "lists no value".into(),
+        }])
+    })?;
+    let (l2, cross_l2) = (candidates[kept].l2, candidates[kept].cross_l2);
+    tracing::info!(
+        "logistic: l2 {l2:e} cross_l2 {cross_l2:e} chosen on validation auc {:?}",
+        candidates[kept].validation_auc
+    );
+    Ok(TrainedModel {
+        method: MethodConfig::Logistic(config.clone()),
+        l2_search: Some(L2Search {
+            l2,
+            cross_l2,
+            candidates,
+        }),
+        ..model
+    })
+}
