@@ -67,7 +67,7 @@ fn write_paper_specs(ws: &Workspace) {
     ws.write("paper/synthetic.toml", &format!("include = [\"common.toml\"]\n{methods}"));
     for (file, parameter, values) in [
         ("ablation-meta-embedding-size.toml", "meta_embedding_dim", "[4, 16]"),
-        ("ablation-inner-steps.toml", "inner_steps", "[0, 1]"),
+        ("ablation-inner-steps.toml", "inner_steps", "[0, 3]"),
         ("ablation-order.toml", "second_order", "[false, true]"),
         ("ablation-meta-inputs.toml", "meta_inputs", "[[\"id\", \"features\", \"activity\"], [\"activity\"]]"),
         ("ablation-meta-interaction.toml", "meta_interaction", "[\"concat\", \"dot\"]"),
@@ -112,7 +112,7 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
         assert!(main_csv.lines().any(|l| l.starts_with(method)), "{method} in main table");
     }
     let ablation = std::fs::read_to_string(reports.join("3b-inner-steps/table.csv")).unwrap();
-    assert!(ablation.contains("inner_steps=0") && ablation.contains("inner_steps=1 (default)"), "{ablation}");
+    assert!(ablation.contains("inner_steps=0") && ablation.contains("inner_steps=3 (default)"), "{ablation}");
 
     for plot in ["2a-segments/lift-by-segment.svg", "1-main/learning-curves.svg", "3b-inner-steps/auc.svg"] {
         let svg = std::fs::read_to_string(reports.join(plot)).unwrap_or_else(|e| panic!("{plot}: {e}"));

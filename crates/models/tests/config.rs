@@ -32,7 +32,7 @@ fn method_tables_parse_with_defaults_for_every_field() {
     assert_eq!(
         spec.methods["g"],
         MethodConfig::Global {
-            hidden: vec![64, 32],
+            hidden: vec![128, 64],
             item_id_embedding_dim: 16
         }
     );
