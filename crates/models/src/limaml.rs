@@ -627,8 +627,11 @@ impl LimamlNet {
             None => batch.entity_rows.clone(),
         };
         let batch = batch.with_gathered_entities(entities.as_ref())?;
-        let (loss, gradients) =
+        let (loss, mut gradients) =
             self.outer_gradients(&params, data, &batch, &entity_rows, items.as_ref(), gradients)?;
+        if let Some(limit) = self.config.outer_gradient_clip {
+            clip_global_norm(&mut gradients, limit)?;
+        }
         let mut grads = gradient_store()?;
         let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
         for (index, gradient) in gradients {
@@ -1112,6 +1115,21 @@ fn dense_stack(layers: &[Tensor]) -> Result<DenseStack, ModelError> {
         weights,
         biases,
     })
+}
+
+/// Scales every gradient by `limit / norm` when their global L2 norm exceeds `limit`.
+fn clip_global_norm(gradients: &mut [(usize, Tensor)], limit: f64) -> Result<(), ModelError> {
+    let mut squares = 0.0f64;
+    for (_, g) in gradients.iter() {
+        squares += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    let norm = squares.sqrt();
+    if norm.is_finite() && norm > limit {
+        for (_, g) in gradients.iter_mut() {
+            *g = g.affine(limit / norm, 0.0)?;
+        }
+    }
+    Ok(())
 }
 
 /// A gradient per parameter, by its index in the [`ParamStore`] (row-major values).
