@@ -111,6 +111,10 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     for method in ["global", "id_embedding", "wide_deep", "limaml", "oracle"] {
         assert!(main_csv.lines().any(|l| l.starts_with(method)), "{method} in main table");
     }
+    let freshness = std::fs::read_to_string(reports.join("3e-freshness/table.csv")).unwrap();
+    for row in ["all support rows (latest)", "newest part", "oldest part"] {
+        assert!(freshness.contains(row), "{row} in the freshness table: {freshness}");
+    }
     let ablation = std::fs::read_to_string(reports.join("3b-inner-steps/table.csv")).unwrap();
     assert!(ablation.contains("inner_steps=0") && ablation.contains("inner_steps=3 (default)"), "{ablation}");
 

@@ -241,6 +241,7 @@ fn add_cell(
                 let mut variants = vec![stages::export_embeddings::SupportVersion::Latest];
                 if spec.report.freshness {
                     variants.push(stages::export_embeddings::SupportVersion::Stale);
+                    variants.push(stages::export_embeddings::SupportVersion::Recent);
                 }
                 for support in variants {
                     let suffix = support.suffix();

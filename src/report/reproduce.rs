@@ -165,13 +165,25 @@ fn setting_of(row: &Row) -> String {
     }
 }
 
-/// Table 3, freshness: meta embeddings from the latest support data versus an earlier cut-off.
+/// Table 3, freshness: meta embeddings from all the support data, from its newest part, and
+/// from its oldest part of the same size (an earlier cut-off). Newest against oldest is recency
+/// at equal amount; all against newest is amount.
 pub fn freshness_table(title: &str, rows: &[Row]) -> TableData {
-    let mut table = TableData::new(title, vec!["meta embeddings", "AUC", "GAUC", "low AUC", "ΔAUC vs latest", "n"]);
-    let latest = rows.iter().find(|r| r.method == "limaml" && !r.label.contains('@'));
-    for row in rows.iter().filter(|r| r.method == "limaml") {
-        let name = if row.label.contains("@stale") { "stale (earlier cut-off)" } else { "latest" };
-        table.push(variant_cells(name.into(), row, latest), row.stage_keys.clone());
+    let mut table =
+        TableData::new(title, vec!["meta embeddings", "AUC", "GAUC", "low AUC", "ΔAUC vs oldest part", "n"]);
+    let limaml = |suffix: &str| {
+        rows.iter().find(|r| r.method == "limaml" && r.label.ends_with(suffix) && (suffix.starts_with('@') || !r.label.contains('@')))
+    };
+    let oldest = limaml("@stale");
+    let named = [
+        ("", "all support rows (latest)"),
+        ("@recent", "newest part (as many rows as the oldest)"),
+        ("@stale", "oldest part (earlier cut-off)"),
+    ];
+    for (suffix, name) in named {
+        if let Some(row) = limaml(suffix) {
+            table.push(variant_cells(name.into(), row, oldest), row.stage_keys.clone());
+        }
     }
     table
 }

@@ -26,7 +26,7 @@ impl Stage for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn code(&self) -> &'static str {
@@ -50,7 +50,11 @@ impl Stage for Evaluate {
             (oracle(&roles)?, oracle(&[TaskRole::Validation])?)
         } else {
             let model: TrainedModel = super::train::decode_model(ctx, "model")?;
-            let embeddings: Option<MetaEmbeddingTable> = if ctx.inputs.roles().iter().any(|r| r == "embeddings") {
+            // Under the deployment protocol an entity has a task per window, each with the
+            // history before its window's start: its meta embedding is regenerated per window
+            // (adapting on that task's support), not looked up once per entity.
+            let windowed = tasks.tasks.iter().any(|t| t.window.is_some());
+            let embeddings: Option<MetaEmbeddingTable> = if !windowed && ctx.inputs.roles().iter().any(|r| r == "embeddings") {
                 Some(ctx.decode("embeddings", "meta_embeddings")?)
             } else {
                 None

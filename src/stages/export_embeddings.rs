@@ -13,8 +13,10 @@ use super::{encode, Stage, StageContext, StageError, StageOutput};
 pub enum SupportVersion {
     /// The latest support data.
     Latest,
-    /// Support data as of an earlier cut-off.
+    /// Support data as of an earlier cut-off (its oldest part).
     Stale,
+    /// The newest part of the support data, as many rows as `Stale`.
+    Recent,
 }
 
 impl SupportVersion {
@@ -23,6 +25,7 @@ impl SupportVersion {
         match self {
             SupportVersion::Latest => "",
             SupportVersion::Stale => "@stale",
+            SupportVersion::Recent => "@recent",
         }
     }
 
@@ -30,6 +33,7 @@ impl SupportVersion {
         match self {
             SupportVersion::Latest => limaml_models::SupportVersion::Latest,
             SupportVersion::Stale => limaml_models::SupportVersion::Stale,
+            SupportVersion::Recent => limaml_models::SupportVersion::Recent,
         }
     }
 }

@@ -90,6 +90,7 @@ fn summarize(seeds: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
     summary.insert("validation".into(), block("/validation"));
     summary.insert("segments".into(), groups("by_segment"));
     summary.insert("states".into(), groups("by_state"));
+    summary.insert("windows".into(), groups("by_window"));
     summary.insert(
         "per_seed".into(),
         seeds

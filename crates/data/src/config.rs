@@ -287,6 +287,10 @@ pub enum EvalSetting {
     /// Cold validation/test entities, plus warm test tasks for meta-training entities.
     #[default]
     Both,
+    /// Train once, then serve later time windows (`deployment_cuts`): every model trains on
+    /// the interactions before the first cut; each later window is scored with the history
+    /// before its start (see `slice`'s module docs).
+    Deployment,
 }
 
 /// The `[split]` table.
@@ -312,6 +316,10 @@ pub struct SplitConfig {
     pub segments: Option<Vec<u32>>,
     /// When set, each task also gets a stale support set without its most recent fraction.
     pub freshness_fraction: Option<f32>,
+    /// With `setting = "deployment"`: cut points T0 < T1 < ... as quantiles of all interaction
+    /// timestamps, strictly ascending in (0, 1). Training uses the rows before T0; window 1,
+    /// [T0, T1), is validation (early stopping); windows 2.. are test, the last one open-ended.
+    pub deployment_cuts: Option<Vec<f32>>,
 }
 
 impl Default for SplitConfig {
@@ -328,6 +336,7 @@ impl Default for SplitConfig {
             validation_fraction: 0.1,
             segments: None,
             freshness_fraction: None,
+            deployment_cuts: None,
         }
     }
 }
@@ -392,6 +401,34 @@ impl SplitConfig {
             if !in_open_unit(f) {
                 issues.push(ConfigIssue::new("freshness_fraction", "must be in (0, 1)"));
             }
+        }
+        match (&self.deployment_cuts, self.setting == EvalSetting::Deployment) {
+            (None, true) => issues.push(ConfigIssue::new(
+                "deployment_cuts",
+                "setting = \"deployment\" needs cut points, e.g. deployment_cuts = [0.7, 0.8, 0.9]",
+            )),
+            (Some(_), false) => issues.push(ConfigIssue::new(
+                "deployment_cuts",
+                "only applies with setting = \"deployment\"",
+            )),
+            (Some(cuts), true) => {
+                if cuts.len() < 2 {
+                    issues.push(ConfigIssue::new(
+                        "deployment_cuts",
+                        "needs at least two cut points: a validation window and a test window",
+                    ));
+                }
+                if !cuts.iter().all(|&c| in_open_unit(c)) {
+                    issues.push(ConfigIssue::new("deployment_cuts", "every cut must be in (0, 1)"));
+                }
+                if cuts.windows(2).any(|w| w[0] >= w[1]) {
+                    issues.push(ConfigIssue::new(
+                        "deployment_cuts",
+                        "cut points must be strictly ascending",
+                    ));
+                }
+            }
+            (None, false) => {}
         }
         issues
     }

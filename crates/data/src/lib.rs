@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod csv;
+mod deployment;
 pub mod encode;
 pub mod error;
 pub mod fetch;

@@ -69,6 +69,9 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
         });
     }
 
+    if config.setting == EvalSetting::Deployment {
+        return crate::deployment::slice_deployment(dataset, config, seed, &rows_by_entity, &kept);
+    }
     let counts: Vec<u32> = kept
         .iter()
         .map(|&e| rows_by_entity[e as usize].len() as u32)
@@ -108,6 +111,7 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
             segment: segment_of(n_interactions),
             n_interactions,
             stale_support: config.freshness_fraction.map(|f| stale(&support, f)),
+            window: None,
             support,
             query,
         };
@@ -176,7 +180,7 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
     })
 }
 
-fn role_rank(role: TaskRole) -> u8 {
+pub(crate) fn role_rank(role: TaskRole) -> u8 {
     match role {
         TaskRole::MetaTrain => 0,
         TaskRole::Validation => 1,
@@ -185,7 +189,7 @@ fn role_rank(role: TaskRole) -> u8 {
 }
 
 /// A per-entity generator, so an entity's random split does not depend on the others.
-fn entity_rng(seed: u64, entity: u32) -> StdRng {
+pub(crate) fn entity_rng(seed: u64, entity: u32) -> StdRng {
     let mixed = seed ^ (entity as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     StdRng::seed_from_u64(mixed)
 }
@@ -226,7 +230,7 @@ pub fn split_rows(rows: &[u32], config: &SplitConfig, rng: &mut StdRng) -> (Vec<
 }
 
 /// The time-ordered `support` without its most recent `fraction` (at least one row kept).
-fn stale(support: &[u32], fraction: f32) -> Vec<u32> {
+pub(crate) fn stale(support: &[u32], fraction: f32) -> Vec<u32> {
     let dropped = (fraction as f64 * support.len() as f64).round() as usize;
     let keep = support
         .len()

@@ -134,6 +134,8 @@ fn summarize_tasks(task_set: &TaskSet) -> TaskSummary {
         per_state: vec![
             named("warm", count_where(&|t| t.state == EntityState::Warm)),
             named("cold", count_where(&|t| t.state == EntityState::Cold)),
+            named("known", count_where(&|t| t.state == EntityState::Known)),
+            named("new", count_where(&|t| t.state == EntityState::New)),
         ],
         baseline_train_rows: task_set.baseline_train_rows.len(),
         user_dim: task_set.features.user_dim,

@@ -104,6 +104,10 @@ pub enum TaskRole {
 pub enum EntityState {
     Warm,
     Cold,
+    /// Deployment protocol: the entity has interactions before the first cut (training data).
+    Known,
+    /// Deployment protocol: the entity's first interaction is after the first cut.
+    New,
 }
 
 /// One entity's interactions, split into a support set and a query set (row indices into
@@ -123,6 +127,9 @@ pub struct Task {
     /// For the freshness ablation: the support rows as of an earlier cut-off (a subset of
     /// `support`), present when the spec asks for a freshness split.
     pub stale_support: Option<Vec<u32>>,
+    /// Deployment protocol: the time window the query rows fall in (1 = validation).
+    #[serde(default)]
+    pub window: Option<u32>,
 }
 
 /// Dense, model-ready feature rows: categorical fields one-hot (unknown bucket included),

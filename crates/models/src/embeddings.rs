@@ -23,8 +23,12 @@ use crate::train::{score_rows, score_with_embeddings, Net, TrainedModel};
 pub enum SupportVersion {
     /// The task's support set as of the evaluation cut-off.
     Latest,
-    /// The earlier cut-off's support (`Task::stale_support`), for the freshness ablation.
+    /// The earlier cut-off's support (`Task::stale_support`, the oldest part of the support),
+    /// for the freshness ablation.
     Stale,
+    /// The newest rows of the support, as many as the stale support holds: against `Stale`,
+    /// the same amount of data, only more recent (`Latest` against this one adds amount).
+    Recent,
 }
 
 /// One meta embedding per entity: row `k` of `values` (`dim` wide) belongs to `entity_ids[k]`.
@@ -145,7 +149,7 @@ pub fn export_meta_embeddings_for_roles(
         let task = &tasks.tasks[t];
         let support = match which {
             SupportVersion::Latest => &task.support,
-            SupportVersion::Stale => {
+            SupportVersion::Stale | SupportVersion::Recent => {
                 task.stale_support
                     .as_ref()
                     .ok_or(ModelError::NoStaleSupport {
@@ -154,7 +158,11 @@ pub fn export_meta_embeddings_for_roles(
                     })?
             }
         };
-        supports.push(latest_support(&data, support, model.train.max_support));
+        let support = match which {
+            SupportVersion::Recent => latest_support(&data, &task.support, support.len()),
+            _ => support.clone(),
+        };
+        supports.push(latest_support(&data, &support, model.train.max_support));
     }
     let members: Vec<TaskRows> = chosen
         .keys()

@@ -35,6 +35,9 @@ pub struct EvalReport {
     pub overall: Metrics,
     pub by_segment: BTreeMap<String, Metrics>,
     pub by_state: BTreeMap<String, Metrics>,
+    /// Deployment protocol: per time window of the query rows ("1", "2", ...); empty otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_window: BTreeMap<String, Metrics>,
 }
 
 /// Probability clamp for the log loss.
@@ -174,11 +177,19 @@ pub fn evaluate(
     let state_name = |t: usize| match tasks.tasks[t].state {
         EntityState::Warm => "warm".to_string(),
         EntityState::Cold => "cold".to_string(),
+        EntityState::Known => "known".to_string(),
+        EntityState::New => "new".to_string(),
     };
+    let windowed = predictions.task_index.iter().any(|&t| tasks.tasks[t as usize].window.is_some());
     EvalReport {
         overall,
         by_segment: slice(&segment_name),
         by_state: slice(&state_name),
+        by_window: if windowed {
+            slice(&|t: usize| tasks.tasks[t].window.map_or("none".to_string(), |w| w.to_string()))
+        } else {
+            BTreeMap::new()
+        },
     }
 }
 

@@ -111,9 +111,11 @@ impl<'a> LimamlData<'a> {
             .collect();
         if evaluation_support_tasks {
             for task in tasks.tasks.iter().filter(|t| t.role != TaskRole::MetaTrain) {
-                // A warm evaluation task's support is its entity's meta-train rows already.
+                // A warm evaluation task's support is its entity's meta-train rows already; under
+                // the deployment protocol (known / new) support rows after the first cut are
+                // for refreshing embeddings only, never for training.
                 let n = task.support.len();
-                if task.state == limaml_data::EntityState::Warm || n < 2 {
+                if task.state != limaml_data::EntityState::Cold || n < 2 {
                     continue;
                 }
                 let mut rows = task.support.clone();

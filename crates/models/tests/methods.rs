@@ -479,3 +479,26 @@ fn adapting_the_meta_embedding_reorders_items_within_each_user() {
         "adaptation moved GAUC from {frozen:.4} to {adapted:.4}"
     );
 }
+
+#[test]
+fn recent_export_adapts_on_the_newest_rows_as_many_as_the_stale_support_holds() {
+    let (interactions, tasks) = synthetic(5);
+    let model = train_one_epoch(&MethodConfig::Limaml(limaml()), &interactions, &tasks, 9);
+    let recent =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Recent).unwrap();
+    // The same export from task sets whose support is only its newest rows.
+    let mut newest_only = tasks.clone();
+    for task in &mut newest_only.tasks {
+        let keep = task.stale_support.as_ref().unwrap().len();
+        let mut rows = task.support.clone();
+        rows.sort_by_key(|&r| (interactions.timestamp[r as usize], r));
+        task.support = rows.split_off(rows.len() - keep);
+    }
+    let expected =
+        export_meta_embeddings(&model, &interactions, &newest_only, SupportVersion::Latest)
+            .unwrap();
+    assert_eq!(recent, expected);
+    let stale =
+        export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Stale).unwrap();
+    assert_ne!(recent.values, stale.values, "newest and oldest rows adapt differently");
+}

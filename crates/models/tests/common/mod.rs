@@ -90,6 +90,7 @@ pub fn synthetic_sized(seed: u64, n_users: usize) -> (Interactions, TaskSet) {
             segment: if n <= 36 { 0 } else { 1 },
             n_interactions: n as u32,
             stale_support: Some(support[..support.len() / 2].to_vec()),
+            window: None,
             support,
             query,
         };
@@ -172,6 +173,7 @@ pub fn synthetic_item_tasks(seed: u64) -> (Interactions, TaskSet) {
                 support: rows[..half].to_vec(),
                 query: rows[half..].to_vec(),
                 stale_support: None,
+                window: None,
             }
         })
         .collect();
