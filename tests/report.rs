@@ -65,6 +65,10 @@ fn write_paper_specs(ws: &Workspace) {
     let methods = "[methods.global]\nkind = \"global\"\nhidden = [8]\n[methods.id_embedding]\nkind = \"id_embedding\"\nhidden = [8]\n[methods.wide_deep]\nkind = \"wide_deep\"\nhidden = [8]\n[methods.limaml]\nkind = \"limaml\"\nhidden = [8]\n";
     ws.write("paper/main.toml", &format!("include = [\"common.toml\"]\n{methods}[report]\nbaseline = \"global\"\nfreshness = true\nserving_cost = true\n"));
     ws.write("paper/synthetic.toml", &format!("include = [\"common.toml\"]\n{methods}"));
+    ws.write(
+        "paper/deployment.toml",
+        &format!("include = [\"common.toml\"]\n{methods}[split]\nfreshness_fraction = 0.5\nsetting = \"deployment\"\ndeployment_cuts = [0.6, 0.8]\n[report]\nbaseline = \"global\"\n"),
+    );
     for (file, parameter, values) in [
         ("ablation-meta-embedding-size.toml", "meta_embedding_dim", "[4, 16]"),
         ("ablation-inner-steps.toml", "inner_steps", "[0, 3]"),
@@ -89,7 +93,7 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let output = ws.run(&["reproduce", "--specs", "paper", "--out", "reports"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let reports = ws.path().join("reports");
-    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic"];
+    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic", "6a-deployment-windows", "6b-deployment-states"];
     for table in tables {
         let folder = reports.join(table);
         for file in ["table.md", "table.csv", "table.tex", "table.json", "manifest.json"] {

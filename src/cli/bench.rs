@@ -87,6 +87,12 @@ impl ModelSize {
             inner_steps: INNER_STEPS,
             meta_batch: META_BATCH,
             second_order,
+            // The step bench/reference.py implements: the meta embedding concatenated only,
+            // the outer loss on support and query rows, a mean support loss, no clipping.
+            meta_interaction: limaml_models::MetaInteraction::Concat,
+            outer_rows: limaml_models::OuterRows::SupportAndQuery,
+            inner_prior_rows: 0.0,
+            outer_gradient_clip: None,
             ..LimamlConfig::default()
         }
     }

@@ -96,11 +96,11 @@ fn observe(store: &Store, name: &str, evaluation: &StageRecord) -> Result<Option
         if let Some(v) = report.pointer(&format!("/overall/{name}")).and_then(|v| v.as_f64()) {
             metrics.insert(name.to_string(), v);
         }
-        for group in ["by_segment", "by_state"] {
+        for (group, prefix) in [("by_segment", ""), ("by_state", ""), ("by_window", "window")] {
             if let Some(map) = report.get(group).and_then(|g| g.as_object()) {
                 for (slice, values) in map {
                     if let Some(v) = values.get(name).and_then(|v| v.as_f64()) {
-                        metrics.insert(format!("{slice}.{name}"), v);
+                        metrics.insert(format!("{prefix}{slice}.{name}"), v);
                     }
                 }
             }

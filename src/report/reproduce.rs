@@ -11,7 +11,7 @@ use super::table::{Format, TableData};
 use crate::store::{RunRecord, Store, StoreError};
 
 /// The paper specs, in the order their tables are printed.
-pub const PAPER_SPECS: [&str; 10] = [
+pub const PAPER_SPECS: [&str; 11] = [
     "main.toml",
     "synthetic.toml",
     "ablation-meta-embedding-size.toml",
@@ -22,6 +22,7 @@ pub const PAPER_SPECS: [&str; 10] = [
     "ablation-meta-interaction-synthetic.toml",
     "ablation-outer-rows.toml",
     "ablation-inner-prior-rows.toml",
+    "deployment.toml",
 ];
 
 /// `--quick`: one seed and few epochs, a smoke check of the whole pipeline.
@@ -246,13 +247,33 @@ fn note_seeds(table: &mut TableData, rows: &[Row]) {
 }
 
 /// The segment names of a run's tasks, lowest activity first, then entity states.
+/// The deployment protocol's windows in the rows' metrics (`window1`, `window2`, ...), in order.
+pub fn window_names(rows: &[Row]) -> Vec<String> {
+    let mut windows: Vec<(u32, String)> = Vec::new();
+    for row in rows {
+        for name in row.metrics.keys() {
+            let Some(prefix) = name.strip_suffix(".auc") else { continue };
+            let Some(number) = prefix.strip_prefix("window").and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if !windows.iter().any(|(n, _)| *n == number) {
+                windows.push((number, prefix.to_string()));
+            }
+        }
+    }
+    windows.sort();
+    windows.into_iter().map(|(_, name)| name).collect()
+}
+
 pub fn segment_names(rows: &[Row]) -> (Vec<String>, Vec<String>) {
     let mut segments = Vec::new();
     let mut states = Vec::new();
     for row in rows {
         for name in row.metrics.keys() {
             if let Some(prefix) = name.strip_suffix(".auc") {
-                let bucket = if prefix == "warm" || prefix == "cold" { &mut states } else { &mut segments };
+                if prefix.starts_with("window") {
+                    continue;
+                }
+                let is_state = matches!(prefix, "warm" | "cold" | "known" | "new");
+                let bucket = if is_state { &mut states } else { &mut segments };
                 if !bucket.iter().any(|s: &String| s == prefix) {
                     bucket.push(prefix.to_string());
                 }
@@ -337,6 +358,23 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
                 .unwrap_or_default();
             out.push((name.into(), ablation_table(title, &rows, &default_label)));
         }
+    }
+    if let Some(run) = runs.get("deployment.toml") {
+        let rows = rows_of(store, run, Some("global"))?;
+        let (_, states) = segment_names(&rows);
+        let windows = window_names(&rows);
+        out.push((
+            "6a-deployment-windows".into(),
+            segment_table(
+                "Table 6a. Deployment: AUC per test window (trained once before window 1; LiMAML refreshed per window, baselines frozen)",
+                &rows,
+                &windows,
+            ),
+        ));
+        out.push((
+            "6b-deployment-states".into(),
+            segment_table("Table 6b. Deployment: AUC of users known before training vs new since", &rows, &states),
+        ));
     }
     if let Some(run) = runs.get("synthetic.toml") {
         let rows = rows_of(store, run, Some("global"))?;

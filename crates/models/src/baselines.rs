@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use limaml_data::{Interactions, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::Rng;
 
 use crate::config::MethodConfig;
 use crate::error::ModelError;
@@ -23,10 +24,15 @@ pub struct BaselineNet {
     deep: Mlp,
     item_embedding: Option<usize>,
     user_embedding: Option<usize>,
-    /// Index of the wide weight vector: one-hot user ids, one-hot item ids, hashed user x item,
-    /// hashed user x tag (in that order).
+    /// Index of the wide weight vector: one-hot user ids (plus the out-of-vocabulary user),
+    /// one-hot item ids, hashed user x item, hashed user x tag (in that order).
     wide: Option<usize>,
     hash_buckets: usize,
+    /// The chance that a training row reads the out-of-vocabulary user instead of its own.
+    id_dropout: f64,
+    /// Users with training rows (`TaskSet::baseline_train_rows`); the others read the
+    /// out-of-vocabulary user (row `n_users` of the user tables). Filled on first use.
+    known_users: std::sync::OnceLock<Vec<bool>>,
 }
 
 impl BaselineNet {
@@ -36,26 +42,29 @@ impl BaselineNet {
         shape: DataShape,
         rng: &mut StdRng,
     ) -> Result<(BaselineNet, ParamStore), ModelError> {
-        let (hidden, item_dim, user_dim, buckets) = match method {
+        let (hidden, item_dim, user_dim, buckets, id_dropout) = match method {
             MethodConfig::Global {
                 hidden,
                 item_id_embedding_dim,
-            } => (hidden, *item_id_embedding_dim, 0, None),
+            } => (hidden, *item_id_embedding_dim, 0, None, 0.0),
             MethodConfig::IdEmbedding {
                 hidden,
                 item_id_embedding_dim,
                 user_embedding_dim,
-            } => (hidden, *item_id_embedding_dim, *user_embedding_dim, None),
+                id_dropout,
+            } => (hidden, *item_id_embedding_dim, *user_embedding_dim, None, *id_dropout),
             MethodConfig::WideDeep {
                 hidden,
                 item_id_embedding_dim,
                 user_embedding_dim,
                 hash_buckets,
+                id_dropout,
             } => (
                 hidden,
                 *item_id_embedding_dim,
                 *user_embedding_dim,
                 Some(*hash_buckets),
+                *id_dropout,
             ),
             MethodConfig::Limaml(_) | MethodConfig::Logistic(_) => {
                 unreachable!("{} is not a BaselineNet", method.kind_name())
@@ -72,13 +81,14 @@ impl BaselineNet {
                 Ok(Some(index))
             };
         let item_embedding = embedding(&mut store, "item_embedding", shape.n_items, item_dim, rng)?;
-        let user_embedding = embedding(&mut store, "user_embedding", shape.n_users, user_dim, rng)?;
+        // One more row: the out-of-vocabulary user.
+        let user_embedding = embedding(&mut store, "user_embedding", shape.n_users + 1, user_dim, rng)?;
         let input = row_input_dim(&shape, item_dim, user_dim);
         let deep = Mlp::create(&mut store, "deep", input, hidden, 1, rng)?;
         let wide = match buckets {
             Some(b) => {
                 let index = store.vars().len();
-                store.zeros("wide", &[shape.n_users + shape.n_items + 2 * b, 1])?;
+                store.zeros("wide", &[shape.n_users + 1 + shape.n_items + 2 * b, 1])?;
                 Some(index)
             }
             None => None,
@@ -90,6 +100,8 @@ impl BaselineNet {
             user_embedding,
             wide,
             hash_buckets: buckets.unwrap_or(0),
+            id_dropout,
+            known_users: std::sync::OnceLock::new(),
         };
         Ok((net, store))
     }
@@ -113,10 +125,10 @@ impl BaselineNet {
         tasks: &TaskSet,
         rows: &[u32],
     ) -> Result<Tensor, ModelError> {
-        let ids = self.row_ids(interactions, tasks, rows);
+        let ids = self.row_ids(interactions, tasks, rows, None);
         let table_rows = TableRows {
             items: u32_tensor(ids.items.clone())?,
-            users: u32_tensor(ids.users.clone())?,
+            users: u32_tensor(ids.user_ids.clone())?,
             wide: u32_tensor(ids.wide.clone())?,
         };
         self.logits_of(params, features, &ids, &table_rows)
@@ -166,10 +178,39 @@ impl BaselineNet {
     /// The ids rows look up: users, items and (wide_deep) the wide weight indices, `per_row`
     /// per row: user id, item id, hashed user x item, then hashed user x tag for each of the
     /// item's tags (padded with masked-out index 0 to the most tags of any item).
-    fn row_ids(&self, interactions: &Interactions, tasks: &TaskSet, rows: &[u32]) -> RowIds {
-        let users: Vec<u32> = rows
+    ///
+    /// Users without training rows read the out-of-vocabulary user (`n_users`); with
+    /// `dropout`, so does each training row with probability `id_dropout`, which trains it.
+    fn row_ids(
+        &self,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        rows: &[u32],
+        mut dropout: Option<&mut StdRng>,
+    ) -> RowIds {
+        let known = self.known_users.get_or_init(|| {
+            let mut known = vec![false; self.shape.n_users];
+            for &r in &tasks.baseline_train_rows {
+                known[interactions.user[r as usize] as usize] = true;
+            }
+            known
+        });
+        let oov = self.shape.n_users as u32;
+        let users: Vec<u32> = rows.iter().map(|&r| interactions.user[r as usize]).collect();
+        let user_ids: Vec<u32> = rows
             .iter()
-            .map(|&r| interactions.user[r as usize])
+            .map(|&r| {
+                let user = interactions.user[r as usize];
+                let dropped = match dropout.as_deref_mut() {
+                    Some(rng) => self.id_dropout > 0.0 && rng.random_bool(self.id_dropout),
+                    None => false,
+                };
+                if dropped || !known[user as usize] {
+                    oov
+                } else {
+                    user
+                }
+            })
             .collect();
         let items: Vec<u32> = rows
             .iter()
@@ -180,14 +221,15 @@ impl BaselineNet {
             let tags = &tasks.features.item_tags;
             let max_tags = tags.iter().map(Vec::len).max().unwrap_or(0);
             wide_per_row = 3 + max_tags;
+            // The user one-hots include the out-of-vocabulary user.
             let (nu, ni, b) = (
-                self.shape.n_users as u64,
+                self.shape.n_users as u64 + 1,
                 self.shape.n_items as u64,
                 self.hash_buckets as u64,
             );
             wide.reserve(rows.len() * wide_per_row);
             wide_mask.reserve(rows.len() * wide_per_row);
-            for (&u, &i) in users.iter().zip(&items) {
+            for (&u, &i) in user_ids.iter().zip(&items) {
                 let (u, i) = (u as u64, i as u64);
                 wide.extend([u, nu + i, nu + ni + hash(u, i, 1) % b].map(|x| x as u32));
                 wide_mask.extend([1.0f32; 3]);
@@ -208,6 +250,7 @@ impl BaselineNet {
         }
         RowIds {
             users,
+            user_ids,
             items,
             wide,
             wide_mask,
@@ -237,7 +280,7 @@ impl BaselineNet {
         let mut batches = 0;
         for batch in rows.chunks(batch_size) {
             let mut params = store.tensors();
-            let ids = self.row_ids(interactions, tasks, batch);
+            let ids = self.row_ids(interactions, tasks, batch, Some(&mut *rng));
             let mut gathered = Vec::new();
             let mut gather = |table: Option<usize>,
                               ids: &[u32],
@@ -258,7 +301,7 @@ impl BaselineNet {
             };
             let table_rows = TableRows {
                 items: gather(self.item_embedding, &ids.items, &|_| true)?,
-                users: gather(self.user_embedding, &ids.users, &|_| true)?,
+                users: gather(self.user_embedding, &ids.user_ids, &|_| true)?,
                 wide: gather(self.wide, &ids.wide, &|k| ids.wide_mask[k] > 0.0)?,
             };
             for g in &gathered {
@@ -284,7 +327,10 @@ impl BaselineNet {
 
 /// The ids a batch of rows looks up (see [`BaselineNet::row_ids`]).
 struct RowIds {
+    /// Each row's user (for its features).
     users: Vec<u32>,
+    /// Each row's row in the user-id tables: its user, or the out-of-vocabulary user.
+    user_ids: Vec<u32>,
     items: Vec<u32>,
     /// `N x wide_per_row` wide weight indices, row-major; empty without wide weights.
     wide: Vec<u32>,

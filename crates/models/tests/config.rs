@@ -136,8 +136,10 @@ fn validation_names_each_out_of_range_field() {
         item_id_embedding_dim: 4,
         user_embedding_dim: 4,
         hash_buckets: 0,
+        id_dropout: 1.0,
     };
-    assert_eq!(wide.validate()[0].field, "hash_buckets");
+    let fields: Vec<String> = wide.validate().into_iter().map(|i| i.field).collect();
+    assert_eq!(fields, ["id_dropout", "hash_buckets"]);
 }
 
 #[test]
