@@ -4,7 +4,7 @@
 //! minibatch training on `TaskSet::baseline_train_rows`. Must not decide when to stop or what to
 //! report: `train` drives epochs and early stopping.
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use limaml_data::{Interactions, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -30,6 +30,8 @@ pub struct BaselineNet {
     hash_buckets: usize,
     /// The chance that a training row reads the out-of-vocabulary user instead of its own.
     id_dropout: f64,
+    /// Serve-time refresh of each task's user embedding row: SGD steps and step size.
+    refresh: Option<(usize, f64)>,
     /// Users with training rows (`TaskSet::baseline_train_rows`); the others read the
     /// out-of-vocabulary user (row `n_users` of the user tables). Filled on first use.
     known_users: std::sync::OnceLock<Vec<bool>>,
@@ -52,6 +54,7 @@ impl BaselineNet {
                 item_id_embedding_dim,
                 user_embedding_dim,
                 id_dropout,
+                ..
             } => (hidden, *item_id_embedding_dim, *user_embedding_dim, None, *id_dropout),
             MethodConfig::WideDeep {
                 hidden,
@@ -101,6 +104,12 @@ impl BaselineNet {
             wide,
             hash_buckets: buckets.unwrap_or(0),
             id_dropout,
+            refresh: match method {
+                MethodConfig::IdEmbedding { refresh_steps, refresh_lr, .. } if *refresh_steps > 0 => {
+                    Some((*refresh_steps, *refresh_lr))
+                }
+                _ => None,
+            },
             known_users: std::sync::OnceLock::new(),
         };
         Ok((net, store))
@@ -132,6 +141,99 @@ impl BaselineNet {
             wide: u32_tensor(ids.wide.clone())?,
         };
         self.logits_of(params, features, &ids, &table_rows)
+    }
+
+    /// Whether each user has training rows (`TaskSet::baseline_train_rows`), computed once.
+    fn known_users(&self, interactions: &Interactions, tasks: &TaskSet) -> &[bool] {
+        self.known_users.get_or_init(|| {
+            let mut known = vec![false; self.shape.n_users];
+            for &r in &tasks.baseline_train_rows {
+                known[interactions.user[r as usize] as usize] = true;
+            }
+            known
+        })
+    }
+
+    /// With a serve-time refresh configured, the steps and step size.
+    pub fn refresh(&self) -> Option<(usize, f64)> {
+        self.refresh.filter(|_| self.user_embedding.is_some())
+    }
+
+    /// Logits of query rows (`rows[k]` of task `task_index[k]`) after the serve-time refresh:
+    /// each task's user embedding row (the out-of-vocabulary row for users without training
+    /// rows) takes `steps` SGD steps on the mean loss of `supports(task)`, every other weight
+    /// frozen. Tasks are refreshed independently (each has its own copy of the row).
+    #[allow(clippy::too_many_arguments)]
+    pub fn refreshed_logits(
+        &self,
+        params: &[Tensor],
+        features: &Features,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        rows: &[u32],
+        task_index: &[u32],
+        supports: &dyn Fn(u32) -> Vec<u32>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let (Some((steps, rate)), Some(table)) = (self.refresh, self.user_embedding) else {
+            return Ok(self.logits(params, features, interactions, tasks, rows)?.to_vec1::<f32>()?);
+        };
+        let mut distinct: Vec<u32> = task_index.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let position = |t: u32| distinct.binary_search(&t).expect("task is in distinct") as u32;
+        // Each task's starting row: its user's own, or the out-of-vocabulary user's.
+        let start_rows: Vec<u32> = distinct
+            .iter()
+            .map(|&t| {
+                let user = tasks.tasks[t as usize].entity;
+                if self.known_users(interactions, tasks)[user as usize] {
+                    user
+                } else {
+                    self.shape.n_users as u32
+                }
+            })
+            .collect();
+        let rows_of_tasks = Var::from_tensor(&params[table].index_select(&u32_tensor(start_rows)?, 0)?)?;
+        let support_rows: Vec<Vec<u32>> = distinct.iter().map(|&t| supports(t)).collect();
+        let flat: Vec<u32> = support_rows.iter().flatten().copied().collect();
+        let owner: Vec<u32> = support_rows
+            .iter()
+            .enumerate()
+            .flat_map(|(k, s)| std::iter::repeat_n(k as u32, s.len()))
+            .collect();
+        let weights: Vec<f32> = support_rows
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(1.0 / s.len().max(1) as f32, s.len()))
+            .collect();
+        let mut local = params.to_vec();
+        if !flat.is_empty() {
+            let ids = self.row_ids(interactions, tasks, &flat, None);
+            let table_rows = TableRows {
+                items: u32_tensor(ids.items.clone())?,
+                users: u32_tensor(owner)?,
+                wide: u32_tensor(ids.wide.clone())?,
+            };
+            let labels: Vec<f32> = flat.iter().map(|&r| interactions.label[r as usize]).collect();
+            let labels = Tensor::from_vec(labels, flat.len(), &Device::Cpu)?;
+            let weights = Tensor::from_vec(weights, flat.len(), &Device::Cpu)?;
+            for _ in 0..steps {
+                local[table] = rows_of_tasks.as_tensor().clone();
+                let logits = self.logits_of(&local, features, &ids, &table_rows)?;
+                let loss = bce_with_logits(&logits, &labels)?.mul(&weights)?.sum_all()?;
+                let grads = loss.backward()?;
+                if let Some(g) = grads.get(rows_of_tasks.as_tensor()) {
+                    rows_of_tasks.set(&(rows_of_tasks.as_tensor() - g.affine(rate, 0.0)?)?)?;
+                }
+            }
+        }
+        local[table] = rows_of_tasks.as_tensor().detach();
+        let ids = self.row_ids(interactions, tasks, rows, None);
+        let table_rows = TableRows {
+            items: u32_tensor(ids.items.clone())?,
+            users: u32_tensor(task_index.iter().map(|&t| position(t)).collect())?,
+            wide: u32_tensor(ids.wide.clone())?,
+        };
+        Ok(self.logits_of(&local, features, &ids, &table_rows)?.to_vec1::<f32>()?)
     }
 
     /// Logits of rows given their ids and their rows in `params`' id tables (the whole tables
@@ -188,13 +290,7 @@ impl BaselineNet {
         rows: &[u32],
         mut dropout: Option<&mut StdRng>,
     ) -> RowIds {
-        let known = self.known_users.get_or_init(|| {
-            let mut known = vec![false; self.shape.n_users];
-            for &r in &tasks.baseline_train_rows {
-                known[interactions.user[r as usize] as usize] = true;
-            }
-            known
-        });
+        let known = self.known_users(interactions, tasks);
         let oov = self.shape.n_users as u32;
         let users: Vec<u32> = rows.iter().map(|&r| interactions.user[r as usize]).collect();
         let user_ids: Vec<u32> = rows

@@ -29,6 +29,14 @@ pub enum MethodConfig {
         /// of its own, so that users without training rows get a trained row.
         #[serde(default = "default_id_dropout")]
         id_dropout: f64,
+        /// Serve-time refresh, the cheap competitor of LiMAML's regenerated meta embeddings:
+        /// before scoring a task, this many SGD steps on its support rows' mean loss move its
+        /// user's embedding row (every other weight frozen). 0 (the default): no refresh.
+        #[serde(default)]
+        refresh_steps: usize,
+        /// The refresh's SGD step size.
+        #[serde(default = "default_refresh_lr")]
+        refresh_lr: f64,
     },
     /// Wide & Deep (Cheng et al. 2016): a wide linear part over one-hot user and item ids, the
     /// cross user id x item tag and the hashed cross user id x item id, plus the deep MLP of
@@ -340,6 +348,9 @@ fn default_user_embedding_dim() -> usize {
 fn default_id_dropout() -> f64 {
     0.0
 }
+fn default_refresh_lr() -> f64 {
+    1.0
+}
 fn default_hash_buckets() -> usize {
     1 << 14
 }
@@ -457,7 +468,15 @@ impl MethodConfig {
                 item_id_embedding_dim,
                 user_embedding_dim,
                 id_dropout,
+                refresh_steps,
+                refresh_lr,
             } => {
+                check(*refresh_steps <= 50, "refresh_steps", format!("{refresh_steps} is out of range 0..=50"));
+                check(
+                    refresh_lr.is_finite() && *refresh_lr > 0.0 && *refresh_lr <= 1000.0,
+                    "refresh_lr",
+                    format!("{refresh_lr} is out of range (0, 1000]"),
+                );
                 check(hidden_ok(hidden), "hidden", hidden_msg);
                 check((0.0..1.0).contains(id_dropout), "id_dropout", format!("{id_dropout} is out of range [0, 1)"));
                 check(

@@ -334,6 +334,12 @@ pub(crate) fn score_rows(
     const CHUNK: usize = 8192;
     let mut scores = Vec::with_capacity(rows.len());
     match net {
+        Net::Baseline(b, s) if b.refresh().is_some() => {
+            let params: Vec<Tensor> = s.tensors().iter().map(Tensor::detach).collect();
+            let supports = |t: u32| latest_support(data, &tasks.tasks[t as usize].support, max_support);
+            let logits = b.refreshed_logits(&params, features, interactions, tasks, rows, task_index, &supports)?;
+            scores.extend(logits.into_iter().map(sigmoid));
+        }
         Net::Baseline(b, s) => {
             let params: Vec<Tensor> = s.tensors().iter().map(Tensor::detach).collect();
             for chunk in rows.chunks(CHUNK) {

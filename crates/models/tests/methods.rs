@@ -502,3 +502,41 @@ fn recent_export_adapts_on_the_newest_rows_as_many_as_the_stale_support_holds() 
         export_meta_embeddings(&model, &interactions, &tasks, SupportVersion::Stale).unwrap();
     assert_ne!(recent.values, stale.values, "newest and oldest rows adapt differently");
 }
+
+#[test]
+fn a_refreshed_id_embedding_scores_a_user_by_its_support_and_a_frozen_one_does_not() {
+    let (interactions, tasks) = synthetic(4);
+    let refreshing = MethodConfig::IdEmbedding {
+        hidden: vec![16],
+        item_id_embedding_dim: 8,
+        user_embedding_dim: 8,
+        id_dropout: 0.1,
+        refresh_steps: 3,
+        refresh_lr: 0.5,
+    };
+    let model = train_one_epoch(&refreshing, &interactions, &tasks, 2);
+    let frozen = TrainedModel {
+        method: MethodConfig::IdEmbedding {
+            hidden: vec![16],
+            item_id_embedding_dim: 8,
+            user_embedding_dim: 8,
+            id_dropout: 0.1,
+            refresh_steps: 0,
+            refresh_lr: 0.5,
+        },
+        ..model.clone()
+    };
+    // The same tasks with every support label flipped.
+    let mut flipped = interactions.clone();
+    for task in tasks.tasks.iter().filter(|t| t.role == TaskRole::Test) {
+        for &r in &task.support {
+            flipped.label[r as usize] = 1.0 - flipped.label[r as usize];
+        }
+    }
+    let score = |m: &TrainedModel, i: &limaml_data::Interactions| {
+        predict(m, i, &tasks, None, &[TaskRole::Test]).unwrap().score
+    };
+    assert_eq!(score(&frozen, &interactions), score(&frozen, &flipped), "frozen scores ignore the support");
+    let (a, b) = (score(&model, &interactions), score(&model, &flipped));
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3), "refreshed scores follow the support");
+}
