@@ -11,7 +11,7 @@ use super::table::{Format, TableData};
 use crate::store::{RunRecord, Store, StoreError};
 
 /// The paper specs, in the order their tables are printed.
-pub const PAPER_SPECS: [&str; 11] = [
+pub const PAPER_SPECS: [&str; 12] = [
     "main.toml",
     "synthetic.toml",
     "ablation-meta-embedding-size.toml",
@@ -23,6 +23,7 @@ pub const PAPER_SPECS: [&str; 11] = [
     "ablation-outer-rows.toml",
     "ablation-inner-prior-rows.toml",
     "deployment.toml",
+    "ml-100k-prefix.toml",
 ];
 
 /// `--quick`: one seed and few epochs, a smoke check of the whole pipeline.
@@ -186,6 +187,42 @@ pub fn freshness_table(title: &str, rows: &[Row]) -> TableData {
             table.push(variant_cells(name.into(), row, oldest), row.stage_keys.clone());
         }
     }
+    table
+}
+
+/// Table 6c: the prefix protocol, AUC and GAUC per method for each swept `prefix_rows` (k).
+pub fn prefix_table(title: &str, rows: &[Row]) -> TableData {
+    // "limaml[split.prefix_rows=10]" -> "10".
+    let k_of = |row: &Row| -> String {
+        row.label
+            .split_once("prefix_rows=")
+            .map(|(_, rest)| rest.chars().take_while(char::is_ascii_digit).collect())
+            .unwrap_or_default()
+    };
+    let mut ks: Vec<String> = rows.iter().map(k_of).filter(|k| !k.is_empty()).collect();
+    ks.sort_by_key(|k| k.parse::<u32>().unwrap_or(u32::MAX));
+    ks.dedup();
+    let mut header = vec!["method".to_string()];
+    for k in &ks {
+        header.push(format!("k={k} AUC"));
+        header.push(format!("k={k} GAUC"));
+    }
+    let mut table = TableData { title: title.into(), header, ..Default::default() };
+    let mut methods: Vec<String> = rows.iter().map(|r| r.method.clone()).collect();
+    methods.sort();
+    methods.dedup();
+    for method in methods {
+        let mut cells = vec![method.clone()];
+        let mut keys = Vec::new();
+        for k in &ks {
+            let row = rows.iter().find(|r| r.method == method && &k_of(r) == k);
+            cells.push(cell(row.and_then(|r| r.metrics.get("auc"))));
+            cells.push(cell(row.and_then(|r| r.metrics.get("gauc"))));
+            keys.extend(row.map(|r| r.stage_keys.clone()).unwrap_or_default());
+        }
+        table.push(cells, keys);
+    }
+    note_seeds(&mut table, rows);
     table
 }
 
@@ -374,6 +411,13 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
         out.push((
             "6b-deployment-states".into(),
             segment_table("Table 6b. Deployment: AUC of users known before training vs new since", &rows, &states),
+        ));
+    }
+    if let Some(run) = runs.get("ml-100k-prefix.toml") {
+        let rows = rows_of(store, run, None)?;
+        out.push((
+            "6c-prefix".into(),
+            prefix_table("Table 6c. MovieLens 100K, new users adapted on their first k ratings (prefix protocol)", &rows),
         ));
     }
     if let Some(run) = runs.get("synthetic.toml") {

@@ -287,6 +287,10 @@ pub enum EvalSetting {
     /// Cold validation/test entities, plus warm test tasks for meta-training entities.
     #[default]
     Both,
+    /// Validation and test entities are new to every model: each one's first `prefix_rows`
+    /// interactions are its support (what a refresh may read, never trained on) and the rest
+    /// its query. Entities with no more than `prefix_rows` interactions are skipped and counted.
+    Prefix,
     /// Train once, then serve later time windows (`deployment_cuts`): every model trains on
     /// the interactions before the first cut; each later window is scored with the history
     /// before its start (see `slice`'s module docs).
@@ -320,6 +324,8 @@ pub struct SplitConfig {
     /// timestamps, strictly ascending in (0, 1). Training uses the rows before T0; window 1,
     /// [T0, T1), is validation (early stopping); windows 2.. are test, the last one open-ended.
     pub deployment_cuts: Option<Vec<f32>>,
+    /// With `setting = "prefix"`: how many of a new entity's first interactions it is adapted on.
+    pub prefix_rows: Option<u32>,
 }
 
 impl Default for SplitConfig {
@@ -337,6 +343,7 @@ impl Default for SplitConfig {
             segments: None,
             freshness_fraction: None,
             deployment_cuts: None,
+            prefix_rows: None,
         }
     }
 }
@@ -429,6 +436,17 @@ impl SplitConfig {
                 }
             }
             (None, false) => {}
+        }
+        match (self.prefix_rows, self.setting == EvalSetting::Prefix) {
+            (None, true) => issues.push(ConfigIssue::new(
+                "prefix_rows",
+                "setting = \"prefix\" needs the support size, e.g. prefix_rows = 10",
+            )),
+            (Some(_), false) => {
+                issues.push(ConfigIssue::new("prefix_rows", "only applies with setting = \"prefix\""))
+            }
+            (Some(0), true) => issues.push(ConfigIssue::new("prefix_rows", "must be at least 1")),
+            _ => {}
         }
         issues
     }

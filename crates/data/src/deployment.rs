@@ -142,5 +142,6 @@ pub(crate) fn slice_deployment(
         segment_bounds,
         features,
         baseline_train_rows,
+        skipped_entities: 0,
     })
 }

@@ -101,6 +101,7 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
     };
 
     let mut tasks = Vec::new();
+    let mut skipped_entities = 0usize;
     for (position, &entity) in drawn.iter().enumerate() {
         let rows = &rows_by_entity[entity as usize];
         let n_interactions = rows.len() as u32;
@@ -117,6 +118,15 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
         };
         let mut rng = entity_rng(seed, entity);
         let drawn_role = role_of_position(position);
+        if config.setting == EvalSetting::Prefix && drawn_role != TaskRole::MetaTrain {
+            let k = config.prefix_rows.expect("validated: prefix needs prefix_rows") as usize;
+            if rows.len() <= k {
+                skipped_entities += 1;
+                continue;
+            }
+            tasks.push(make(drawn_role, EntityState::New, rows[..k].to_vec(), rows[k..].to_vec()));
+            continue;
+        }
         let cold_evaluation =
             drawn_role != TaskRole::MetaTrain && config.setting != EvalSetting::Warm;
         if cold_evaluation {
@@ -154,7 +164,9 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
             } else {
                 &[]
             };
-            t.support.iter().chain(query).copied()
+            // New entities' support rows are for adapting at serving time only.
+            let support: &[u32] = if t.state == EntityState::New { &[] } else { &t.support };
+            support.iter().chain(query).copied()
         })
         .collect();
     baseline_train_rows.sort_unstable();
@@ -177,6 +189,7 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
         segment_bounds,
         features,
         baseline_train_rows,
+        skipped_entities,
     })
 }
 

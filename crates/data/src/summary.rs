@@ -63,6 +63,8 @@ pub struct TaskSummary {
     /// "warm", "cold".
     pub per_state: Vec<NamedCount>,
     pub baseline_train_rows: usize,
+    /// Evaluation entities skipped for a too-short history (`TaskSet::skipped_entities`).
+    pub skipped_entities: usize,
     pub user_dim: usize,
     pub item_dim: usize,
 }
@@ -138,6 +140,7 @@ fn summarize_tasks(task_set: &TaskSet) -> TaskSummary {
             named("new", count_where(&|t| t.state == EntityState::New)),
         ],
         baseline_train_rows: task_set.baseline_train_rows.len(),
+        skipped_entities: task_set.skipped_entities,
         user_dim: task_set.features.user_dim,
         item_dim: task_set.features.item_dim,
     }

@@ -165,4 +165,8 @@ pub struct TaskSet {
     /// Rows (indices into `Interactions`) a non-meta baseline may train on: every meta-train
     /// task's rows plus the support rows of validation and test tasks. Same data for all methods.
     pub baseline_train_rows: Vec<u32>,
+    /// Evaluation entities left out because their history is too short for the setting
+    /// (`prefix`: no more than `prefix_rows` interactions).
+    #[serde(default)]
+    pub skipped_entities: usize,
 }

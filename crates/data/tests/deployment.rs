@@ -95,3 +95,36 @@ fn cuts_on_the_same_timestamp_are_an_error_naming_the_key() {
     let err = slice(&dataset, &deployment(&[0.2, 0.4, 0.8]), 1).unwrap_err();
     assert!(matches!(&err, DataError::Slice { reason } if reason.contains("deployment_cuts")), "{err}");
 }
+
+fn prefix(k: u32) -> SplitConfig {
+    SplitConfig { setting: EvalSetting::Prefix, prefix_rows: Some(k), ..Default::default() }
+}
+
+#[test]
+fn prefix_users_adapt_on_their_first_rows_which_no_model_trains_on() {
+    let dataset = synthetic();
+    let tasks = slice(&dataset, &prefix(10), 1).unwrap();
+    let trained: std::collections::HashSet<u32> = tasks.baseline_train_rows.iter().copied().collect();
+    let evaluated: Vec<_> = tasks.tasks.iter().filter(|t| t.role != TaskRole::MetaTrain).collect();
+    assert!(!evaluated.is_empty());
+    for task in evaluated {
+        assert_eq!(task.state, EntityState::New);
+        assert_eq!(task.support.len(), 10);
+        let ts = |r: &u32| dataset.interactions.timestamp[*r as usize];
+        let last_support = task.support.iter().map(ts).max().unwrap();
+        assert!(task.query.iter().all(|r| ts(r) >= last_support), "query after the first k rows");
+        assert!(task.support.iter().chain(&task.query).all(|r| !trained.contains(r)), "never trained on");
+    }
+}
+
+#[test]
+fn prefix_users_with_no_more_than_k_rows_are_skipped_and_counted() {
+    let dataset = synthetic();
+    let few = slice(&dataset, &prefix(5), 1).unwrap();
+    let many = slice(&dataset, &prefix(60), 1).unwrap();
+    assert!(many.skipped_entities > few.skipped_entities);
+    let evaluated = |t: &limaml_data::TaskSet| t.tasks.iter().filter(|t| t.role != TaskRole::MetaTrain).count();
+    assert_eq!(evaluated(&few) + few.skipped_entities, evaluated(&many) + many.skipped_entities);
+    assert!(prefix(0).validate().iter().any(|i| i.field == "prefix_rows"));
+    assert!(SplitConfig { prefix_rows: Some(3), ..Default::default() }.validate().iter().any(|i| i.field == "prefix_rows"));
+}

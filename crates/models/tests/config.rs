@@ -174,6 +174,7 @@ fn train_refuses_an_invalid_configuration() {
             item_columns: vec![],
         },
         baseline_train_rows: vec![],
+        skipped_entities: 0,
     };
     let err = train(&method, &bad, &interactions, &tasks, 0, &mut |_| {}).unwrap_err();
     assert!(

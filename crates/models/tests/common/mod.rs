@@ -143,6 +143,7 @@ pub fn synthetic_sized(seed: u64, n_users: usize) -> (Interactions, TaskSet) {
         segment_bounds: vec![36],
         features,
         baseline_train_rows,
+        skipped_entities: 0,
     };
     (interactions, task_set)
 }
