@@ -97,7 +97,7 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let output = ws.run(&["reproduce", "--specs", "paper", "--out", "reports"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let reports = ws.path().join("reports");
-    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic", "6a-deployment-windows", "6b-deployment-states", "6c-prefix"];
+    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic", "6a-deployment-windows", "6b-deployment-states", "6c-prefix", "6d-deployment-cost"];
     for table in tables {
         let folder = reports.join(table);
         for file in ["table.md", "table.csv", "table.tex", "table.json", "manifest.json"] {

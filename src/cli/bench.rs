@@ -92,6 +92,7 @@ impl ModelSize {
             meta_interaction: limaml_models::MetaInteraction::Concat,
             outer_rows: limaml_models::OuterRows::SupportAndQuery,
             inner_prior_rows: 0.0,
+            inner_lr: 0.5,
             outer_gradient_clip: None,
             ..LimamlConfig::default()
         }

@@ -226,6 +226,66 @@ pub fn prefix_table(title: &str, rows: &[Row]) -> TableData {
     table
 }
 
+/// Table 6d: what keeping each method current costs under the deployment protocol, from the
+/// stage records' compute times (mean over seeds): training once, and scoring every
+/// validation and test window, which for LiMAML and the cheap refresh includes adapting on
+/// each task's history; per 1k scored tasks.
+pub fn deployment_cost_table(title: &str, store: &Store, run: &RunRecord) -> Result<TableData, StoreError> {
+    let mut table = TableData::new(
+        title,
+        vec!["method", "training s", "scoring s (refresh included)", "scoring s per 1k tasks", "n"],
+    );
+    // label -> (train seconds, evaluate seconds, evaluated tasks, keys), one entry per seed.
+    let mut by_label: BTreeMap<String, Vec<(f64, f64, f64, Vec<String>)>> = BTreeMap::new();
+    let label_seed = |name: &str, prefix: &str| -> Option<(String, String)> {
+        let rest = name.strip_prefix(prefix)?;
+        let (label, seed) = rest.rsplit_once("/seed=")?;
+        Some((label.to_string(), seed.to_string()))
+    };
+    let mut train: BTreeMap<(String, String), (f64, String)> = BTreeMap::new();
+    for stage in run.stages.iter().filter(|s| s.kind == "train") {
+        if let (Some(record), Some(id)) = (store.stage(&stage.key)?, label_seed(&stage.name, "train/")) {
+            train.insert(id, (record.seconds, stage.key.clone()));
+        }
+    }
+    for stage in run.stages.iter().filter(|s| s.kind == "evaluate") {
+        let (Some(record), Some(id)) = (store.stage(&stage.key)?, label_seed(&stage.name, "evaluate/")) else {
+            continue;
+        };
+        let Some((train_seconds, train_key)) = train.get(&id) else { continue };
+        let tasks = |pointer: &str| record.metrics.pointer(pointer).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let scored = tasks("/overall/tasks") + tasks("/validation/tasks");
+        by_label.entry(id.0.clone()).or_default().push((
+            *train_seconds,
+            record.seconds,
+            scored,
+            vec![train_key.clone(), stage.key.clone()],
+        ));
+    }
+    for (label, seeds) in by_label {
+        let mean = |f: &dyn Fn(&(f64, f64, f64, Vec<String>)) -> f64| {
+            super::stats::mean(&seeds.iter().map(f).collect::<Vec<_>>())
+        };
+        let (train_s, score_s, tasks) = (mean(&|s| s.0), mean(&|s| s.1), mean(&|s| s.2));
+        table.push(
+            vec![
+                label,
+                format!("{train_s:.2}"),
+                format!("{score_s:.3}"),
+                if tasks > 0.0 { format!("{:.4}", 1000.0 * score_s / tasks) } else { "—".into() },
+                seeds.len().to_string(),
+            ],
+            seeds.iter().flat_map(|s| s.3.clone()).collect(),
+        );
+    }
+    table.notes.push(
+        "note: stage compute times on this machine, with other stages running beside them (-j); retraining \
+         to refresh a baseline would cost its training time again for every window"
+            .into(),
+    );
+    Ok(table)
+}
+
 /// Table 4: serving cost, from the serving_cost stages (mean over seeds).
 pub fn serving_table(title: &str, store: &Store, run: &RunRecord) -> Result<TableData, StoreError> {
     let mut table = TableData::new(
@@ -411,6 +471,10 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
         out.push((
             "6b-deployment-states".into(),
             segment_table("Table 6b. Deployment: AUC of users known before training vs new since", &rows, &states),
+        ));
+        out.push((
+            "6d-deployment-cost".into(),
+            deployment_cost_table("Table 6d. Deployment: training once vs scoring with the refresh", store, run)?,
         ));
     }
     if let Some(run) = runs.get("ml-100k-prefix.toml") {
