@@ -235,8 +235,7 @@ pub fn deployment_cost_table(title: &str, store: &Store, run: &RunRecord) -> Res
         title,
         vec!["method", "training s", "scoring s (refresh included)", "scoring s per 1k tasks", "n"],
     );
-    // label -> (train seconds, evaluate seconds, evaluated tasks, keys), one entry per seed.
-    let mut by_label: BTreeMap<String, Vec<(f64, f64, f64, Vec<String>)>> = BTreeMap::new();
+    let mut by_label: BTreeMap<String, Vec<SeedCost>> = BTreeMap::new();
     let label_seed = |name: &str, prefix: &str| -> Option<(String, String)> {
         let rest = name.strip_prefix(prefix)?;
         let (label, seed) = rest.rsplit_once("/seed=")?;
@@ -255,18 +254,17 @@ pub fn deployment_cost_table(title: &str, store: &Store, run: &RunRecord) -> Res
         let Some((train_seconds, train_key)) = train.get(&id) else { continue };
         let tasks = |pointer: &str| record.metrics.pointer(pointer).and_then(|v| v.as_f64()).unwrap_or(0.0);
         let scored = tasks("/overall/tasks") + tasks("/validation/tasks");
-        by_label.entry(id.0.clone()).or_default().push((
-            *train_seconds,
-            record.seconds,
-            scored,
-            vec![train_key.clone(), stage.key.clone()],
-        ));
+        by_label.entry(id.0.clone()).or_default().push(SeedCost {
+            train_seconds: *train_seconds,
+            score_seconds: record.seconds,
+            scored_tasks: scored,
+            keys: vec![train_key.clone(), stage.key.clone()],
+        });
     }
     for (label, seeds) in by_label {
-        let mean = |f: &dyn Fn(&(f64, f64, f64, Vec<String>)) -> f64| {
-            super::stats::mean(&seeds.iter().map(f).collect::<Vec<_>>())
-        };
-        let (train_s, score_s, tasks) = (mean(&|s| s.0), mean(&|s| s.1), mean(&|s| s.2));
+        let mean = |f: fn(&SeedCost) -> f64| super::stats::mean(&seeds.iter().map(f).collect::<Vec<_>>());
+        let (train_s, score_s, tasks) =
+            (mean(|s| s.train_seconds), mean(|s| s.score_seconds), mean(|s| s.scored_tasks));
         table.push(
             vec![
                 label,
@@ -275,7 +273,7 @@ pub fn deployment_cost_table(title: &str, store: &Store, run: &RunRecord) -> Res
                 if tasks > 0.0 { format!("{:.4}", 1000.0 * score_s / tasks) } else { "—".into() },
                 seeds.len().to_string(),
             ],
-            seeds.iter().flat_map(|s| s.3.clone()).collect(),
+            seeds.iter().flat_map(|s| s.keys.clone()).collect(),
         );
     }
     table.notes.push(
@@ -284,6 +282,16 @@ pub fn deployment_cost_table(title: &str, store: &Store, run: &RunRecord) -> Res
             .into(),
     );
     Ok(table)
+}
+
+/// One seed's costs in [`deployment_cost_table`].
+struct SeedCost {
+    train_seconds: f64,
+    /// The evaluate stage: validation and test scoring, the refresh included.
+    score_seconds: f64,
+    scored_tasks: f64,
+    /// The train and evaluate stage keys.
+    keys: Vec<String>,
 }
 
 /// Table 4: serving cost, from the serving_cost stages (mean over seeds).

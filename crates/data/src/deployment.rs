@@ -15,9 +15,8 @@
 //! `slice` before this runs.
 
 use crate::config::SplitConfig;
-use crate::encode::encode_features;
 use crate::error::DataError;
-use crate::slice::{entity_rng, role_rank, segments_for, split_rows, stale};
+use crate::slice::{entity_rng, features_fitted_on, role_rank, segments_for, split_rows, stale};
 use crate::types::{Dataset, EntityState, Task, TaskRole, TaskSet};
 
 /// Timestamps at the cut quantiles: `T_k` is the smallest timestamp with at least a `cuts[k]`
@@ -128,13 +127,7 @@ pub(crate) fn slice_deployment(
             reason: "split.deployment_cuts: no interactions before the first cut to train on".into(),
         });
     }
-    let mut user_fit = vec![false; dataset.users.count];
-    let mut item_fit = vec![false; dataset.items.count];
-    for &row in &baseline_train_rows {
-        user_fit[interactions.user[row as usize] as usize] = true;
-        item_fit[interactions.item[row as usize] as usize] = true;
-    }
-    let features = encode_features(&dataset.users, &dataset.items, &user_fit, &item_fit);
+    let features = features_fitted_on(dataset, baseline_train_rows.iter().copied());
     Ok(TaskSet {
         entity: config.task_entity,
         tasks,

@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use crate::config::{EvalSetting, SplitBy, SplitConfig};
 use crate::encode::encode_features;
 use crate::error::DataError;
-use crate::types::{Dataset, EntityState, Task, TaskEntity, TaskRole, TaskSet};
+use crate::types::{Dataset, EntityState, FeatureTables, Task, TaskEntity, TaskRole, TaskSet};
 
 /// Slices `dataset` into tasks per `config`; `seed` drives the entity draw and random splits.
 pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskSet, DataError> {
@@ -172,15 +172,11 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
     baseline_train_rows.sort_unstable();
     baseline_train_rows.dedup();
 
-    let mut user_fit = vec![false; dataset.users.count];
-    let mut item_fit = vec![false; dataset.items.count];
-    for task in tasks.iter().filter(|t| t.role == TaskRole::MetaTrain) {
-        for &row in task.support.iter().chain(&task.query) {
-            user_fit[interactions.user[row as usize] as usize] = true;
-            item_fit[interactions.item[row as usize] as usize] = true;
-        }
-    }
-    let features = encode_features(&dataset.users, &dataset.items, &user_fit, &item_fit);
+    let meta_train_rows = tasks
+        .iter()
+        .filter(|t| t.role == TaskRole::MetaTrain)
+        .flat_map(|t| t.support.iter().chain(&t.query).copied());
+    let features = features_fitted_on(dataset, meta_train_rows);
 
     Ok(TaskSet {
         entity: config.task_entity,
@@ -191,6 +187,18 @@ pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskS
         baseline_train_rows,
         skipped_entities,
     })
+}
+
+/// The encoded feature tables, with statistics fitted on the users and items of `rows`.
+pub(crate) fn features_fitted_on(dataset: &Dataset, rows: impl IntoIterator<Item = u32>) -> FeatureTables {
+    let interactions = &dataset.interactions;
+    let mut user_fit = vec![false; dataset.users.count];
+    let mut item_fit = vec![false; dataset.items.count];
+    for row in rows {
+        user_fit[interactions.user[row as usize] as usize] = true;
+        item_fit[interactions.item[row as usize] as usize] = true;
+    }
+    encode_features(&dataset.users, &dataset.items, &user_fit, &item_fit)
 }
 
 pub(crate) fn role_rank(role: TaskRole) -> u8 {

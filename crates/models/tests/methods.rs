@@ -6,16 +6,22 @@ use common::*;
 use limaml_data::TaskRole;
 use limaml_models::*;
 
+/// The overall metrics of the test tasks' query rows.
+fn test_metrics(
+    model: &TrainedModel,
+    interactions: &limaml_data::Interactions,
+    tasks: &limaml_data::TaskSet,
+) -> Metrics {
+    let predictions = predict(model, interactions, tasks, None, &[TaskRole::Test]).unwrap();
+    evaluate(&predictions, interactions, tasks).overall
+}
+
 fn test_auc(
     model: &TrainedModel,
     interactions: &limaml_data::Interactions,
     tasks: &limaml_data::TaskSet,
 ) -> f64 {
-    let predictions = predict(model, interactions, tasks, None, &[TaskRole::Test]).unwrap();
-    evaluate(&predictions, interactions, tasks)
-        .overall
-        .auc
-        .unwrap()
+    test_metrics(model, interactions, tasks).auc.unwrap()
 }
 
 /// One epoch of `method` with the quick training settings: enough for tests of what a trained
@@ -435,17 +441,12 @@ fn bench_reports_positive_throughput() {
     assert_eq!(result.tasks, 30);
 }
 
-/// GAUC of the test tasks' query rows.
 fn test_gauc(
     model: &TrainedModel,
     interactions: &limaml_data::Interactions,
     tasks: &limaml_data::TaskSet,
 ) -> f64 {
-    let predictions = predict(model, interactions, tasks, None, &[TaskRole::Test]).unwrap();
-    evaluate(&predictions, interactions, tasks)
-        .overall
-        .gauc
-        .unwrap()
+    test_metrics(model, interactions, tasks).gauc.unwrap()
 }
 
 #[test]
