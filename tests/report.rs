@@ -70,6 +70,10 @@ fn write_paper_specs(ws: &Workspace) {
         &format!("include = [\"common.toml\"]\n{methods}[split]\nsetting = \"prefix\"\nprefix_rows = 5\n[sweep]\n\"split.prefix_rows\" = [3, 5]\n"),
     );
     ws.write(
+        "paper/deployment-retrained.toml",
+        &format!("include = [\"common.toml\"]\n{methods}[split]\nsetting = \"deployment\"\ndeployment_cuts = [0.6, 0.8]\n[sweep]\n\"split.deployment_retrain_window\" = [2]\n"),
+    );
+    ws.write(
         "paper/deployment.toml",
         &format!("include = [\"common.toml\"]\n{methods}[split]\nfreshness_fraction = 0.5\nsetting = \"deployment\"\ndeployment_cuts = [0.6, 0.8]\n[report]\nbaseline = \"global\"\n"),
     );
@@ -97,7 +101,7 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let output = ws.run(&["reproduce", "--specs", "paper", "--out", "reports"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let reports = ws.path().join("reports");
-    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic", "6a-deployment-windows", "6b-deployment-states", "6c-prefix", "6d-deployment-cost"];
+    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic", "6a-deployment-windows", "6b-deployment-states", "6c-prefix", "6d-deployment-cost", "6e-deployment-retrained"];
     for table in tables {
         let folder = reports.join(table);
         for file in ["table.md", "table.csv", "table.tex", "table.json", "manifest.json"] {

@@ -11,7 +11,7 @@ use super::table::{Format, TableData};
 use crate::store::{RunRecord, Store, StoreError};
 
 /// The paper specs, in the order their tables are printed.
-pub const PAPER_SPECS: [&str; 12] = [
+pub const PAPER_SPECS: [&str; 13] = [
     "main.toml",
     "synthetic.toml",
     "ablation-meta-embedding-size.toml",
@@ -24,6 +24,7 @@ pub const PAPER_SPECS: [&str; 12] = [
     "ablation-inner-prior-rows.toml",
     "deployment.toml",
     "ml-100k-prefix.toml",
+    "deployment-retrained.toml",
 ];
 
 /// `--quick`: one seed and few epochs, a smoke check of the whole pipeline.
@@ -190,12 +191,13 @@ pub fn freshness_table(title: &str, rows: &[Row]) -> TableData {
     table
 }
 
-/// Table 6c: the prefix protocol, AUC and GAUC per method for each swept `prefix_rows` (k).
-pub fn prefix_table(title: &str, rows: &[Row]) -> TableData {
+/// Tables 6c and 6e: AUC and GAUC per method for each value of one swept integer parameter
+/// (`prefix_rows`: k; `deployment_retrain_window`: the window), columns named `{name}={value}`.
+pub fn sweep_table(title: &str, rows: &[Row], parameter: &str, name: &str) -> TableData {
     // "limaml[split.prefix_rows=10]" -> "10".
     let k_of = |row: &Row| -> String {
         row.label
-            .split_once("prefix_rows=")
+            .split_once(&format!("{parameter}="))
             .map(|(_, rest)| rest.chars().take_while(char::is_ascii_digit).collect())
             .unwrap_or_default()
     };
@@ -204,8 +206,8 @@ pub fn prefix_table(title: &str, rows: &[Row]) -> TableData {
     ks.dedup();
     let mut header = vec!["method".to_string()];
     for k in &ks {
-        header.push(format!("k={k} AUC"));
-        header.push(format!("k={k} GAUC"));
+        header.push(format!("{name}={k} AUC"));
+        header.push(format!("{name}={k} GAUC"));
     }
     let mut table = TableData { title: title.into(), header, ..Default::default() };
     let mut methods: Vec<String> = rows.iter().map(|r| r.method.clone()).collect();
@@ -489,7 +491,24 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
         let rows = rows_of(store, run, None)?;
         out.push((
             "6c-prefix".into(),
-            prefix_table("Table 6c. MovieLens 100K, new users adapted on their first k ratings (prefix protocol)", &rows),
+            sweep_table(
+                "Table 6c. MovieLens 100K, new users adapted on their first k ratings (prefix protocol)",
+                &rows,
+                "prefix_rows",
+                "k",
+            ),
+        ));
+    }
+    if let Some(run) = runs.get("deployment-retrained.toml") {
+        let rows = rows_of(store, run, None)?;
+        out.push((
+            "6e-deployment-retrained".into(),
+            sweep_table(
+                "Table 6e. Deployment: the upper bound, every model retrained on all rows before each test window",
+                &rows,
+                "deployment_retrain_window",
+                "window",
+            ),
         ));
     }
     if let Some(run) = runs.get("synthetic.toml") {

@@ -324,6 +324,10 @@ pub struct SplitConfig {
     /// timestamps, strictly ascending in (0, 1). Training uses the rows before T0; window 1,
     /// [T0, T1), is validation (early stopping); windows 2.. are test, the last one open-ended.
     pub deployment_cuts: Option<Vec<f32>>,
+    /// With `setting = "deployment"`: instead of training once before the first cut, train on
+    /// everything before the start of this test window (2, 3, ...) and score that window alone:
+    /// the retrained upper bound the refreshed and frozen models are compared against.
+    pub deployment_retrain_window: Option<u32>,
     /// With `setting = "prefix"`: how many of a new entity's first interactions it is adapted on.
     pub prefix_rows: Option<u32>,
 }
@@ -343,6 +347,7 @@ impl Default for SplitConfig {
             segments: None,
             freshness_fraction: None,
             deployment_cuts: None,
+            deployment_retrain_window: None,
             prefix_rows: None,
         }
     }
@@ -436,6 +441,19 @@ impl SplitConfig {
                 }
             }
             (None, false) => {}
+        }
+        if let Some(w) = self.deployment_retrain_window {
+            if self.setting != EvalSetting::Deployment {
+                issues.push(ConfigIssue::new(
+                    "deployment_retrain_window",
+                    "only applies with setting = \"deployment\"",
+                ));
+            } else if w < 2 || self.deployment_cuts.as_ref().is_some_and(|c| w as usize > c.len()) {
+                issues.push(ConfigIssue::new(
+                    "deployment_retrain_window",
+                    "must name a test window: 2..=the number of cuts",
+                ));
+            }
         }
         match (self.prefix_rows, self.setting == EvalSetting::Prefix) {
             (None, true) => issues.push(ConfigIssue::new(

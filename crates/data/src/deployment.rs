@@ -10,6 +10,9 @@
 //!   with no retraining. Window 1 is validation (early stopping), the rest are test;
 //! - state: `Known` if the entity has rows before T0 (the models trained on them), `New` if
 //!   not; segment: terciles of the support size (history at the window's start).
+//! - the retrained upper bound (`deployment_retrain_window = w`): the models train on every
+//!   row before window w's start, except window w - 1's rows of a seeded fifth of its
+//!   entities, which are the validation tasks; window w alone is test.
 //!
 //! Must not train or score anything; the entity filters (`min_interactions`, ...) are applied by
 //! `slice` before this runs.
@@ -62,12 +65,38 @@ pub(crate) fn slice_deployment(
         }
         Some(times.iter().rposition(|&start| t >= start).expect("t >= t0"))
     };
+    let retrain = config.deployment_retrain_window.map(|w| w as usize);
+    if let Some(w) = retrain {
+        if !(2..=times.len()).contains(&w) {
+            return Err(DataError::Slice {
+                reason: format!(
+                    "split.deployment_retrain_window = {w}: the test windows are 2..={}",
+                    times.len()
+                ),
+            });
+        }
+    }
+    // Training ends at the first cut, or (retrained upper bound) at the start of its window.
+    let train_end = retrain.map_or(t0, |w| times[w - 1]);
     let mut tasks = Vec::new();
+    let mut baseline_train_rows: Vec<u32> = Vec::new();
     let mut rows_per_window = vec![0usize; times.len()];
     for &entity in kept {
         let rows = &rows_by_entity[entity as usize];
-        let before: Vec<u32> = rows.iter().copied().filter(|&r| interactions.timestamp[r as usize] < t0).collect();
-        let state = if before.is_empty() { EntityState::New } else { EntityState::Known };
+        let in_window = |w: usize| -> Vec<u32> {
+            rows.iter().copied().filter(|&r| window_of(interactions.timestamp[r as usize]) == Some(w)).collect()
+        };
+        let before = |t: i64| -> Vec<u32> {
+            rows.iter().copied().filter(|&r| interactions.timestamp[r as usize] < t).collect()
+        };
+        let state = if before(t0).is_empty() { EntityState::New } else { EntityState::Known };
+        // Retrained upper bound for window w: a seeded fifth of the entities active in window
+        // w - 1 hold those rows out of training, for early stopping.
+        let held_out: Vec<u32> = match retrain {
+            Some(w) if rand::Rng::random_bool(&mut entity_rng(seed ^ 0x0005_eed0, entity), 0.2) => in_window(w - 2),
+            _ => Vec::new(),
+        };
+        let training: Vec<u32> = before(train_end).into_iter().filter(|r| !held_out.contains(r)).collect();
         let mut rng = entity_rng(seed, entity);
         let make = |role, support: Vec<u32>, query: Vec<u32>, window: Option<u32>| Task {
             entity,
@@ -80,25 +109,25 @@ pub(crate) fn slice_deployment(
             query,
             window,
         };
-        if before.len() >= 2 {
-            let (support, query) = split_rows(&before, config, &mut rng);
+        if training.len() >= 2 {
+            let (support, query) = split_rows(&training, config, &mut rng);
             tasks.push(make(TaskRole::MetaTrain, support, query, None));
         }
+        baseline_train_rows.extend(&training);
         for w in 0..times.len() {
-            let query: Vec<u32> = rows
-                .iter()
-                .copied()
-                .filter(|&r| window_of(interactions.timestamp[r as usize]) == Some(w))
-                .collect();
+            let query = in_window(w);
+            rows_per_window[w] += query.len();
+            let role = match retrain {
+                None if w == 0 => TaskRole::Validation,
+                None => TaskRole::Test,
+                Some(r) if w + 2 == r && !held_out.is_empty() => TaskRole::Validation,
+                Some(r) if w + 1 == r => TaskRole::Test,
+                Some(_) => continue,
+            };
             if query.is_empty() {
                 continue;
             }
-            rows_per_window[w] += query.len();
-            let start = times[w];
-            let support: Vec<u32> =
-                rows.iter().copied().filter(|&r| interactions.timestamp[r as usize] < start).collect();
-            let role = if w == 0 { TaskRole::Validation } else { TaskRole::Test };
-            tasks.push(make(role, support, query, Some(w as u32 + 1)));
+            tasks.push(make(role, before(times[w]), query, Some(w as u32 + 1)));
         }
     }
     if let Some(w) = rows_per_window.iter().position(|&n| n == 0) {
@@ -116,11 +145,6 @@ pub(crate) fn slice_deployment(
     }
     tasks.sort_by_key(|t| (role_rank(t.role), t.window, t.entity));
 
-    let mut baseline_train_rows: Vec<u32> = kept
-        .iter()
-        .flat_map(|&e| rows_by_entity[e as usize].iter().copied())
-        .filter(|&r| interactions.timestamp[r as usize] < t0)
-        .collect();
     baseline_train_rows.sort_unstable();
     if baseline_train_rows.is_empty() {
         return Err(DataError::Slice {

@@ -128,3 +128,28 @@ fn prefix_users_with_no_more_than_k_rows_are_skipped_and_counted() {
     assert!(prefix(0).validate().iter().any(|i| i.field == "prefix_rows"));
     assert!(SplitConfig { prefix_rows: Some(3), ..Default::default() }.validate().iter().any(|i| i.field == "prefix_rows"));
 }
+
+#[test]
+fn the_retrained_upper_bound_trains_before_its_window_and_holds_out_only_its_validation_rows() {
+    let dataset = synthetic();
+    let config = SplitConfig { deployment_retrain_window: Some(3), ..deployment(&[0.5, 0.7, 0.9]) };
+    let tasks = slice(&dataset, &config, 1).unwrap();
+    let ts = |r: &u32| dataset.interactions.timestamp[*r as usize];
+    let start_of = |w: u32| {
+        tasks.tasks.iter().filter(|t| t.window == Some(w)).flat_map(|t| t.query.iter().map(ts)).min().unwrap()
+    };
+    let window3 = start_of(3);
+    let trained: std::collections::HashSet<u32> = tasks.baseline_train_rows.iter().copied().collect();
+    assert!(tasks.baseline_train_rows.iter().all(|r| ts(r) < window3), "trains before window 3");
+    assert!(tasks.baseline_train_rows.iter().any(|r| ts(r) >= start_of(2)), "window 2 rows train too");
+    for task in tasks.tasks.iter().filter(|t| t.role != TaskRole::MetaTrain) {
+        let expected = if task.role == TaskRole::Validation { 2 } else { 3 };
+        assert_eq!(task.window, Some(expected));
+        if task.role == TaskRole::Validation {
+            assert!(task.query.iter().all(|r| !trained.contains(r)), "validation rows held out");
+        }
+    }
+    assert!(tasks.tasks.iter().any(|t| t.role == TaskRole::Validation));
+    let bad = SplitConfig { deployment_retrain_window: Some(1), ..deployment(&[0.5, 0.7, 0.9]) };
+    assert!(bad.validate().iter().any(|i| i.field == "deployment_retrain_window"));
+}
