@@ -12,7 +12,9 @@ use rand::Rng;
 
 use crate::config::MethodConfig;
 use crate::error::ModelError;
-use crate::inputs::{row_input_dim, u32_tensor, DataShape, EmbeddingLookup, Features};
+use crate::inputs::{
+    entity_of_row, row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features,
+};
 use crate::lazy_adam::Optimizers;
 use crate::mlp::{bce_with_logits, mlp_forward, Mlp};
 use crate::params::ParamStore;
@@ -30,6 +32,11 @@ pub struct BaselineNet {
     hash_buckets: usize,
     /// The chance that a training row reads the out-of-vocabulary user instead of its own.
     id_dropout: f64,
+    /// Width of the activity summary appended to the row input (0: none).
+    activity_dim: usize,
+    /// Each entity's training rows in time order, for the training rows' activity summaries.
+    /// Filled on first use.
+    history: std::sync::OnceLock<Vec<Vec<u32>>>,
     /// Serve-time refresh of each task's user embedding row: SGD steps and step size.
     refresh: Option<(usize, f64)>,
     /// Users with training rows (`TaskSet::baseline_train_rows`); the others read the
@@ -48,6 +55,7 @@ impl BaselineNet {
             MethodConfig::Global {
                 hidden,
                 item_id_embedding_dim,
+                ..
             } => (hidden, *item_id_embedding_dim, 0, None, 0.0),
             MethodConfig::IdEmbedding {
                 hidden,
@@ -86,7 +94,11 @@ impl BaselineNet {
         let item_embedding = embedding(&mut store, "item_embedding", shape.n_items, item_dim, rng)?;
         // One more row: the out-of-vocabulary user.
         let user_embedding = embedding(&mut store, "user_embedding", shape.n_users + 1, user_dim, rng)?;
-        let input = row_input_dim(&shape, item_dim, user_dim);
+        let activity_dim = match method {
+            MethodConfig::Global { activity_features: true, .. } => 2 * shape.counterpart_dim() + 2,
+            _ => 0,
+        };
+        let input = row_input_dim(&shape, item_dim, user_dim) + activity_dim;
         let deep = Mlp::create(&mut store, "deep", input, hidden, 1, rng)?;
         let wide = match buckets {
             Some(b) => {
@@ -104,6 +116,8 @@ impl BaselineNet {
             wide,
             hash_buckets: buckets.unwrap_or(0),
             id_dropout,
+            activity_dim,
+            history: std::sync::OnceLock::new(),
             refresh: match method {
                 MethodConfig::IdEmbedding { refresh_steps, refresh_lr, .. } if *refresh_steps > 0 => {
                     Some((*refresh_steps, *refresh_lr))
@@ -125,7 +139,39 @@ impl BaselineNet {
             .collect()
     }
 
-    /// Logits (`N`) of the given rows.
+    /// Whether the rows' inputs include an activity summary (then [`BaselineNet::logits`] needs
+    /// each row's support).
+    pub fn reads_activity(&self) -> bool {
+        self.activity_dim > 0
+    }
+
+    /// The activity summary of each training row: over its entity's training rows before it
+    /// (the latest 256), `rows x activity_dim` row-major.
+    fn history_activity(&self, interactions: &Interactions, tasks: &TaskSet, rows: &[u32]) -> Vec<f32> {
+        let key = |r: u32| (interactions.timestamp[r as usize], r);
+        let history = self.history.get_or_init(|| {
+            let n = match tasks.entity {
+                limaml_data::TaskEntity::User => self.shape.n_users,
+                limaml_data::TaskEntity::Item => self.shape.n_items,
+            };
+            let mut by_entity = vec![Vec::new(); n];
+            for &r in &tasks.baseline_train_rows {
+                by_entity[entity_of_row(tasks.entity, interactions, r as usize) as usize].push(r);
+            }
+            by_entity.iter_mut().for_each(|rows: &mut Vec<u32>| rows.sort_by_key(|&r| key(r)));
+            by_entity
+        });
+        rows.iter()
+            .flat_map(|&r| {
+                let own = &history[entity_of_row(tasks.entity, interactions, r as usize) as usize];
+                let before = own.partition_point(|&h| key(h) < key(r));
+                support_activity(tasks, interactions, &own[before.saturating_sub(256)..before])
+            })
+            .collect()
+    }
+
+    /// Logits (`N`) of the given rows; `supports` gives each row's support (its task's), which
+    /// a model that [`reads_activity`](BaselineNet::reads_activity) summarises.
     pub fn logits(
         &self,
         params: &[Tensor],
@@ -133,8 +179,17 @@ impl BaselineNet {
         interactions: &Interactions,
         tasks: &TaskSet,
         rows: &[u32],
+        supports: Option<&dyn Fn(usize) -> Vec<u32>>,
     ) -> Result<Tensor, ModelError> {
-        let ids = self.row_ids(interactions, tasks, rows, None);
+        let mut ids = self.row_ids(interactions, tasks, rows, None);
+        if self.reads_activity() {
+            ids.activity = match supports {
+                Some(support_of) => (0..rows.len())
+                    .flat_map(|k| support_activity(tasks, interactions, &support_of(k)))
+                    .collect(),
+                None => self.history_activity(interactions, tasks, rows),
+            };
+        }
         let table_rows = TableRows {
             items: u32_tensor(ids.items.clone())?,
             users: u32_tensor(ids.user_ids.clone())?,
@@ -175,7 +230,7 @@ impl BaselineNet {
         supports: &dyn Fn(u32) -> Vec<u32>,
     ) -> Result<Vec<f32>, ModelError> {
         let (Some((steps, rate)), Some(table)) = (self.refresh, self.user_embedding) else {
-            return Ok(self.logits(params, features, interactions, tasks, rows)?.to_vec1::<f32>()?);
+            return Ok(self.logits(params, features, interactions, tasks, rows, None)?.to_vec1::<f32>()?);
         };
         let mut distinct: Vec<u32> = task_index.to_vec();
         distinct.sort_unstable();
@@ -253,12 +308,17 @@ impl BaselineNet {
                 rows,
             })
         };
-        let x = features.row_inputs(
+        let mut x = features.row_inputs(
             &users,
             &items,
             lookup(self.item_embedding, &table_rows.items),
             lookup(self.user_embedding, &table_rows.users),
         )?;
+        if self.activity_dim > 0 {
+            let n = ids.users.len();
+            let activity = Tensor::from_vec(ids.activity.clone(), (n, self.activity_dim), &Device::Cpu)?;
+            x = Tensor::cat(&[&x, &activity], 1)?;
+        }
         let deep = mlp_forward(self.deep.params(params), &x)?.squeeze(1)?;
         match self.wide {
             Some(w) => {
@@ -345,6 +405,7 @@ impl BaselineNet {
             }
         }
         RowIds {
+            activity: Vec::new(),
             users,
             user_ids,
             items,
@@ -376,7 +437,10 @@ impl BaselineNet {
         let mut batches = 0;
         for batch in rows.chunks(batch_size) {
             let mut params = store.tensors();
-            let ids = self.row_ids(interactions, tasks, batch, Some(&mut *rng));
+            let mut ids = self.row_ids(interactions, tasks, batch, Some(&mut *rng));
+            if self.reads_activity() {
+                ids.activity = self.history_activity(interactions, tasks, batch);
+            }
             let mut gathered = Vec::new();
             let mut gather = |table: Option<usize>,
                               ids: &[u32],
@@ -423,6 +487,8 @@ impl BaselineNet {
 
 /// The ids a batch of rows looks up (see [`BaselineNet::row_ids`]).
 struct RowIds {
+    /// `N x activity_dim` activity summaries, when the model reads them (filled by the caller).
+    activity: Vec<f32>,
     /// Each row's user (for its features).
     users: Vec<u32>,
     /// Each row's row in the user-id tables: its user, or the out-of-vocabulary user.

@@ -16,6 +16,12 @@ pub enum MethodConfig {
         hidden: Vec<usize>,
         #[serde(default = "default_id_dim")]
         item_id_embedding_dim: usize,
+        /// Also read the activity summary LiMAML's Meta Block sees (mean item features of the
+        /// user's positive and of all rows, positive rate, size): at serving over the task's
+        /// support, in training over the user's training rows before the row. The
+        /// non-meta-learned competitor for serve-time activity features.
+        #[serde(default)]
+        activity_features: bool,
     },
     /// The global MLP plus a learned user-id embedding.
     IdEmbedding {
@@ -455,6 +461,7 @@ impl MethodConfig {
             MethodConfig::Global {
                 hidden,
                 item_id_embedding_dim,
+                ..
             } => {
                 check(hidden_ok(hidden), "hidden", hidden_msg);
                 check(

@@ -224,3 +224,42 @@ pub fn check_data(interactions: &Interactions, tasks: &TaskSet) -> Result<(), Mo
     }
     Ok(())
 }
+
+/// `ln(1 + n)`-scaled activity summary of a support set (what LiMAML's Meta Block and the
+/// `global` model with `activity_features` read): mean counterpart features of the positive
+/// rows, of all rows, the positive rate, `ln(1 + n) / 5`; `2 * counterpart_dim + 2` wide.
+pub fn support_activity(tasks: &TaskSet, interactions: &Interactions, support: &[u32]) -> Vec<f32> {
+    let f = &tasks.features;
+    let entity = tasks.entity;
+    let (table, dim) = match entity {
+        limaml_data::TaskEntity::User => (&f.item_features, f.item_dim),
+        limaml_data::TaskEntity::Item => (&f.user_features, f.user_dim),
+    };
+    let mut positive_mean = vec![0.0f32; dim];
+    let mut all_mean = vec![0.0f32; dim];
+    let mut positives = 0usize;
+    for &r in support {
+        let c = counterpart_of_row(entity, interactions, r as usize) as usize;
+        let row = &table[c * dim..(c + 1) * dim];
+        let positive = interactions.label[r as usize] > 0.5;
+        positives += positive as usize;
+        for k in 0..dim {
+            all_mean[k] += row[k];
+            if positive {
+                positive_mean[k] += row[k];
+            }
+        }
+    }
+    positive_mean
+        .iter_mut()
+        .for_each(|x| *x /= positives.max(1) as f32);
+    all_mean
+        .iter_mut()
+        .for_each(|x| *x /= support.len().max(1) as f32);
+    let rate = positives as f32 / support.len().max(1) as f32;
+    let mut out = positive_mean;
+    out.extend(all_mean);
+    out.push(rate);
+    out.push((1.0 + support.len() as f32).ln() / 5.0);
+    out
+}

@@ -21,9 +21,7 @@ use rayon::prelude::*;
 
 use crate::config::{LimamlConfig, MetaInput, MetaInteraction, OuterRows};
 use crate::error::ModelError;
-use crate::inputs::{
-    counterpart_of_row, row_input_dim, u32_tensor, DataShape, EmbeddingLookup, Features,
-};
+use crate::inputs::{row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features};
 use crate::kernel::{self, DenseStack, DotTerm, GlobalBlock, PackedRows};
 use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
@@ -144,42 +142,9 @@ impl<'a> LimamlData<'a> {
         })
     }
 
-    /// `ln(1 + n)`-scaled activity summary of a support set: mean counterpart features of the
-    /// positive rows, of all rows, the positive rate, `ln(1 + n) / 5`.
+    /// The activity summary of a support set ([`support_activity`]).
     fn activity(&self, support: &[u32]) -> Vec<f32> {
-        let f = &self.tasks.features;
-        let entity = self.tasks.entity;
-        let (table, dim) = match entity {
-            limaml_data::TaskEntity::User => (&f.item_features, f.item_dim),
-            limaml_data::TaskEntity::Item => (&f.user_features, f.user_dim),
-        };
-        let mut positive_mean = vec![0.0f32; dim];
-        let mut all_mean = vec![0.0f32; dim];
-        let mut positives = 0usize;
-        for &r in support {
-            let c = counterpart_of_row(entity, self.interactions, r as usize) as usize;
-            let row = &table[c * dim..(c + 1) * dim];
-            let positive = self.interactions.label[r as usize] > 0.5;
-            positives += positive as usize;
-            for k in 0..dim {
-                all_mean[k] += row[k];
-                if positive {
-                    positive_mean[k] += row[k];
-                }
-            }
-        }
-        positive_mean
-            .iter_mut()
-            .for_each(|x| *x /= positives.max(1) as f32);
-        all_mean
-            .iter_mut()
-            .for_each(|x| *x /= support.len().max(1) as f32);
-        let rate = positives as f32 / support.len().max(1) as f32;
-        let mut out = positive_mean;
-        out.extend(all_mean);
-        out.push(rate);
-        out.push((1.0 + support.len() as f32).ln() / 5.0);
-        out
+        support_activity(self.tasks, self.interactions, support)
     }
 }
 

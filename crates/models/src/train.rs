@@ -342,9 +342,15 @@ pub(crate) fn score_rows(
         }
         Net::Baseline(b, s) => {
             let params: Vec<Tensor> = s.tensors().iter().map(Tensor::detach).collect();
-            for chunk in rows.chunks(CHUNK) {
+            for (chunk, chunk_tasks) in rows.chunks(CHUNK).zip(task_index.chunks(CHUNK)) {
+                // A model reading activity summaries sees each row's task support.
+                let support_of = |k: usize| {
+                    latest_support(data, &tasks.tasks[chunk_tasks[k] as usize].support, max_support)
+                };
+                let supports: Option<&dyn Fn(usize) -> Vec<u32>> =
+                    if b.reads_activity() { Some(&support_of) } else { None };
                 let logits = b
-                    .logits(&params, features, interactions, tasks, chunk)?
+                    .logits(&params, features, interactions, tasks, chunk, supports)?
                     .to_vec1::<f32>()?;
                 scores.extend(logits.into_iter().map(sigmoid));
             }

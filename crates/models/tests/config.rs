@@ -33,7 +33,8 @@ fn method_tables_parse_with_defaults_for_every_field() {
         spec.methods["g"],
         MethodConfig::Global {
             hidden: vec![128, 64],
-            item_id_embedding_dim: 16
+            item_id_embedding_dim: 16,
+            activity_features: false,
         }
     );
     assert!(matches!(

@@ -541,3 +541,26 @@ fn a_refreshed_id_embedding_scores_a_user_by_its_support_and_a_frozen_one_does_n
     let (a, b) = (score(&model, &interactions), score(&model, &flipped));
     assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3), "refreshed scores follow the support");
 }
+
+#[test]
+fn global_with_activity_features_scores_a_user_by_its_support_and_plain_global_does_not() {
+    let (interactions, tasks) = synthetic(4);
+    let with_activity = |on: bool| MethodConfig::Global {
+        hidden: vec![16],
+        item_id_embedding_dim: 8,
+        activity_features: on,
+    };
+    let mut flipped = interactions.clone();
+    for task in tasks.tasks.iter().filter(|t| t.role == TaskRole::Test) {
+        for &r in &task.support {
+            flipped.label[r as usize] = 1.0 - flipped.label[r as usize];
+        }
+    }
+    for on in [false, true] {
+        let model = train_one_epoch(&with_activity(on), &interactions, &tasks, 2);
+        let score = |i: &limaml_data::Interactions| predict(&model, i, &tasks, None, &[TaskRole::Test]).unwrap().score;
+        let (a, b) = (score(&interactions), score(&flipped));
+        let moved = a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4);
+        assert_eq!(moved, on, "activity_features = {on}: scores follow the support labels: {moved}");
+    }
+}
