@@ -170,7 +170,7 @@ fn a_sweep_on_slurm_gives_the_local_executors_results(reference: &serde_json::Va
     assert!(jobs.iter().all(|(_, _, state)| state == "committed"), "{jobs:?}");
     let train_ids: Vec<&String> = jobs.iter().filter(|(name, _, _)| name.starts_with("train/")).map(|(_, id, _)| id).collect();
     assert!(train_ids.iter().all(|id| id.contains('_')), "train stages form a job array: {train_ids:?}");
-    assert!(active_jobs_of(&ws).is_empty());
+    assert!(wait_until(Duration::from_secs(15), || active_jobs_of(&ws).is_empty()), "{:?}", slurm_jobs_of(&ws));
     // Staged outputs are gone once committed.
     assert!(!ws.store().join("staging/stages").exists());
     // A second run executes nothing and submits nothing.
@@ -199,7 +199,9 @@ fn a_failing_stage_fails_with_slurms_exit_code_and_its_dependents_are_cancelled(
     }
     assert_eq!(json["status"], "failed");
     // Nothing is left pending in Slurm; the dependents' jobs were cancelled.
-    assert!(active_jobs_of(&ws).is_empty(), "{:?}", slurm_jobs_of(&ws));
+    // A job whose work is done may show COMPLETING for a moment while Slurm cleans up.
+    let settled = wait_until(Duration::from_secs(15), || active_jobs_of(&ws).is_empty());
+    assert!(settled, "{:?}", slurm_jobs_of(&ws));
     let jobs = ledger(&ws);
     let dependent_job = &jobs.iter().find(|(name, _, _)| name.starts_with("evaluate/global")).unwrap().1;
     let states = slurm_jobs_of(&ws);
@@ -228,7 +230,9 @@ fn a_job_cancelled_in_slurm_fails_its_stage_and_skips_its_dependents() {
     for dependent in ["embeddings/limaml", "evaluate/limaml", "report"] {
         assert_eq!(stage(&json, dependent)["status"], "skipped", "{json}");
     }
-    assert!(active_jobs_of(&ws).is_empty(), "{:?}", slurm_jobs_of(&ws));
+    // A job whose work is done may show COMPLETING for a moment while Slurm cleans up.
+    let settled = wait_until(Duration::from_secs(15), || active_jobs_of(&ws).is_empty());
+    assert!(settled, "{:?}", slurm_jobs_of(&ws));
 }
 
 fn a_killed_coordinator_resumes_its_jobs_without_submitting_again(reference: &serde_json::Value) {
@@ -273,6 +277,8 @@ fn limaml_cancel_cancels_the_jobs_of_a_running_coordinator() {
     let data = stage(&json, "data");
     assert_eq!(data["status"], "failed");
     assert!(data["error"].as_str().unwrap().contains("CANCELLED"), "{}", data["error"]);
-    assert!(active_jobs_of(&ws).is_empty(), "{:?}", slurm_jobs_of(&ws));
+    // A job whose work is done may show COMPLETING for a moment while Slurm cleans up.
+    let settled = wait_until(Duration::from_secs(15), || active_jobs_of(&ws).is_empty());
+    assert!(settled, "{:?}", slurm_jobs_of(&ws));
     assert!(slurm_jobs_of(&ws).iter().all(|(_, state)| state == "CANCELLED"), "{:?}", slurm_jobs_of(&ws));
 }
