@@ -130,7 +130,12 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let ablation = std::fs::read_to_string(reports.join("3b-inner-steps/table.csv")).unwrap();
     assert!(ablation.contains("inner_steps=0") && ablation.contains("inner_steps=3 (default)"), "{ablation}");
 
-    for plot in ["2a-segments/lift-by-segment.svg", "1-main/learning-curves.svg", "3b-inner-steps/auc.svg"] {
+    for plot in [
+        "2a-segments/lift-by-segment.svg",
+        "1-main/learning-curves.svg",
+        "3b-inner-steps/auc.svg",
+        "6a-deployment-windows/auc-by-window.svg",
+    ] {
         let svg = std::fs::read_to_string(reports.join(plot)).unwrap_or_else(|e| panic!("{plot}: {e}"));
         assert!(svg.contains("<svg") && svg.contains("polyline"), "{plot} draws lines");
     }

@@ -1,5 +1,5 @@
 //! SVG plots for `reproduce` (plotters, SVG backend, no system fonts): lift by activity
-//! segment, learning curves, and ablation curves. Owns drawing only; every number comes from the
+//! segment, AUC per deployment window, learning curves, and ablation curves. Owns drawing only; every number comes from the
 //! rows and stage records it is given.
 
 use std::path::Path;
@@ -89,6 +89,24 @@ pub fn line_chart(
         .map_err(draw_error)?;
     root.present().map_err(draw_error)?;
     Ok(())
+}
+
+/// Test AUC per deployment window, one line per method: how each decays as its training data
+/// ages (frozen) or keeps up (refreshed).
+pub fn window_auc(path: &Path, rows: &[Row], windows: &[String]) -> std::io::Result<()> {
+    let series: Vec<Series> = rows
+        .iter()
+        .filter(|r| r.label != "oracle" && !r.label.contains('@'))
+        .map(|row| Series {
+            name: row.label.clone(),
+            points: windows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, window)| Some((i as f64, row.metrics.get(&format!("{window}.auc"))?.mean)))
+                .collect(),
+        })
+        .collect();
+    line_chart(path, "Test AUC per window after training once", "window", "AUC", &series, Some(windows))
 }
 
 /// AUC lift over global (%) per activity segment, one line per method.

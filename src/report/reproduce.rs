@@ -539,6 +539,13 @@ pub fn write_plots(store: &Store, runs: &PaperRuns, dir: &Path) -> Result<Vec<Pa
         super::plots::line_chart(&path, "Validation AUC per epoch (first seed)", "epoch", "validation AUC", &curves, None)?;
         written.push(path);
     }
+    if let Some(run) = runs.get("deployment.toml") {
+        let rows = rows_of(store, run, None)?;
+        let path = dir.join("6a-deployment-windows").join("auc-by-window.svg");
+        std::fs::create_dir_all(dir.join("6a-deployment-windows"))?;
+        super::plots::window_auc(&path, &rows, &window_names(&rows))?;
+        written.push(path);
+    }
     for (spec, name, parameter) in
         [("ablation-meta-embedding-size.toml", "3a-meta-embedding-size", "meta_embedding_dim"), ("ablation-inner-steps.toml", "3b-inner-steps", "inner_steps")]
     {
