@@ -1,7 +1,7 @@
 //! Slicing a [`Dataset`] into per-entity tasks with support and query sets.
 //!
 //! Owns: the min/max interaction filters, the seeded meta-train / validation / test draw of
-//! entities, the cold / warm / both settings, time and random support/query splits, activity
+//! entities, the cold / warm / both / prefix settings (deployment: `deployment.rs`), time and random support/query splits, activity
 //! segments, stale (freshness) support sets, the baseline's training rows, and which entities
 //! the feature statistics are fitted on. Must not train, cache or read files.
 //!
@@ -13,6 +13,11 @@
 //!   query). V and T entities also get a Warm task: support = the train part, query = the eval part.
 //! - `both`: V and T entities get Cold tasks as in `cold`; M entities meta-train on their train
 //!   part and get a Warm Test task (support = train part, query = eval part).
+//! - `prefix`: M entities as in `cold`; V and T entities get one New task each: support = their
+//!   first `prefix_rows` rows, query = the rest. Their rows never enter any training rows, so the
+//!   support is what a refresh at serving time may read; shorter histories are skipped and
+//!   counted (`TaskSet::skipped_entities`).
+//! - `deployment`: time cuts instead of an entity draw; see `deployment.rs`.
 //!
 //! The same `split_by` rule (time or random) is used for every split. An entity whose train part
 //! has fewer than 2 rows gets no MetaTrain task. Feature statistics (numeric mean/std, the set of
