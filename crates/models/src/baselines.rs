@@ -248,9 +248,49 @@ impl BaselineNet {
                 }
             })
             .collect();
-        let rows_of_tasks = Var::from_tensor(&params[table].index_select(&u32_tensor(start_rows)?, 0)?)?;
-        let support_rows: Vec<Vec<u32>> = distinct.iter().map(|&t| supports(t)).collect();
+        // Tasks refresh independently (their own rows, their own mean loss), so chunks of
+        // tasks bound the memory without changing any result.
+        let mut refreshed = Vec::new();
+        for (chunk_tasks, chunk_rows) in distinct.chunks(REFRESH_CHUNK).zip(start_rows.chunks(REFRESH_CHUNK)) {
+            let start = params[table].index_select(&u32_tensor(chunk_rows.to_vec())?, 0)?;
+            let support_rows: Vec<Vec<u32>> = chunk_tasks.iter().map(|&t| supports(t)).collect();
+            refreshed.push(self.refresh_rows(params, features, interactions, tasks, table, start, &support_rows, steps, rate)?);
+        }
+        let mut local = params.to_vec();
+        local[table] = Tensor::cat(&refreshed, 0)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (chunk, chunk_tasks) in rows.chunks(8192).zip(task_index.chunks(8192)) {
+            let ids = self.row_ids(interactions, tasks, chunk, None);
+            let table_rows = TableRows {
+                items: u32_tensor(ids.items.clone())?,
+                users: u32_tensor(chunk_tasks.iter().map(|&t| position(t)).collect())?,
+                wide: u32_tensor(ids.wide.clone())?,
+            };
+            out.extend(self.logits_of(&local, features, &ids, &table_rows)?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// `steps` SGD steps at `rate` on user rows `start` (one per task, `T x d`), each on the
+    /// mean loss of its task's `support_rows`, every other weight of `params` frozen.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh_rows(
+        &self,
+        params: &[Tensor],
+        features: &Features,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        table: usize,
+        start: Tensor,
+        support_rows: &[Vec<u32>],
+        steps: usize,
+        rate: f64,
+    ) -> Result<Tensor, ModelError> {
+        let rows_of_tasks = Var::from_tensor(&start)?;
         let flat: Vec<u32> = support_rows.iter().flatten().copied().collect();
+        if flat.is_empty() {
+            return Ok(start);
+        }
         let owner: Vec<u32> = support_rows
             .iter()
             .enumerate()
@@ -260,35 +300,26 @@ impl BaselineNet {
             .iter()
             .flat_map(|s| std::iter::repeat_n(1.0 / s.len().max(1) as f32, s.len()))
             .collect();
-        let mut local = params.to_vec();
-        if !flat.is_empty() {
-            let ids = self.row_ids(interactions, tasks, &flat, None);
-            let table_rows = TableRows {
-                items: u32_tensor(ids.items.clone())?,
-                users: u32_tensor(owner)?,
-                wide: u32_tensor(ids.wide.clone())?,
-            };
-            let labels: Vec<f32> = flat.iter().map(|&r| interactions.label[r as usize]).collect();
-            let labels = Tensor::from_vec(labels, flat.len(), &Device::Cpu)?;
-            let weights = Tensor::from_vec(weights, flat.len(), &Device::Cpu)?;
-            for _ in 0..steps {
-                local[table] = rows_of_tasks.as_tensor().clone();
-                let logits = self.logits_of(&local, features, &ids, &table_rows)?;
-                let loss = bce_with_logits(&logits, &labels)?.mul(&weights)?.sum_all()?;
-                let grads = loss.backward()?;
-                if let Some(g) = grads.get(rows_of_tasks.as_tensor()) {
-                    rows_of_tasks.set(&(rows_of_tasks.as_tensor() - g.affine(rate, 0.0)?)?)?;
-                }
-            }
-        }
-        local[table] = rows_of_tasks.as_tensor().detach();
-        let ids = self.row_ids(interactions, tasks, rows, None);
+        let ids = self.row_ids(interactions, tasks, &flat, None);
         let table_rows = TableRows {
             items: u32_tensor(ids.items.clone())?,
-            users: u32_tensor(task_index.iter().map(|&t| position(t)).collect())?,
+            users: u32_tensor(owner)?,
             wide: u32_tensor(ids.wide.clone())?,
         };
-        Ok(self.logits_of(&local, features, &ids, &table_rows)?.to_vec1::<f32>()?)
+        let labels: Vec<f32> = flat.iter().map(|&r| interactions.label[r as usize]).collect();
+        let labels = Tensor::from_vec(labels, flat.len(), &Device::Cpu)?;
+        let weights = Tensor::from_vec(weights, flat.len(), &Device::Cpu)?;
+        let mut local = params.to_vec();
+        for _ in 0..steps {
+            local[table] = rows_of_tasks.as_tensor().clone();
+            let logits = self.logits_of(&local, features, &ids, &table_rows)?;
+            let loss = bce_with_logits(&logits, &labels)?.mul(&weights)?.sum_all()?;
+            let grads = loss.backward()?;
+            if let Some(g) = grads.get(rows_of_tasks.as_tensor()) {
+                rows_of_tasks.set(&(rows_of_tasks.as_tensor() - g.affine(rate, 0.0)?)?)?;
+            }
+        }
+        Ok(rows_of_tasks.as_tensor().detach())
     }
 
     /// Logits of rows given their ids and their rows in `params`' id tables (the whole tables
@@ -508,6 +539,9 @@ struct TableRows {
     users: Tensor,
     wide: Tensor,
 }
+
+/// Tasks refreshed together in [`BaselineNet::refreshed_logits`].
+const REFRESH_CHUNK: usize = 1024;
 
 /// A fixed 64-bit mix of two ids and a salt (splitmix64 finalizer), stable across platforms.
 pub(crate) fn hash(a: u64, b: u64, salt: u64) -> u64 {
