@@ -1,10 +1,11 @@
-//! The non-meta baselines: `global`, `id_embedding` and `wide_deep`, as one row-level network.
+//! The non-meta baselines: `global`, `id_embedding` and `wide_deep`, as one row-level network
+//! (the serve-time refresh of a user row is in `refresh`).
 //!
 //! Owns [`BaselineNet`]: parameter layout, the forward pass from rows to logits and one epoch of
 //! minibatch training on `TaskSet::baseline_train_rows`. Must not decide when to stop or what to
 //! report: `train` drives epochs and early stopping.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use limaml_data::{Interactions, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -18,6 +19,8 @@ use crate::inputs::{
 use crate::lazy_adam::Optimizers;
 use crate::mlp::{bce_with_logits, mlp_forward, Mlp};
 use crate::params::ParamStore;
+
+mod refresh;
 
 /// Layout of a baseline's parameters in its [`ParamStore`].
 #[derive(Debug, Clone)]
@@ -212,114 +215,6 @@ impl BaselineNet {
     /// With a serve-time refresh configured, the steps and step size.
     pub fn refresh(&self) -> Option<(usize, f64)> {
         self.refresh.filter(|_| self.user_embedding.is_some())
-    }
-
-    /// Logits of query rows (`rows[k]` of task `task_index[k]`) after the serve-time refresh:
-    /// each task's user embedding row (the out-of-vocabulary row for users without training
-    /// rows) takes `steps` SGD steps on the mean loss of `supports(task)`, every other weight
-    /// frozen. Tasks are refreshed independently (each has its own copy of the row).
-    #[allow(clippy::too_many_arguments)]
-    pub fn refreshed_logits(
-        &self,
-        params: &[Tensor],
-        features: &Features,
-        interactions: &Interactions,
-        tasks: &TaskSet,
-        rows: &[u32],
-        task_index: &[u32],
-        supports: &dyn Fn(u32) -> Vec<u32>,
-    ) -> Result<Vec<f32>, ModelError> {
-        let (Some((steps, rate)), Some(table)) = (self.refresh, self.user_embedding) else {
-            return Ok(self.logits(params, features, interactions, tasks, rows, None)?.to_vec1::<f32>()?);
-        };
-        let mut distinct: Vec<u32> = task_index.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let position = |t: u32| distinct.binary_search(&t).expect("task is in distinct") as u32;
-        // Each task's starting row: its user's own, or the out-of-vocabulary user's.
-        let start_rows: Vec<u32> = distinct
-            .iter()
-            .map(|&t| {
-                let user = tasks.tasks[t as usize].entity;
-                if self.known_users(interactions, tasks)[user as usize] {
-                    user
-                } else {
-                    self.shape.n_users as u32
-                }
-            })
-            .collect();
-        // Tasks refresh independently (their own rows, their own mean loss), so chunks of
-        // tasks bound the memory without changing any result.
-        let mut refreshed = Vec::new();
-        for (chunk_tasks, chunk_rows) in distinct.chunks(REFRESH_CHUNK).zip(start_rows.chunks(REFRESH_CHUNK)) {
-            let start = params[table].index_select(&u32_tensor(chunk_rows.to_vec())?, 0)?;
-            let support_rows: Vec<Vec<u32>> = chunk_tasks.iter().map(|&t| supports(t)).collect();
-            refreshed.push(self.refresh_rows(params, features, interactions, tasks, table, start, &support_rows, steps, rate)?);
-        }
-        let mut local = params.to_vec();
-        local[table] = Tensor::cat(&refreshed, 0)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (chunk, chunk_tasks) in rows.chunks(8192).zip(task_index.chunks(8192)) {
-            let ids = self.row_ids(interactions, tasks, chunk, None);
-            let table_rows = TableRows {
-                items: u32_tensor(ids.items.clone())?,
-                users: u32_tensor(chunk_tasks.iter().map(|&t| position(t)).collect())?,
-                wide: u32_tensor(ids.wide.clone())?,
-            };
-            out.extend(self.logits_of(&local, features, &ids, &table_rows)?.to_vec1::<f32>()?);
-        }
-        Ok(out)
-    }
-
-    /// `steps` SGD steps at `rate` on user rows `start` (one per task, `T x d`), each on the
-    /// mean loss of its task's `support_rows`, every other weight of `params` frozen.
-    #[allow(clippy::too_many_arguments)]
-    fn refresh_rows(
-        &self,
-        params: &[Tensor],
-        features: &Features,
-        interactions: &Interactions,
-        tasks: &TaskSet,
-        table: usize,
-        start: Tensor,
-        support_rows: &[Vec<u32>],
-        steps: usize,
-        rate: f64,
-    ) -> Result<Tensor, ModelError> {
-        let rows_of_tasks = Var::from_tensor(&start)?;
-        let flat: Vec<u32> = support_rows.iter().flatten().copied().collect();
-        if flat.is_empty() {
-            return Ok(start);
-        }
-        let owner: Vec<u32> = support_rows
-            .iter()
-            .enumerate()
-            .flat_map(|(k, s)| std::iter::repeat_n(k as u32, s.len()))
-            .collect();
-        let weights: Vec<f32> = support_rows
-            .iter()
-            .flat_map(|s| std::iter::repeat_n(1.0 / s.len().max(1) as f32, s.len()))
-            .collect();
-        let ids = self.row_ids(interactions, tasks, &flat, None);
-        let table_rows = TableRows {
-            items: u32_tensor(ids.items.clone())?,
-            users: u32_tensor(owner)?,
-            wide: u32_tensor(ids.wide.clone())?,
-        };
-        let labels: Vec<f32> = flat.iter().map(|&r| interactions.label[r as usize]).collect();
-        let labels = Tensor::from_vec(labels, flat.len(), &Device::Cpu)?;
-        let weights = Tensor::from_vec(weights, flat.len(), &Device::Cpu)?;
-        let mut local = params.to_vec();
-        for _ in 0..steps {
-            local[table] = rows_of_tasks.as_tensor().clone();
-            let logits = self.logits_of(&local, features, &ids, &table_rows)?;
-            let loss = bce_with_logits(&logits, &labels)?.mul(&weights)?.sum_all()?;
-            let grads = loss.backward()?;
-            if let Some(g) = grads.get(rows_of_tasks.as_tensor()) {
-                rows_of_tasks.set(&(rows_of_tasks.as_tensor() - g.affine(rate, 0.0)?)?)?;
-            }
-        }
-        Ok(rows_of_tasks.as_tensor().detach())
     }
 
     /// Logits of rows given their ids and their rows in `params`' id tables (the whole tables
@@ -539,9 +434,6 @@ struct TableRows {
     users: Tensor,
     wide: Tensor,
 }
-
-/// Tasks refreshed together in [`BaselineNet::refreshed_logits`].
-const REFRESH_CHUNK: usize = 1024;
 
 /// A fixed 64-bit mix of two ids and a salt (splitmix64 finalizer), stable across platforms.
 pub(crate) fn hash(a: u64, b: u64, salt: u64) -> u64 {
