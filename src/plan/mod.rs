@@ -237,7 +237,11 @@ fn add_cell(
             let model = builder.add(format!("train/{label}/seed={seed}"), train_stage, base_inputs.clone())?;
             let mut eval_inputs = base_inputs.clone();
             eval_inputs.push(("model".into(), model));
-            if stages::export_embeddings::applies_to(method) {
+            // Under the deployment protocol an entity has a task per window, each adapted on the
+            // history before its window's start: evaluate regenerates those embeddings itself,
+            // so there is no one-per-entity export to look up.
+            let deployment = spec.split.setting == limaml_data::EvalSetting::Deployment;
+            if stages::export_embeddings::applies_to(method) && !deployment {
                 let mut variants = vec![stages::export_embeddings::SupportVersion::Latest];
                 if spec.report.freshness {
                     variants.push(stages::export_embeddings::SupportVersion::Stale);

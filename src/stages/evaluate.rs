@@ -50,11 +50,9 @@ impl Stage for Evaluate {
             (oracle(&roles)?, oracle(&[TaskRole::Validation])?)
         } else {
             let model: TrainedModel = super::train::decode_model(ctx, "model")?;
-            // Under the deployment protocol an entity has a task per window, each with the
-            // history before its window's start: its meta embedding is regenerated per window
-            // (adapting on that task's support), not looked up once per entity.
-            let windowed = tasks.tasks.iter().any(|t| t.window.is_some());
-            let embeddings: Option<MetaEmbeddingTable> = if !windowed && ctx.inputs.roles().iter().any(|r| r == "embeddings") {
+            // Without an embeddings input (baselines; LiMAML under the deployment protocol, one
+            // task per window) LiMAML adapts on each task's own support.
+            let embeddings: Option<MetaEmbeddingTable> = if ctx.inputs.roles().iter().any(|r| r == "embeddings") {
                 Some(ctx.decode("embeddings", "meta_embeddings")?)
             } else {
                 None

@@ -92,11 +92,13 @@ pub(crate) fn slice_deployment(
         let state = if before(t0).is_empty() { EntityState::New } else { EntityState::Known };
         // Retrained upper bound for window w: a seeded fifth of the entities active in window
         // w - 1 hold those rows out of training, for early stopping.
-        let held_out: Vec<u32> = match retrain {
-            Some(w) if rand::Rng::random_bool(&mut entity_rng(seed ^ 0x0005_eed0, entity), 0.2) => in_window(w - 2),
-            _ => Vec::new(),
+        let held_out_window = match retrain {
+            Some(w) if rand::Rng::random_bool(&mut entity_rng(seed ^ 0x0005_eed0, entity), 0.2) => Some(w - 2),
+            _ => None,
         };
-        let training: Vec<u32> = before(train_end).into_iter().filter(|r| !held_out.contains(r)).collect();
+        let held_out = |r: u32| held_out_window.is_some() && window_of(interactions.timestamp[r as usize]) == held_out_window;
+        let holds_out = rows.iter().any(|&r| held_out(r));
+        let training: Vec<u32> = before(train_end).into_iter().filter(|&r| !held_out(r)).collect();
         let mut rng = entity_rng(seed, entity);
         let make = |role, support: Vec<u32>, query: Vec<u32>, window: Option<u32>| Task {
             entity,
@@ -120,7 +122,7 @@ pub(crate) fn slice_deployment(
             let role = match retrain {
                 None if w == 0 => TaskRole::Validation,
                 None => TaskRole::Test,
-                Some(r) if w + 2 == r && !held_out.is_empty() => TaskRole::Validation,
+                Some(r) if w + 2 == r && holds_out => TaskRole::Validation,
                 Some(r) if w + 1 == r => TaskRole::Test,
                 Some(_) => continue,
             };

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::baselines::BaselineNet;
+use crate::baselines::{BaselineNet, RowSupports};
 use crate::config::{MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
@@ -333,22 +333,20 @@ pub(crate) fn score_rows(
 ) -> Result<Vec<f32>, ModelError> {
     const CHUNK: usize = 8192;
     let mut scores = Vec::with_capacity(rows.len());
+    // What a serving-time refresh or activity summary may read of a task: its capped support.
+    let support_of = |t: u32| latest_support(data, &tasks.tasks[t as usize].support, max_support);
     match net {
         Net::Baseline(b, s) if b.refresh().is_some() => {
             let params: Vec<Tensor> = s.tensors().iter().map(Tensor::detach).collect();
-            let supports = |t: u32| latest_support(data, &tasks.tasks[t as usize].support, max_support);
-            let logits = b.refreshed_logits(&params, features, interactions, tasks, rows, task_index, &supports)?;
+            let logits = b.refreshed_logits(&params, features, interactions, tasks, rows, task_index, &support_of)?;
             scores.extend(logits.into_iter().map(sigmoid));
         }
         Net::Baseline(b, s) => {
             let params: Vec<Tensor> = s.tensors().iter().map(Tensor::detach).collect();
             for (chunk, chunk_tasks) in rows.chunks(CHUNK).zip(task_index.chunks(CHUNK)) {
-                // A model reading activity summaries sees each row's task support.
-                let support_of = |k: usize| {
-                    latest_support(data, &tasks.tasks[chunk_tasks[k] as usize].support, max_support)
-                };
-                let supports: Option<&dyn Fn(usize) -> Vec<u32>> =
-                    if b.reads_activity() { Some(&support_of) } else { None };
+                let supports = b
+                    .reads_activity()
+                    .then_some(RowSupports { task_index: chunk_tasks, support_of: &support_of });
                 let logits = b
                     .logits(&params, features, interactions, tasks, chunk, supports)?
                     .to_vec1::<f32>()?;

@@ -173,8 +173,9 @@ impl BaselineNet {
             .collect()
     }
 
-    /// Logits (`N`) of the given rows; `supports` gives each row's support (its task's), which
-    /// a model that [`reads_activity`](BaselineNet::reads_activity) summarises.
+    /// Logits (`N`) of the given rows. `supports` gives each row's task (`task_index`) and a
+    /// task's support, which a model that [`reads_activity`](BaselineNet::reads_activity)
+    /// summarises once per task; without it, training rows' own history is summarised.
     pub fn logits(
         &self,
         params: &[Tensor],
@@ -182,14 +183,22 @@ impl BaselineNet {
         interactions: &Interactions,
         tasks: &TaskSet,
         rows: &[u32],
-        supports: Option<&dyn Fn(usize) -> Vec<u32>>,
+        supports: Option<RowSupports>,
     ) -> Result<Tensor, ModelError> {
         let mut ids = self.row_ids(interactions, tasks, rows, None);
         if self.reads_activity() {
             ids.activity = match supports {
-                Some(support_of) => (0..rows.len())
-                    .flat_map(|k| support_activity(tasks, interactions, &support_of(k)))
-                    .collect(),
+                Some(RowSupports { task_index, support_of }) => {
+                    let mut by_task: std::collections::BTreeMap<u32, Vec<f32>> = Default::default();
+                    let mut activity = Vec::with_capacity(rows.len() * self.activity_dim);
+                    for &t in task_index {
+                        let summary = by_task
+                            .entry(t)
+                            .or_insert_with(|| support_activity(tasks, interactions, &support_of(t)));
+                        activity.extend_from_slice(summary);
+                    }
+                    activity
+                }
                 None => self.history_activity(interactions, tasks, rows),
             };
         }
@@ -199,6 +208,16 @@ impl BaselineNet {
             wide: u32_tensor(ids.wide.clone())?,
         };
         self.logits_of(params, features, &ids, &table_rows)
+    }
+
+    /// The row of `user` in the user-id tables: its own if it has training rows, else the
+    /// out-of-vocabulary user's (`n_users`).
+    fn id_row_of(&self, interactions: &Interactions, tasks: &TaskSet, user: u32) -> u32 {
+        if self.known_users(interactions, tasks)[user as usize] {
+            user
+        } else {
+            self.shape.n_users as u32
+        }
     }
 
     /// Whether each user has training rows (`TaskSet::baseline_train_rows`), computed once.
@@ -276,21 +295,18 @@ impl BaselineNet {
         rows: &[u32],
         mut dropout: Option<&mut StdRng>,
     ) -> RowIds {
-        let known = self.known_users(interactions, tasks);
-        let oov = self.shape.n_users as u32;
         let users: Vec<u32> = rows.iter().map(|&r| interactions.user[r as usize]).collect();
-        let user_ids: Vec<u32> = rows
+        let user_ids: Vec<u32> = users
             .iter()
-            .map(|&r| {
-                let user = interactions.user[r as usize];
+            .map(|&user| {
                 let dropped = match dropout.as_deref_mut() {
                     Some(rng) => self.id_dropout > 0.0 && rng.random_bool(self.id_dropout),
                     None => false,
                 };
-                if dropped || !known[user as usize] {
-                    oov
+                if dropped {
+                    self.shape.n_users as u32
                 } else {
-                    user
+                    self.id_row_of(interactions, tasks, user)
                 }
             })
             .collect();
@@ -409,6 +425,13 @@ impl BaselineNet {
         }
         Ok(total / batches.max(1) as f64)
     }
+}
+
+/// Which task each scored row belongs to, and what a task's support is: what a model that
+/// reads activity summaries needs at serving time.
+pub struct RowSupports<'a> {
+    pub task_index: &'a [u32],
+    pub support_of: &'a dyn Fn(u32) -> Vec<u32>,
 }
 
 /// The ids a batch of rows looks up (see [`BaselineNet::row_ids`]).

@@ -37,17 +37,8 @@ impl BaselineNet {
         distinct.dedup();
         let position = |t: u32| distinct.binary_search(&t).expect("task is in distinct") as u32;
         // Each task's starting row: its user's own, or the out-of-vocabulary user's.
-        let start_rows: Vec<u32> = distinct
-            .iter()
-            .map(|&t| {
-                let user = tasks.tasks[t as usize].entity;
-                if self.known_users(interactions, tasks)[user as usize] {
-                    user
-                } else {
-                    self.shape.n_users as u32
-                }
-            })
-            .collect();
+        let start_rows: Vec<u32> =
+            distinct.iter().map(|&t| self.id_row_of(interactions, tasks, tasks.tasks[t as usize].entity)).collect();
         // Tasks refresh independently (their own rows, their own mean loss), so chunks of
         // tasks bound the memory without changing any result.
         let mut refreshed = Vec::new();
