@@ -34,6 +34,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Runs { json } => runs_command(&store_path, json),
         Command::Show { run, json } => show_command(&store_path, &run, json),
+        Command::Export { run, out } => export_command(&store_path, &run, out.as_deref()),
         Command::Why { spec, stage } => why_command(&store_path, &spec, &stage),
         Command::Gc { dry_run, keep_last } => gc_command(&store_path, dry_run, keep_last),
         Command::Data { command: DataCommand::Inspect { spec, json } } => super::inspect::inspect_command(&spec, json),
@@ -199,7 +200,32 @@ fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<Ex
     let store = open_store(store_path, false)?;
     let run = find_run(&store, id)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&run).expect("serializes"));
+        let mut value = serde_json::to_value(&run).expect("serializes");
+        // Each stage's artifacts: name, digest, bytes and format.
+        if let Some(stages) = value.get_mut("stages").and_then(|s| s.as_array_mut()) {
+            for stage in stages {
+                let Some(key) = stage.get("key").and_then(|k| k.as_str()).map(str::to_string) else { continue };
+                let artifacts: Vec<serde_json::Value> = store
+                    .stage(&key)?
+                    .map(|record| {
+                        record
+                            .outputs
+                            .iter()
+                            .map(|(name, artifact)| {
+                                serde_json::json!({
+                                    "name": name,
+                                    "digest": artifact.digest,
+                                    "bytes": artifact.size,
+                                    "format": artifact_format(name),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                stage["artifacts"] = artifacts.into();
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&value).expect("serializes"));
         return Ok(ExitCode::SUCCESS);
     }
     println!("run {} — experiment {} — {}", run.id, run.experiment, format!("{:?}", run.status).to_lowercase());
@@ -214,6 +240,31 @@ fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<Ex
     if let Some(table) = tables::methods_table(&run.metrics, Some("global")) {
         println!("{table}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The file format of a stage artifact, by its name.
+fn artifact_format(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("csv") => "csv",
+        Some("safetensors") => "safetensors",
+        Some("json") => "json",
+        _ => "postcard",
+    }
+}
+
+fn export_command(store_path: &std::path::Path, id: &str, out: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
+    let store = open_store(store_path, false)?;
+    let run = find_run(&store, id)?;
+    let out = out.map(std::path::Path::to_path_buf).unwrap_or_else(|| std::path::Path::new("runs/exports").join(&run.id));
+    let files = limaml::report::export::export_run(&store, &run, &out).map_err(|e| match e {
+        limaml::report::export::ExportError::NothingToExport(_) => Failure::BadInput(e.to_string()),
+        other => Failure::Failed(other.to_string()),
+    })?;
+    for file in &files {
+        println!("{} ({} rows)", file.path, file.rows);
+    }
+    eprintln!("exported run {} to {}", run.id, out.display());
     Ok(ExitCode::SUCCESS)
 }
 

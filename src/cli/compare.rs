@@ -31,6 +31,20 @@ pub fn compare_command(store_path: &std::path::Path, args: &CompareArgs) -> Resu
     chosen.sort_by_key(|r| r.started_unix_ms);
     chosen.dedup_by(|a, b| a.id == b.id);
     let observations = compare::collect(&store, &chosen)?;
+    let available: std::collections::BTreeSet<&String> = observations.iter().flat_map(|o| o.metrics.keys()).collect();
+    for metric in args.metrics.iter().chain(args.sort.iter()) {
+        if !available.contains(metric) {
+            let names: Vec<&str> = available.iter().map(|s| s.as_str()).filter(|s| !s.contains('.')).collect();
+            let mut message = format!(
+                "unknown metric `{metric}`: these runs report {} (and <slice>.<metric> per segment, state and window, validation.<metric>)",
+                names.join(", ")
+            );
+            if let Some(s) = limaml::spec::did_you_mean(metric, available.iter().map(|s| s.as_str())) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            return Err(Failure::BadInput(message));
+        }
+    }
     let mut rows = compare::group(&observations, args.baseline.as_deref());
     for filter in &args.filter {
         let Some((key, value)) = filter.split_once('=') else {
@@ -42,7 +56,7 @@ pub fn compare_command(store_path: &std::path::Path, args: &CompareArgs) -> Resu
         });
     }
     if let Some(metric) = &args.sort {
-        let lower_is_better = metric.ends_with("logloss");
+        let lower_is_better = limaml_models::eval::lower_is_better(metric);
         let value = |row: &compare::Row| row.metrics.get(metric).map_or(f64::NAN, |s| s.mean);
         rows.sort_by(|a, b| {
             let (x, y) = (value(a), value(b));

@@ -117,6 +117,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a run's predictions, per-user metrics and meta embeddings as CSV and safetensors.
+    Export {
+        /// A run id (or a unique prefix of one), or "last".
+        run: String,
+        /// The folder to write (default: runs/exports/<run id>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Say why a stage would run again: which part of its key changed since its last run.
     Why {
         #[command(flatten)]
@@ -190,7 +198,9 @@ pub struct CompareArgs {
     /// Add the paired per-seed difference to this method and its CI.
     #[arg(long)]
     pub baseline: Option<String>,
-    /// Metrics to show: auc, gauc, logloss, or per slice such as low.auc, cold.gauc.
+    /// Metrics to show: any the runs report (auc, gauc, logloss, ece, ne, gauc_uniform,
+    /// ndcg@10, recall@10, hr@10, precision@10, map@10, mrr, full_ndcg@10, ...), per slice such
+    /// as low.auc or cold.ndcg@10, or validation.auc.
     #[arg(long, value_delimiter = ',', default_value = "auc,gauc,logloss")]
     pub metrics: Vec<String>,
     /// Show the parameters that differ between rows as columns.

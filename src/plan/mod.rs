@@ -265,18 +265,18 @@ fn add_cell(
                     }
                     let name = format!("evaluate/{label}{suffix}/seed={seed}");
                     let evaluate =
-                        builder.add(name.clone(), Arc::new(stages::evaluate::Evaluate::default()), inputs)?;
+                        builder.add(name.clone(), Arc::new(stages::evaluate::Evaluate::new(spec.report.eval_config())), inputs)?;
                     evaluations.push((format!("{label}{suffix}|{seed}"), evaluate));
                 }
             } else {
                 let name = format!("evaluate/{label}/seed={seed}");
-                let evaluate = builder.add(name, Arc::new(stages::evaluate::Evaluate::default()), eval_inputs)?;
+                let evaluate = builder.add(name, Arc::new(stages::evaluate::Evaluate::new(spec.report.eval_config())), eval_inputs)?;
                 evaluations.push((format!("{label}|{seed}"), evaluate));
             }
         }
         if has_oracle {
             let name = format!("evaluate/oracle{}/seed={seed}", bracket(&["data", "split"]));
-            let oracle = builder.add(name, Arc::new(stages::evaluate::Evaluate::oracle()), base_inputs.clone())?;
+            let oracle = builder.add(name, Arc::new(stages::evaluate::Evaluate::oracle(spec.report.eval_config())), base_inputs.clone())?;
             evaluations.push((format!("oracle{}|{seed}", bracket(&["data", "split"])), oracle));
         }
     }

@@ -90,22 +90,7 @@ fn observe(store: &Store, name: &str, evaluation: &StageRecord) -> Result<Option
     }
     identity.insert("evaluate".into(), evaluation.components.params.clone());
     identity.insert("label".into(), label.into());
-    let mut metrics = BTreeMap::new();
-    let report = &evaluation.metrics;
-    for name in ["auc", "gauc", "logloss"] {
-        if let Some(v) = report.pointer(&format!("/overall/{name}")).and_then(|v| v.as_f64()) {
-            metrics.insert(name.to_string(), v);
-        }
-        for (group, prefix) in [("by_segment", ""), ("by_state", ""), ("by_window", "window")] {
-            if let Some(map) = report.get(group).and_then(|g| g.as_object()) {
-                for (slice, values) in map {
-                    if let Some(v) = values.get(name).and_then(|v| v.as_f64()) {
-                        metrics.insert(format!("{prefix}{slice}.{name}"), v);
-                    }
-                }
-            }
-        }
-    }
+    let metrics = metric_values(&evaluation.metrics);
     Ok(Some(Observation {
         label: label.to_string(),
         method,
@@ -116,6 +101,33 @@ fn observe(store: &Store, name: &str, evaluation: &StageRecord) -> Result<Option
         metrics,
         stage_key: evaluation.key.clone(),
     }))
+}
+
+/// Fields of a metrics block that are counts, not metrics.
+const COUNTS: [&str; 4] = ["rows", "tasks", "skipped_tasks", "ranked_tasks"];
+
+/// Every metric of an evaluation's record, by the name `compare --metrics` takes: `auc`,
+/// `ndcg@10`, ... overall; `<slice>.<metric>` per segment, state and window (`low.auc`,
+/// `cold.ndcg@10`, `window2.auc`); `validation.<metric>`; and `chance.<metric>`, a query
+/// ranking metric under a random order (see `limaml_models::eval::ranking`).
+pub fn metric_values(report: &serde_json::Value) -> BTreeMap<String, f64> {
+    let mut metrics = BTreeMap::new();
+    let mut block = |prefix: &str, value: Option<&serde_json::Value>| {
+        for (name, v) in value.and_then(|v| v.as_object()).into_iter().flatten() {
+            if let (Some(v), false) = (v.as_f64(), COUNTS.contains(&name.as_str())) {
+                metrics.insert(format!("{prefix}{name}"), v);
+            }
+        }
+    };
+    block("", report.get("overall"));
+    block("chance.", report.pointer("/overall/chance"));
+    block("validation.", report.get("validation"));
+    for (group, prefix) in [("by_segment", ""), ("by_state", ""), ("by_window", "window")] {
+        for (slice, values) in report.get(group).and_then(|g| g.as_object()).into_iter().flatten() {
+            block(&format!("{prefix}{slice}."), Some(values));
+        }
+    }
+    metrics
 }
 
 fn digest(value: &serde_json::Map<String, serde_json::Value>) -> String {
@@ -251,6 +263,17 @@ pub fn changed_parameters(rows: &[Row]) -> Vec<String> {
         .collect()
 }
 
+/// A query ranking metric whose chance level (its mean under a random order) reaches this is
+/// flagged as saturated.
+pub const SATURATION_CHANCE: f64 = 0.9;
+
+/// Whether `metric` (possibly slice-prefixed) is saturated for `row`: its overall chance level
+/// reaches [`SATURATION_CHANCE`].
+pub fn saturated(row: &Row, metric: &str) -> bool {
+    let base = metric.rsplit_once('.').map_or(metric, |(_, m)| m);
+    row.metrics.get(&format!("chance.{base}")).is_some_and(|c| c.mean >= SATURATION_CHANCE)
+}
+
 /// What to show in a comparison table.
 pub struct TableOptions<'a> {
     pub metrics: &'a [String],
@@ -273,6 +296,7 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
     }
     header.push("n".into());
     let mut table = TableData { title: title.to_string(), header, ..Default::default() };
+    let mut any_saturated = false;
     for row in rows {
         let mut cells = vec![row.label.clone()];
         for key in &changed {
@@ -281,7 +305,9 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
         for metric in options.metrics {
             match row.metrics.get(metric) {
                 Some(summary) => {
-                    cells.push(summary.mean_std());
+                    let saturated = saturated(row, metric);
+                    any_saturated |= saturated;
+                    cells.push(format!("{}{}", summary.mean_std(), if saturated { " ‡" } else { "" }));
                     cells.push(summary.interval());
                 }
                 None => cells.extend(["—".to_string(), "—".to_string()]),
@@ -302,6 +328,12 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
         }
         cells.push(row.seeds.len().to_string());
         table.push(cells, row.stage_keys.clone());
+    }
+    if any_saturated {
+        table.notes.push(format!(
+            "‡ saturated by construction: a random order of these query sets already scores >= {SATURATION_CHANCE} \
+             (mean chance level), so this metric cannot separate methods here"
+        ));
     }
     if rows.iter().any(|r| r.seeds.len() < 3) {
         table.notes.push("warning: some rows have fewer than 3 seeds; their std and CI say little".into());

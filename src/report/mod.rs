@@ -2,8 +2,10 @@
 //! Owns statistics and rendering; numbers come from stage records in the store.
 
 pub mod compare;
+pub mod export;
 pub mod plots;
 pub mod reproduce;
+pub mod significance;
 pub mod stats;
 pub mod table;
 pub mod tables;

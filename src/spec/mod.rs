@@ -68,8 +68,18 @@ fn default_seeds() -> Vec<u64> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportConfig {
-    /// Metrics shown in summaries: any of auc, gauc, logloss.
+    /// Metrics shown in summaries and tables: any name of the metric registry
+    /// (`limaml_models::eval::metric_names`: auc, gauc, logloss, ece, ne, gauc_uniform, ndcg@10,
+    /// full_recall@20, mrr, ...), optionally for one slice (`low.auc`, `cold.ndcg@10`).
     pub metrics: Vec<String>,
+    /// Cut-offs K of the ranking metrics (NDCG@K, Recall@K, HR@K, Precision@K, MAP@K).
+    pub ks: Vec<usize>,
+    /// How GAUC weighs each user's AUC: "impressions" (rows; as DIN), "uniform" (as Elliot and
+    /// torchrec) or "positives" (as RecBole).
+    pub gauc_weighting: limaml_models::GaucWeighting,
+    /// Also rank the full catalogue per test user (every item not in the user's training or
+    /// support rows): the `full_` metrics. User tasks only.
+    pub catalogue: bool,
     /// The method lifts are measured against (default: "global" when present).
     pub baseline: Option<String>,
     /// Also evaluate LiMAML with meta embeddings generated from stale support data (needs
@@ -79,10 +89,23 @@ pub struct ReportConfig {
     pub serving_cost: bool,
 }
 
+impl ReportConfig {
+    /// What the evaluate stages compute.
+    pub fn eval_config(&self) -> limaml_models::EvalConfig {
+        let mut ks = self.ks.clone();
+        ks.sort_unstable();
+        ks.dedup();
+        limaml_models::EvalConfig { ks, gauc_weighting: self.gauc_weighting, catalogue: self.catalogue }
+    }
+}
+
 impl Default for ReportConfig {
     fn default() -> Self {
         ReportConfig {
             metrics: vec!["auc".into(), "gauc".into(), "logloss".into()],
+            ks: limaml_models::EvalConfig::default().ks,
+            gauc_weighting: limaml_models::GaucWeighting::Impressions,
+            catalogue: true,
             baseline: None,
             freshness: false,
             serving_cost: false,
@@ -440,11 +463,18 @@ fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)]) -> Resul
     for issue in spec.train.validate() {
         issues.push((format!("train.{}", issue.field), issue.message));
     }
-    const METRICS: [&str; 3] = ["auc", "gauc", "logloss"];
+    for (i, k) in spec.report.ks.iter().enumerate() {
+        if *k == 0 {
+            issues.push((format!("report.ks.{i}"), "a cut-off K must be at least 1".into()));
+        }
+    }
+    let known = limaml_models::eval::metric_names(&spec.report.eval_config());
     for (i, metric) in spec.report.metrics.iter().enumerate() {
-        if !METRICS.contains(&metric.as_str()) {
-            let mut message = format!("unknown metric `{metric}`, expected one of auc, gauc, logloss");
-            if let Some(s) = did_you_mean(metric, METRICS) {
+        // A metric, or `<slice>.<metric>` for one segment, state or window.
+        let base = metric.rsplit_once('.').map_or(metric.as_str(), |(_, m)| m);
+        if !known.iter().any(|k| k == base) {
+            let mut message = format!("unknown metric `{metric}`, expected one of {}", known.join(", "));
+            if let Some(s) = did_you_mean(base, known.iter().map(String::as_str)) {
                 message.push_str(&format!(" (did you mean `{s}`?)"));
             }
             issues.push((format!("report.metrics.{i}"), message));

@@ -1,22 +1,31 @@
-//! Stage `evaluate`: scores the query rows of the test tasks and computes AUC, GAUC and log loss
-//! overall, per activity segment and per warm/cold entity state; and the same overall metrics
-//! on the validation tasks (`validation`), the rows every hyperparameter is chosen on. For LiMAML it scores through
-//! the serving path (Global Block + stored meta embedding). The oracle variant scores with the
-//! true click probability of synthetic data.
+//! Stage `evaluate`: scores the query rows of the test tasks and computes every metric of the
+//! registry (`limaml_models::eval`: AUC, GAUC, log loss, calibration, ranking metrics within
+//! each query set and, with `catalogue`, over the full catalogue) overall, per activity segment,
+//! per entity state and per window; and the same overall metrics on the validation tasks
+//! (`validation`), the rows every hyperparameter is chosen on. For LiMAML it scores through the
+//! serving path (Global Block + stored meta embedding). The oracle variant scores with the true
+//! click probability of synthetic data (query rows only: it knows no unobserved pair).
+//!
+//! Artifacts: `predictions` (the scored test rows) and `per_task` (one row of metrics per test
+//! task), both postcard; `limaml export` turns them into CSV.
 
 use limaml_data::{Dataset, TaskRole, TaskSet};
-use limaml_models::{MetaEmbeddingTable, TrainedModel};
+use limaml_models::{EvalConfig, MetaEmbeddingTable, TrainedModel};
 
 use super::{encode, Stage, StageContext, StageError, StageOutput};
 
-#[derive(Default)]
 pub struct Evaluate {
     oracle: bool,
+    config: EvalConfig,
 }
 
 impl Evaluate {
-    pub fn oracle() -> Self {
-        Evaluate { oracle: true }
+    pub fn new(config: EvalConfig) -> Self {
+        Evaluate { oracle: false, config }
+    }
+
+    pub fn oracle(config: EvalConfig) -> Self {
+        Evaluate { oracle: true, config }
     }
 }
 
@@ -26,7 +35,7 @@ impl Stage for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn code(&self) -> &'static str {
@@ -34,13 +43,19 @@ impl Stage for Evaluate {
     }
 
     fn params(&self) -> serde_json::Value {
-        serde_json::json!({ "oracle": self.oracle, "roles": ["test"], "validation_roles": ["validation"] })
+        serde_json::json!({
+            "oracle": self.oracle,
+            "roles": ["test"],
+            "validation_roles": ["validation"],
+            "metrics": self.config,
+        })
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         let dataset: Dataset = ctx.decode("dataset", "dataset")?;
         let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
         let roles = [TaskRole::Test];
+        let mut catalogue = None;
         let (predictions, validation) = if self.oracle {
             let oracle = |roles: &[TaskRole]| {
                 limaml_models::oracle_predictions(&dataset.interactions, &tasks, roles).ok_or_else(|| {
@@ -65,14 +80,31 @@ impl Stage for Evaluate {
             let validation =
                 limaml_models::predict(&model, &dataset.interactions, &tasks, None, &[TaskRole::Validation])
                     .map_err(|e| StageError::Failed(e.to_string()))?;
+            if self.config.catalogue {
+                ctx.check_cancelled()?;
+                let progress = |done: usize, total: usize| (ctx.progress)(format!("ranking the catalogue: {done}/{total} users"));
+                catalogue = limaml_models::eval::catalogue::catalogue_ranks(
+                    &model,
+                    &dataset.interactions,
+                    &tasks,
+                    embeddings.as_ref(),
+                    &roles,
+                    &progress,
+                )
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+            }
             (test, validation)
         };
-        let report = limaml_models::evaluate(&predictions, &dataset.interactions, &tasks);
-        let mut metrics = serde_json::to_value(&report).map_err(|e| StageError::Failed(e.to_string()))?;
-        let validation = limaml_models::evaluate(&validation, &dataset.interactions, &tasks).overall;
+        let evaluation =
+            limaml_models::evaluate_with(&predictions, &dataset.interactions, &tasks, &self.config, catalogue.as_ref());
+        let mut metrics = serde_json::to_value(&evaluation.report).map_err(|e| StageError::Failed(e.to_string()))?;
+        let validation_config = EvalConfig { catalogue: false, ..self.config.clone() };
+        let validation =
+            limaml_models::evaluate_with(&validation, &dataset.interactions, &tasks, &validation_config, None).report.overall;
         metrics["validation"] = serde_json::to_value(&validation).map_err(|e| StageError::Failed(e.to_string()))?;
         let mut output = StageOutput { metrics, ..Default::default() };
         output.artifacts.insert("predictions".into(), encode(&predictions)?);
+        output.artifacts.insert("per_task".into(), encode(&evaluation.per_task)?);
         Ok(output)
     }
 }

@@ -1,13 +1,17 @@
 //! Stage `report`: gathers every evaluation of the plan into per-method summaries (mean and std
-//! over seeds, overall, per segment, per entity state and on the validation tasks). Its metrics are the run's headline
-//! numbers. Reads only its inputs' metrics; tables and files are drawn by `report`.
+//! over seeds, overall, per segment, per entity state and on the validation tasks), and tests
+//! each method against the baseline per user (paired t and Wilcoxon signed-rank tests over the
+//! per-task metrics, Holm-corrected across methods). Its metrics are the run's headline numbers.
+//! Reads only its inputs' metrics and `per_task` artifacts; tables and files are drawn by
+//! `report`.
 
 use std::collections::BTreeMap;
 
 use petgraph::graph::NodeIndex;
 
 use super::{Stage, StageContext, StageError, StageOutput};
-use crate::report::stats;
+use crate::report::{significance, stats};
+use limaml_models::TaskMetrics;
 use crate::spec::ReportConfig;
 
 pub struct Report {
@@ -22,7 +26,8 @@ impl Report {
     }
 }
 
-const METRICS: [&str; 3] = ["auc", "gauc", "logloss"];
+/// Fields of an evaluation's metrics block that are counts, not metrics.
+const COUNTS: [&str; 4] = ["rows", "tasks", "skipped_tasks", "ranked_tasks"];
 
 impl Stage for Report {
     fn kind(&self) -> &'static str {
@@ -30,7 +35,7 @@ impl Stage for Report {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn params(&self) -> serde_json::Value {
@@ -48,7 +53,95 @@ impl Stage for Report {
         for (label, seeds) in &by_method {
             methods.insert(label.clone(), summarize(seeds));
         }
+        let baseline = self
+            .config
+            .baseline
+            .clone()
+            .or_else(|| by_method.contains_key("global").then(|| "global".to_string()));
+        if let Some(baseline) = baseline.filter(|b| by_method.contains_key(b)) {
+            let tests = self.significance(ctx, &baseline)?;
+            for (label, tests) in tests {
+                if let Some(summary) = methods.get_mut(&label).and_then(|m| m.as_object_mut()) {
+                    summary.insert("significance".into(), tests);
+                }
+            }
+        }
         Ok(StageOutput { metrics: serde_json::json!({ "methods": methods }), ..Default::default() })
+    }
+}
+
+impl Report {
+    /// The per-task metrics the paired tests run on: per-user AUC, NDCG at the middle cut-off
+    /// (10 by default) within the query set and over the catalogue.
+    fn tested_metrics(&self) -> Vec<String> {
+        let config = self.config.eval_config();
+        let mut names = vec!["auc".to_string()];
+        if let Some(&k) = config.ks.get(config.ks.len().saturating_sub(1) / 2) {
+            names.push(format!("ndcg@{k}"));
+            if config.catalogue {
+                names.push(format!("{}ndcg@{k}", limaml_models::eval::CATALOGUE_PREFIX));
+            }
+        }
+        names
+    }
+
+    /// Per method label (other than `baseline`), per tested metric: the paired tests against
+    /// `baseline` over (seed, user, window) pairs of every seed, and Holm-adjusted p-values
+    /// across the methods.
+    fn significance(
+        &self,
+        ctx: &StageContext<'_>,
+        baseline: &str,
+    ) -> Result<BTreeMap<String, serde_json::Value>, StageError> {
+        // label -> seed -> per-task table
+        let mut tables: BTreeMap<String, BTreeMap<String, TaskMetrics>> = BTreeMap::new();
+        for role in ctx.inputs.roles() {
+            let (label, seed) = role.rsplit_once('|').unwrap_or((role.as_str(), "0"));
+            let table: TaskMetrics = ctx.decode(&role, "per_task")?;
+            tables.entry(label.to_string()).or_default().insert(seed.to_string(), table);
+        }
+        let base = &tables[baseline];
+        let mut out: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+        for metric in self.tested_metrics() {
+            let mut results: Vec<(String, significance::PairedTest)> = Vec::new();
+            for (label, seeds) in tables.iter().filter(|(label, _)| label.as_str() != baseline) {
+                let mut differences = Vec::new();
+                for (seed, table) in seeds {
+                    let Some(base_table) = base.get(seed) else { continue };
+                    let (Some(c), Some(bc)) = (table.column(&metric), base_table.column(&metric)) else { continue };
+                    // The same query set: same entity, window, rows and positives.
+                    let key = |r: &limaml_models::eval::TaskRow| (r.entity, r.window, r.rows, r.positives);
+                    let base_values: BTreeMap<_, f64> =
+                        base_table.tasks.iter().filter_map(|r| Some((key(r), r.values[bc]?))).collect();
+                    for row in &table.tasks {
+                        if let (Some(v), Some(b)) = (row.values[c], base_values.get(&key(row))) {
+                            differences.push(v - b);
+                        }
+                    }
+                }
+                if let Some(test) = significance::paired_tests(&differences) {
+                    results.push((label.clone(), test));
+                }
+            }
+            let t_holm = significance::holm(&results.iter().map(|(_, t)| t.t_p).collect::<Vec<_>>());
+            let w_holm = significance::holm(&results.iter().map(|(_, t)| t.wilcoxon_p).collect::<Vec<_>>());
+            for (k, (label, test)) in results.iter().enumerate() {
+                let entry = out.entry(label.clone()).or_default();
+                entry.insert("baseline".into(), baseline.into());
+                entry.insert(
+                    metric.clone(),
+                    serde_json::json!({
+                        "pairs": test.n,
+                        "mean_difference": test.mean_difference,
+                        "t_p": test.t_p,
+                        "t_p_holm": t_holm[k],
+                        "wilcoxon_p": test.wilcoxon_p,
+                        "wilcoxon_p_holm": w_holm[k],
+                    }),
+                );
+            }
+        }
+        Ok(out.into_iter().map(|(label, map)| (label, map.into())).collect())
     }
 }
 
@@ -63,12 +156,19 @@ fn summarize(seeds: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
     };
     let block = |pointer: &str| -> serde_json::Value {
         let mut out = serde_json::Map::new();
-        for metric in METRICS {
+        // Every metric any seed reports here (the registry decides which exist).
+        let names: std::collections::BTreeSet<String> = seeds
+            .values()
+            .filter_map(|report| report.pointer(pointer).and_then(|m| m.as_object()))
+            .flat_map(|m| m.iter().filter(|(_, v)| v.is_number()).map(|(k, _)| k.clone()))
+            .filter(|k| !COUNTS.contains(&k.as_str()))
+            .collect();
+        for metric in &names {
             let values = collect(pointer, metric);
             if values.is_empty() {
                 continue;
             }
-            out.insert(metric.into(), stats::mean(&values).into());
+            out.insert(metric.clone(), stats::mean(&values).into());
             out.insert(format!("{metric}_std"), stats::std_dev(&values).into());
         }
         out.into()
@@ -88,6 +188,7 @@ fn summarize(seeds: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
     let mut summary = block("/overall").as_object().cloned().unwrap_or_default();
     summary.insert("n".into(), seeds.len().into());
     summary.insert("validation".into(), block("/validation"));
+    summary.insert("chance".into(), block("/overall/chance"));
     summary.insert("segments".into(), groups("by_segment"));
     summary.insert("states".into(), groups("by_state"));
     summary.insert("windows".into(), groups("by_window"));

@@ -32,7 +32,8 @@ pub use embeddings::{
 };
 pub use error::ModelError;
 pub use eval::{
-    auc, evaluate, gauc, log_loss, oracle_predictions, EvalReport, Metrics, Predictions,
+    auc, evaluate, evaluate_with, gauc, log_loss, oracle_predictions, EvalConfig, EvalReport, Evaluation,
+    GaucWeighting, Metrics, Predictions, TaskMetrics,
 };
 pub use inputs::DataShape;
 pub use logistic::{L2Candidate, L2Search};

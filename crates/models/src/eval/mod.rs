@@ -1,0 +1,403 @@
+//! Evaluation: every metric of the registry, overall, per activity segment, per entity state and
+//! per deployment window, computed once per task and then aggregated per slice.
+//!
+//! Owns [`Predictions`], the metric registry ([`EvalConfig`], [`metric_names`],
+//! [`lower_is_better`]), [`evaluate_with`] (the [`EvalReport`] and the per-task table
+//! [`TaskMetrics`]), [`gauc`], [`query_rows`] and [`oracle_predictions`]. Must not train or score
+//! models: it reads [`Predictions`], the labels, and ranks a caller scored (`catalogue`).
+//!
+//! What each metric needs, and so where it is computed:
+//! - rows (scores and labels of the slice): `auc`, `logloss`, `ece`, `ne` ([`pointwise`]);
+//! - per-task AUC, weighted: `gauc` and its variants `gauc_impressions`, `gauc_uniform`,
+//!   `gauc_positives` ([`GaucWeighting`]);
+//! - each task's query rows ranked by score: `ndcg@K`, `recall@K`, `hr@K`, `precision@K`,
+//!   `map@K`, `mrr` ([`ranking`]), averaged over tasks with at least one positive, with their
+//!   chance level beside them (`Metrics::chance`);
+//! - each task's rank of its positives among every candidate item (`catalogue`): the same
+//!   metrics prefixed `full_` (`full_ndcg@10`).
+
+pub mod catalogue;
+pub mod pointwise;
+pub mod ranking;
+
+use std::collections::BTreeMap;
+
+use limaml_data::{EntityState, Interactions, TaskRole, TaskSet};
+use serde::{Deserialize, Serialize};
+
+pub use pointwise::{auc, expected_calibration_error, log_loss, normalized_entropy, LOGLOSS_EPS};
+pub use ranking::{positive_ranks, PositiveRanks, RankingMetric};
+
+/// Scores of query rows: `score[k]` is the predicted click probability of interaction row
+/// `rows[k]`, which is a query row of task `task_index[k]` (an index into `TaskSet::tasks`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Predictions {
+    pub rows: Vec<u32>,
+    pub task_index: Vec<u32>,
+    pub score: Vec<f32>,
+}
+
+/// How GAUC weighs each task's AUC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GaucWeighting {
+    /// By the task's scored rows (as DIN, Zhou et al. 2018). The default.
+    #[default]
+    Impressions,
+    /// Every task alike (as Elliot and torchrec).
+    Uniform,
+    /// By the task's positive rows (as RecBole).
+    Positives,
+}
+
+impl GaucWeighting {
+    pub const ALL: [GaucWeighting; 3] = [GaucWeighting::Impressions, GaucWeighting::Uniform, GaucWeighting::Positives];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GaucWeighting::Impressions => "impressions",
+            GaucWeighting::Uniform => "uniform",
+            GaucWeighting::Positives => "positives",
+        }
+    }
+
+    fn weight(self, rows: u32, positives: u32) -> f64 {
+        match self {
+            GaucWeighting::Impressions => rows as f64,
+            GaucWeighting::Uniform => 1.0,
+            GaucWeighting::Positives => positives as f64,
+        }
+    }
+}
+
+/// What to compute: the cut-offs of the ranking metrics, GAUC's weighting, and whether to rank
+/// the full catalogue. Comes from the spec's `[report]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    pub ks: Vec<usize>,
+    pub gauc_weighting: GaucWeighting,
+    pub catalogue: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { ks: vec![5, 10, 20], gauc_weighting: GaucWeighting::Impressions, catalogue: false }
+    }
+}
+
+/// The prefix of full-catalogue ranking metrics (`full_ndcg@10`).
+pub const CATALOGUE_PREFIX: &str = "full_";
+
+/// Every metric name [`evaluate_with`] can report under `config`, in report order.
+pub fn metric_names(config: &EvalConfig) -> Vec<String> {
+    let mut names: Vec<String> = ["auc", "gauc", "logloss", "ece", "ne"].map(String::from).to_vec();
+    names.extend(GaucWeighting::ALL.map(|w| format!("gauc_{}", w.name())));
+    let ranking = RankingMetric::all(&config.ks);
+    names.extend(ranking.iter().map(|m| m.name()));
+    if config.catalogue {
+        names.extend(ranking.iter().map(|m| format!("{CATALOGUE_PREFIX}{}", m.name())));
+    }
+    names
+}
+
+/// Whether smaller values of metric `name` are better (log loss, calibration error, normalized
+/// entropy); a slice prefix (`low.logloss`) is allowed.
+pub fn lower_is_better(name: &str) -> bool {
+    let base = name.rsplit('.').next().unwrap_or(name);
+    matches!(base, "logloss" | "ece" | "ne")
+}
+
+/// Metrics of one slice of predictions. A metric is absent (or `None`) when undefined: AUC and
+/// normalized entropy with one class, ranking metrics without a task that has a positive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub auc: Option<f64>,
+    pub gauc: Option<f64>,
+    pub logloss: Option<f64>,
+    pub rows: usize,
+    pub tasks: usize,
+    /// Tasks left out of GAUC because their rows have a single class.
+    pub skipped_tasks: usize,
+    /// Tasks with at least one positive: the ones ranking metrics average over.
+    #[serde(default)]
+    pub ranked_tasks: usize,
+    /// Every other metric of the registry, by name (`ece`, `ndcg@10`, `full_mrr`, ...).
+    #[serde(flatten)]
+    pub more: BTreeMap<String, f64>,
+    /// Query-set ranking metrics under a uniformly random order, by metric name: near 1 means
+    /// the metric saturates by construction on these query sets and cannot separate methods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chance: BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    /// The value of metric `name`, wherever it is kept.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "auc" => self.auc,
+            "gauc" => self.gauc,
+            "logloss" => self.logloss,
+            other => self.more.get(other).copied(),
+        }
+    }
+}
+
+/// Metrics overall, per segment name, per entity state and per deployment window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub overall: Metrics,
+    pub by_segment: BTreeMap<String, Metrics>,
+    pub by_state: BTreeMap<String, Metrics>,
+    /// Deployment protocol: per time window of the query rows ("1", "2", ...); empty otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_window: BTreeMap<String, Metrics>,
+}
+
+/// One task's metrics: a row of [`TaskMetrics`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    /// Index into `TaskSet::tasks`.
+    pub task: u32,
+    /// The task's entity (a user index for user tasks) and deployment window, which pair a
+    /// task across methods.
+    pub entity: u32,
+    pub window: Option<u32>,
+    pub rows: u32,
+    pub positives: u32,
+    /// One value per `TaskMetrics::columns` entry; `None` where undefined for this task.
+    pub values: Vec<Option<f64>>,
+    /// One chance level per `TaskMetrics::chance_columns` entry.
+    pub chance: Vec<Option<f64>>,
+}
+
+/// Per-task metrics (per user, for user tasks): what the per-user significance tests pair and
+/// what `limaml export` writes as CSV.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    /// `auc`, then the query ranking metrics, then the catalogue ones.
+    pub columns: Vec<String>,
+    pub chance_columns: Vec<String>,
+    pub tasks: Vec<TaskRow>,
+}
+
+impl TaskMetrics {
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+/// What [`evaluate_with`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub report: EvalReport,
+    pub per_task: TaskMetrics,
+}
+
+/// Group AUC with impressions weighting: per-group AUC weighted by the group's row count;
+/// groups with one class are skipped. Returns (gauc, groups, skipped groups). `groups[k]` is
+/// row `k`'s group.
+pub fn gauc(scores: &[f32], labels: &[f32], groups: &[u32]) -> (Option<f64>, usize, usize) {
+    let mut by_group: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (k, &g) in groups.iter().enumerate() {
+        by_group.entry(g).or_default().push(k);
+    }
+    let per_group: Vec<(Option<f64>, u32, u32)> = by_group
+        .values()
+        .map(|members| {
+            let s: Vec<f32> = members.iter().map(|&k| scores[k]).collect();
+            let y: Vec<f32> = members.iter().map(|&k| labels[k]).collect();
+            let positives = y.iter().filter(|&&v| v > 0.5).count() as u32;
+            (auc(&s, &y), members.len() as u32, positives)
+        })
+        .collect();
+    let skipped = per_group.iter().filter(|g| g.0.is_none()).count();
+    (weighted_auc(&per_group, GaucWeighting::Impressions), by_group.len(), skipped)
+}
+
+/// The weighted mean of the defined per-task AUCs `(auc, rows, positives)`.
+fn weighted_auc(per_task: &[(Option<f64>, u32, u32)], weighting: GaucWeighting) -> Option<f64> {
+    let (mut sum, mut weight) = (0.0f64, 0.0f64);
+    for &(a, rows, positives) in per_task {
+        if let Some(a) = a {
+            let w = weighting.weight(rows, positives);
+            sum += a * w;
+            weight += w;
+        }
+    }
+    (weight > 0.0).then(|| sum / weight)
+}
+
+/// Metrics of `predictions` overall, by segment and by entity state, query metrics only, with
+/// the default configuration.
+pub fn evaluate(predictions: &Predictions, interactions: &Interactions, tasks: &TaskSet) -> EvalReport {
+    evaluate_with(predictions, interactions, tasks, &EvalConfig::default(), None).report
+}
+
+/// Every metric of `config` for `predictions`, overall and per slice, and the per-task table.
+/// `catalogue` holds, per task index, the ranks of its positives among every candidate item
+/// (see [`catalogue::catalogue_ranks`]); without it no `full_` metric is reported.
+pub fn evaluate_with(
+    predictions: &Predictions,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    config: &EvalConfig,
+    catalogue: Option<&BTreeMap<u32, PositiveRanks>>,
+) -> Evaluation {
+    let labels: Vec<f32> = predictions.rows.iter().map(|&r| interactions.label[r as usize]).collect();
+    let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (k, &t) in predictions.task_index.iter().enumerate() {
+        members.entry(t).or_default().push(k);
+    }
+    let ranking = RankingMetric::all(&config.ks);
+    let mut columns = vec!["auc".to_string()];
+    columns.extend(ranking.iter().map(|m| m.name()));
+    if catalogue.is_some() {
+        columns.extend(ranking.iter().map(|m| format!("{CATALOGUE_PREFIX}{}", m.name())));
+    }
+    let chance_columns: Vec<String> = ranking.iter().map(|m| m.name()).collect();
+    let per_task: Vec<TaskRow> = members
+        .iter()
+        .map(|(&task, rows)| {
+            let scored: Vec<(f32, u32, bool)> = rows
+                .iter()
+                .map(|&k| (predictions.score[k], predictions.rows[k], labels[k] > 0.5))
+                .collect();
+            let (s, y): (Vec<f32>, Vec<f32>) = rows.iter().map(|&k| (predictions.score[k], labels[k])).unzip();
+            let query = positive_ranks(&scored);
+            let mut values = vec![auc(&s, &y)];
+            values.extend(ranking.iter().map(|m| m.value(&query)));
+            if let Some(catalogue) = catalogue {
+                let full = catalogue.get(&task);
+                values.extend(ranking.iter().map(|m| full.and_then(|list| m.value(list))));
+            }
+            TaskRow {
+                task,
+                entity: tasks.tasks[task as usize].entity,
+                window: tasks.tasks[task as usize].window,
+                rows: rows.len() as u32,
+                positives: query.ranks.len() as u32,
+                values,
+                chance: ranking.iter().map(|m| m.chance(&query)).collect(),
+            }
+        })
+        .collect();
+    let per_task = TaskMetrics { columns, chance_columns, tasks: per_task };
+
+    let slice_metrics = |in_slice: &dyn Fn(u32) -> bool| -> Metrics {
+        let chosen: Vec<&TaskRow> = per_task.tasks.iter().filter(|row| in_slice(row.task)).collect();
+        let (mut s, mut y) = (Vec::new(), Vec::new());
+        for row in &chosen {
+            for &k in &members[&row.task] {
+                s.push(predictions.score[k]);
+                y.push(labels[k]);
+            }
+        }
+        let task_aucs: Vec<(Option<f64>, u32, u32)> =
+            chosen.iter().map(|row| (row.values[0], row.rows, row.positives)).collect();
+        let mut more = BTreeMap::new();
+        let mut put = |name: String, value: Option<f64>| {
+            if let Some(v) = value.filter(|v| v.is_finite()) {
+                more.insert(name, v);
+            }
+        };
+        put("ece".into(), expected_calibration_error(&s, &y));
+        put("ne".into(), normalized_entropy(&s, &y));
+        for weighting in GaucWeighting::ALL {
+            put(format!("gauc_{}", weighting.name()), weighted_auc(&task_aucs, weighting));
+        }
+        let mean_of = |values: &mut dyn Iterator<Item = Option<f64>>| -> Option<f64> {
+            let defined: Vec<f64> = values.flatten().collect();
+            (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
+        };
+        for (c, name) in per_task.columns.iter().enumerate().skip(1) {
+            put(name.clone(), mean_of(&mut chosen.iter().map(|row| row.values[c])));
+        }
+        let chance = per_task
+            .chance_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(c, name)| Some((name.clone(), mean_of(&mut chosen.iter().map(|row| row.chance[c]))?)))
+            .collect();
+        Metrics {
+            auc: auc(&s, &y),
+            gauc: weighted_auc(&task_aucs, config.gauc_weighting),
+            logloss: log_loss(&s, &y),
+            rows: s.len(),
+            tasks: chosen.len(),
+            skipped_tasks: chosen.iter().filter(|row| row.values[0].is_none()).count(),
+            ranked_tasks: chosen.iter().filter(|row| row.positives > 0).count(),
+            more,
+            chance,
+        }
+    };
+    let slices = |key: &dyn Fn(usize) -> String| -> BTreeMap<String, Metrics> {
+        let names: std::collections::BTreeSet<String> = members.keys().map(|&t| key(t as usize)).collect();
+        names.into_iter().map(|name| {
+            let metrics = slice_metrics(&|t| key(t as usize) == name);
+            (name, metrics)
+        }).collect()
+    };
+    let segment_name = |t: usize| {
+        let segment = tasks.tasks[t].segment as usize;
+        tasks.segments.get(segment).cloned().unwrap_or_else(|| format!("segment_{segment}"))
+    };
+    let state_name = |t: usize| state_name(tasks.tasks[t].state).to_string();
+    let windowed = members.keys().any(|&t| tasks.tasks[t as usize].window.is_some());
+    let report = EvalReport {
+        overall: slice_metrics(&|_| true),
+        by_segment: slices(&segment_name),
+        by_state: slices(&state_name),
+        by_window: if windowed {
+            slices(&|t: usize| tasks.tasks[t].window.map_or("none".to_string(), |w| w.to_string()))
+        } else {
+            BTreeMap::new()
+        },
+    };
+    Evaluation { report, per_task }
+}
+
+/// The report's name of an entity state.
+pub fn state_name(state: EntityState) -> &'static str {
+    match state {
+        EntityState::Warm => "warm",
+        EntityState::Cold => "cold",
+        EntityState::Known => "known",
+        EntityState::New => "new",
+    }
+}
+
+/// The query rows of tasks with one of `roles`, in task order: (rows, task indices).
+pub fn query_rows(tasks: &TaskSet, roles: &[TaskRole]) -> (Vec<u32>, Vec<u32>) {
+    let mut rows = Vec::new();
+    let mut task_index = Vec::new();
+    for (t, task) in tasks
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, task)| roles.contains(&task.role))
+    {
+        rows.extend_from_slice(&task.query);
+        task_index.extend(std::iter::repeat_n(t as u32, task.query.len()));
+    }
+    (rows, task_index)
+}
+
+/// Predictions that score each query row with its true click probability (synthetic data
+/// only); `None` when `interactions.true_probability` is absent.
+pub fn oracle_predictions(
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    roles: &[TaskRole],
+) -> Option<Predictions> {
+    let truth = interactions.true_probability.as_ref()?;
+    let (rows, task_index) = query_rows(tasks, roles);
+    let score = rows.iter().map(|&r| truth[r as usize]).collect();
+    Some(Predictions {
+        rows,
+        task_index,
+        score,
+    })
+}
+
+#[cfg(test)]
+mod tests;
