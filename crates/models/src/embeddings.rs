@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use limaml_data::{Interactions, TaskRole, TaskSet};
 use serde::{Deserialize, Serialize};
 
+use crate::config::MethodConfig;
 use crate::error::ModelError;
 use crate::eval::{query_rows, Predictions};
 use crate::inputs::{check_data, Features};
@@ -195,6 +196,12 @@ pub fn predict(
     roles: &[TaskRole],
 ) -> Result<Predictions, ModelError> {
     check_data(interactions, tasks)?;
+    if let MethodConfig::Command(_) = &model.method {
+        if embeddings.is_some() {
+            return Err(ModelError::NotAMetaModel("command".into()));
+        }
+        return crate::command::stored_predictions(model, tasks, roles);
+    }
     let net = model.load(tasks)?;
     let features = Features::new(&tasks.features)?;
     let evaluation_support_tasks =

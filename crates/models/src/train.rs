@@ -53,6 +53,9 @@ pub struct TrainedModel {
     /// `logistic` only: the `l2` values tried and the one kept, chosen on validation rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_search: Option<L2Search>,
+    /// `command` only: the meta embeddings the command wrote (`meta_embeddings.csv`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_embeddings: Option<crate::embeddings::MetaEmbeddingTable>,
 }
 
 /// A model's layout with its parameters, ready to run.
@@ -77,6 +80,7 @@ impl Net {
                 let (net, store) = LogisticNet::create(c, shape)?;
                 Net::Logistic(net, store)
             }
+            MethodConfig::Command(_) => return Err(ModelError::NotANet("command".into())),
             baseline => {
                 let (net, store) = BaselineNet::create(baseline, shape, rng)?;
                 Net::Baseline(net, store)
@@ -176,6 +180,7 @@ fn train_here(
         MethodConfig::Logistic(c) => train_with_l2_search(c, interactions, tasks, &mut |single| {
             train_one(single, train, interactions, tasks, seed, on_epoch)
         }),
+        MethodConfig::Command(c) => crate::command::run(c, train, interactions, tasks, seed),
         _ => train_one(method, train, interactions, tasks, seed, on_epoch),
     }
 }
@@ -314,6 +319,7 @@ fn train_one(
         curve,
         best_epoch,
         l2_search: None,
+        meta_embeddings: None,
     })
 }
 
