@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod lazy_adam;
 pub mod limaml;
 pub mod logistic;
+mod methods;
 pub mod mlp;
 pub mod params;
 pub mod train;
