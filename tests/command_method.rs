@@ -61,6 +61,18 @@ fn stage_error(json: &serde_json::Value, name: &str) -> String {
     stage["error"].as_str().unwrap().to_string()
 }
 
+/// Whether some file under `dir` has exactly `content`.
+fn store_holds(dir: &Path, content: &[u8]) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            store_holds(&path, content)
+        } else {
+            std::fs::read(&path).is_ok_and(|bytes| bytes == content)
+        }
+    })
+}
+
 fn status_of(json: &serde_json::Value, name: &str) -> String {
     let stage = json["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no {name} in {json}"));
     stage["status"].as_str().unwrap().to_string()
@@ -194,4 +206,36 @@ fn an_empty_command_is_a_spec_error() {
     let output = ws.run(&["run", "byom.toml"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("methods.mine.command") && stderr(&output).contains("must name a program"), "{}", stderr(&output));
+}
+
+#[test]
+fn support_csv_is_empty_by_default_and_holds_serving_history_under_deployment() {
+    // The script fails (exit 9) unless support.csv has the expected number of data lines.
+    let check = |condition: &str| format!("test $(($(wc -l < support.csv) - 1)) {condition} || exit 9\n{}", scoring_script("0.5"));
+    let ws = workspace_with(&check("-eq 0"), "");
+    let (output, _) = ws.run_json("byom.toml", &[]);
+    assert_eq!(output.status.code(), Some(0), "default protocol: {}", stderr(&output));
+
+    let ws = workspace_with(&check("-gt 0"), "");
+    let deployment = ["--set", "split.setting=deployment", "--set", "split.deployment_cuts=[0.6, 0.7, 0.8, 0.9]"];
+    let (output, json) = ws.run_json("byom.toml", &deployment);
+    assert_eq!(output.status.code(), Some(0), "deployment protocol: {}", stderr(&output));
+    assert!(json["methods"]["mine"]["auc"].is_number(), "{json}");
+}
+
+#[test]
+fn meta_embeddings_written_by_the_command_are_checked_and_kept() {
+    let write = |text: &str| format!("printf '{text}' > meta_embeddings.csv\n{}", scoring_script("0.5"));
+    let ws = workspace_with(&write("entity,m0,m1\\n1,0.5,-2\\n0,0.25,1e-3\\n"), "");
+    let (output, _) = ws.run_json("byom.toml", &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // Kept as the train stage's `meta_embeddings.csv` artifact, sorted by entity.
+    let expected = b"entity,m0,m1\n0,0.25,0.001\n1,0.5,-2\n";
+    assert!(store_holds(&ws.store(), expected), "no artifact holds the checked table");
+
+    let ws = workspace_with(&write("entity,m0\\n0,oops\\n"), "");
+    let (output, json) = ws.run_json("byom.toml", &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let error = stage_error(&json, "train/mine/seed=1");
+    assert!(error.contains("bad meta_embeddings.csv") && error.contains("line 2"), "{error}");
 }
