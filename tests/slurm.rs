@@ -1,7 +1,8 @@
 //! The Slurm executor against a real single-node Slurm cluster (`../shared/tools/slurm`):
 //! a sweep gives the local executor's results, a failing stage and a cancelled job fail their
 //! stage and cancel their dependents, a killed coordinator resumes its jobs without submitting
-//! again, and `limaml cancel` cancels a run's jobs.
+//! again, `limaml cancel` cancels a run's jobs, and a command method (bring your own model)
+//! gives the local executor's metrics.
 //!
 //! The cluster is started once for the whole file and stopped at the end (also on a panic), so
 //! every scenario runs in sequence from the single `#[test]` below. Without Slurm the test is
@@ -152,6 +153,7 @@ fn the_slurm_executor_on_a_real_cluster() {
     step("a_job_cancelled_in_slurm_fails_its_stage_and_skips_its_dependents", &a_job_cancelled_in_slurm_fails_its_stage_and_skips_its_dependents);
     step("a_killed_coordinator_resumes_its_jobs_without_submitting_again", &|| a_killed_coordinator_resumes_its_jobs_without_submitting_again(&reference));
     step("limaml_cancel_cancels_the_jobs_of_a_running_coordinator", &limaml_cancel_cancels_the_jobs_of_a_running_coordinator);
+    step("a_command_method_gives_the_local_executors_metrics_on_slurm", &a_command_method_gives_the_local_executors_metrics_on_slurm);
     eprintln!("all slurm scenarios in {:.1}s", started.elapsed().as_secs_f64());
 }
 
@@ -178,6 +180,32 @@ fn a_sweep_on_slurm_gives_the_local_executors_results(reference: &serde_json::Va
     assert_eq!(again["executed"], 0);
     assert_eq!(methods(&again), methods(reference));
     assert_eq!(slurm_jobs_of(&ws).len(), jobs.iter().map(|(_, id, _)| id).collect::<BTreeSet<_>>().len());
+}
+
+/// A command method (an awk script scoring by item id) beside the tiny spec's global method.
+fn command_workspace() -> Workspace {
+    let ws = Workspace::new();
+    let global_only = TINY_SPEC.split("[methods.limaml]").next().unwrap();
+    ws.write("by-item.sh", "awk -F, 'NR == 1 { print \"row,score\" } NR > 1 { print $1 \",\" ($4 % 10) / 10 }' eval.csv > scores.csv\n");
+    ws.write("command.toml", &format!("{global_only}\n[methods.by_item]\nkind = \"command\"\ncommand = [\"sh\", \"by-item.sh\"]\n"));
+    ws
+}
+
+fn a_command_method_gives_the_local_executors_metrics_on_slurm() {
+    let local = command_workspace();
+    let (output, reference) = local.run_json("command.toml", &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(reference["methods"]["by_item"]["auc"].is_number(), "{reference}");
+    let ws = command_workspace();
+    let (output, json) = ws.run_json("command.toml", &["--executor", "slurm"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(methods(&json), methods(&reference), "slurm and local results differ");
+    let jobs = ledger(&ws);
+    assert!(
+        jobs.iter().any(|(name, _, state)| name.starts_with("train/by_item") && state == "committed"),
+        "the command stage ran as a Slurm job: {jobs:?}"
+    );
+    assert!(wait_until(Duration::from_secs(15), || active_jobs_of(&ws).is_empty()), "{:?}", slurm_jobs_of(&ws));
 }
 
 fn a_failing_stage_fails_with_slurms_exit_code_and_its_dependents_are_cancelled() {

@@ -129,7 +129,9 @@ fn diff_json(
         (Value::Object(a), Value::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for key in keys {
-                let sub = format!("{path}.{key}");
+                // A key that is no plain name (a file path) is quoted: `params.file_content["a/b.py"]`.
+                let plain = key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                let sub = if plain { format!("{path}.{key}") } else { format!("{path}[{key:?}]") };
                 match (a.get(key), b.get(key)) {
                     (Some(x), Some(y)) => diff_json(&sub, x, y, out),
                     (x, y) => out.push((sub, x.cloned(), y.cloned())),

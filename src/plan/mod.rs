@@ -233,7 +233,12 @@ fn add_cell(
             let label =
                 format!("{method_name}{}", bracket(&["data", "split", "train", &format!("methods.{method_name}")]));
             let train_stage =
-                Arc::new(stages::train::Train { method: method.clone(), train: spec.train.clone(), seed });
+                Arc::new(stages::train::Train {
+                    method: method.clone(),
+                    train: spec.train.clone(),
+                    seed,
+                    base_dir: base_dir.to_path_buf(),
+                });
             let model = builder.add(format!("train/{label}/seed={seed}"), train_stage, base_inputs.clone())?;
             let mut eval_inputs = base_inputs.clone();
             eval_inputs.push(("model".into(), model));

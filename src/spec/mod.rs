@@ -198,7 +198,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
                 .map_err(|message| at(&origins, &format!("sweep.{key}"), message))?;
         }
         let spec = deserialize(cell_table, &origins, &texts)?;
-        validate(&spec, &origins, &texts)?;
+        validate(&spec, &origins, &texts, &spec_dir(path))?;
         cells.push(Cell { assignments, spec });
     }
     let mut hasher = blake3::Hasher::new();
@@ -212,14 +212,23 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
         hasher.update(assignment.as_bytes());
         hasher.update(&[0]);
     }
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok(LoadedSpec {
         path: path.to_path_buf(),
-        base_dir: if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir },
+        base_dir: spec_dir(path),
         text: texts.iter().map(|(f, t)| format!("# ==> {f} <==\n{t}")).collect::<Vec<_>>().join("\n"),
         digest: hasher.finalize().to_hex().to_string(),
         cells,
     })
+}
+
+/// The folder relative paths of a spec are resolved against: the main file's.
+fn spec_dir(path: &Path) -> PathBuf {
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    }
 }
 
 /// Parses one file and, recursively, the files it includes, merged in order.
@@ -434,8 +443,31 @@ fn attach_source_line(error: &mut SpecError, texts: &[(String, String)]) {
     }
 }
 
+/// A command method's files (its file words and `files`) that do not exist, relative to the
+/// spec's folder.
+fn missing_command_files(
+    name: &str,
+    command: &limaml_models::CommandConfig,
+    base_dir: &Path,
+) -> Vec<(String, String)> {
+    let missing = |written: &str| !base_dir.join(written).is_file();
+    let words = limaml_models::command::file_words(&command.command).into_iter().map(|(i, w)| ("command", i, w));
+    let files = command.files.iter().enumerate().map(|(i, w)| ("files", i, w.as_str()));
+    words
+        .chain(files)
+        .filter(|(_, _, written)| missing(written))
+        .map(|(field, i, written)| {
+            let resolved = base_dir.join(written);
+            (
+                format!("methods.{name}.{field}.{i}"),
+                format!("file `{written}` does not exist ({} is resolved against the spec's folder)", resolved.display()),
+            )
+        })
+        .collect()
+}
+
 /// Range and cross-reference checks that types alone cannot express.
-fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)]) -> Result<(), SpecError> {
+fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)], base_dir: &Path) -> Result<(), SpecError> {
     let mut issues: Vec<(String, String)> = Vec::new();
     if spec.experiment.name.trim().is_empty() {
         issues.push(("experiment.name".into(), "must not be empty".into()));
@@ -458,6 +490,9 @@ fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)]) -> Resul
         }
         for issue in method.validate() {
             issues.push((format!("methods.{name}.{}", issue.field), issue.message));
+        }
+        if let MethodConfig::Command(command) = method {
+            issues.extend(missing_command_files(name, command, base_dir));
         }
     }
     for issue in spec.train.validate() {

@@ -18,7 +18,7 @@ use crate::limaml::{
     latest_support, meta_train_tasks, InnerGradients, LimamlData, LimamlNet, TaskBatch, TaskRows,
 };
 use crate::lazy_adam::Optimizers;
-use crate::train::score_with_embeddings;
+use crate::methods::score_with_embeddings;
 
 /// Measured throughput (wall clock, this process's thread settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

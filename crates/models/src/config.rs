@@ -67,6 +67,33 @@ pub enum MethodConfig {
     /// L2-regularised logistic regression over one-hot ids, features and id x tag crosses, its
     /// L2 strength chosen on validation rows (see `logistic`).
     Logistic(LogisticConfig),
+    /// Bring your own model: any program, run in a folder holding the exchange files (see
+    /// `command` and README's "Bring your own model"), writes a probability per row to score.
+    Command(CommandConfig),
+}
+
+/// The command method's settings. Paths are as written in the spec, relative to the spec's
+/// folder; the stage resolves them (this crate reads no spec and resolves nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// The program and its arguments, e.g. `["python3", "../models/popularity.py"]`. The
+    /// program is looked up on `PATH` unless it holds a `/`; every other word that holds a `/`
+    /// or ends in a script extension (`.py`, `.sh`, `.R`, `.jl`, ...) and does not start with
+    /// `-` is a file: resolved against the spec's folder, it must exist, and its content is
+    /// part of the stage key.
+    pub command: Vec<String>,
+    /// More files the result depends on (modules the script imports, a config file), relative
+    /// to the spec's folder; their content is part of the stage key.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Passed through to the command in `manifest.json` (and part of the key).
+    #[serde(default = "default_command_params")]
+    pub params: serde_json::Value,
+    /// Seconds the command may run before it is killed and the stage fails. Not part of the
+    /// key (a timeout changes whether, not what, the command computes). Default: no limit.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 /// The logistic method's settings.
@@ -330,6 +357,9 @@ pub struct ConfigIssue {
     pub message: String,
 }
 
+fn default_command_params() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
 fn default_hidden() -> Vec<usize> {
     vec![64, 32]
 }
@@ -433,6 +463,7 @@ impl MethodConfig {
             MethodConfig::WideDeep { .. } => "wide_deep",
             MethodConfig::Limaml(_) => "limaml",
             MethodConfig::Logistic(_) => "logistic",
+            MethodConfig::Command(_) => "command",
         }
     }
 
@@ -616,6 +647,23 @@ impl MethodConfig {
                     (1..=(1 << 26)).contains(&c.user_tag_buckets),
                     "user_tag_buckets",
                     format!("{} is out of range 1..=67108864", c.user_tag_buckets),
+                );
+            }
+            MethodConfig::Command(c) => {
+                check(
+                    c.command.first().is_some_and(|program| !program.trim().is_empty()),
+                    "command",
+                    "must name a program, e.g. [\"python3\", \"../models/my_model.py\"]".into(),
+                );
+                check(
+                    c.params.is_object(),
+                    "params",
+                    "must be a table, e.g. params = { smoothing = 10 }".into(),
+                );
+                check(
+                    c.timeout.is_none_or(|t| t.is_finite() && t > 0.0),
+                    "timeout",
+                    format!("{:?} must be a positive number of seconds", c.timeout),
                 );
             }
         }

@@ -9,13 +9,15 @@ use candle_core::Tensor;
 use limaml_data::{Interactions, TaskRole, TaskSet};
 use serde::{Deserialize, Serialize};
 
+use crate::config::MethodConfig;
 use crate::error::ModelError;
 use crate::eval::{query_rows, Predictions};
 use crate::inputs::{check_data, Features};
 use crate::limaml::{latest_support, LimamlData, LimamlNet, TaskRows};
 use crate::mlp::sigmoid;
 use crate::params::ParamStore;
-use crate::train::{score_rows, score_with_embeddings, Net, TrainedModel};
+use crate::methods::{method_for, score_with_embeddings, Network};
+use crate::train::{score_rows, TrainedModel};
 
 /// Which support set an embedding is adapted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,15 +95,10 @@ impl MetaEmbeddingTable {
 }
 
 fn limaml_net<'n>(
-    net: &'n Net,
+    net: &'n dyn Network,
     model: &TrainedModel,
 ) -> Result<(&'n LimamlNet, &'n ParamStore), ModelError> {
-    match net {
-        Net::Limaml(l, s) => Ok((l, s)),
-        Net::Baseline(..) | Net::Logistic(..) => Err(ModelError::NotAMetaModel(
-            model.method.kind_name().to_string(),
-        )),
-    }
+    net.meta().ok_or_else(|| ModelError::NotAMetaModel(model.method.kind_name().to_string()))
 }
 
 /// Exports one meta embedding per entity with a task, adapted on the support set of that
@@ -132,8 +129,11 @@ pub fn export_meta_embeddings_for_roles(
     roles_by_priority: &[TaskRole],
 ) -> Result<MetaEmbeddingTable, ModelError> {
     check_data(interactions, tasks)?;
+    if matches!(model.method, MethodConfig::Command(_)) {
+        return Err(ModelError::NotAMetaModel("command".into()));
+    }
     let net = model.load(tasks)?;
-    let (l, store) = limaml_net(&net, model)?;
+    let (l, store) = limaml_net(net.as_ref(), model)?;
     let data = LimamlData::new(interactions, tasks, l.config.evaluation_support_tasks)?;
     let rank = |role: TaskRole| roles_by_priority.iter().position(|&r| r == role);
     let mut chosen: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
@@ -195,14 +195,23 @@ pub fn predict(
     roles: &[TaskRole],
 ) -> Result<Predictions, ModelError> {
     check_data(interactions, tasks)?;
+    method_for(&model.method).predict(model, interactions, tasks, embeddings, roles)
+}
+
+/// [`predict`] for a method with a network: loads it and scores through it.
+pub(crate) fn predict_with_network(
+    model: &TrainedModel,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    embeddings: Option<&MetaEmbeddingTable>,
+    roles: &[TaskRole],
+) -> Result<Predictions, ModelError> {
     let net = model.load(tasks)?;
     let features = Features::new(&tasks.features)?;
-    let evaluation_support_tasks =
-        matches!(&net, Net::Limaml(l, _) if l.config.evaluation_support_tasks);
-    let data = LimamlData::new(interactions, tasks, evaluation_support_tasks)?;
+    let data = LimamlData::new(interactions, tasks, net.evaluation_support_tasks())?;
     let (rows, task_index) = query_rows(tasks, roles);
-    let score = match (embeddings, &net) {
-        (Some(table), Net::Limaml(l, store)) => {
+    let score = match (embeddings, net.meta()) {
+        (Some(table), Some((l, store))) => {
             if table.dim != l.config.meta_embedding_dim {
                 return Err(ModelError::ShapeMismatch(format!(
                     "meta embeddings are {} wide, the model's {}",
@@ -227,13 +236,13 @@ pub fn predict(
                 &per_row,
             )?
         }
-        (Some(_), Net::Baseline(..) | Net::Logistic(..)) => {
+        (Some(_), None) => {
             return Err(ModelError::NotAMetaModel(
                 model.method.kind_name().to_string(),
             ))
         }
-        (None, net) => score_rows(
-            net,
+        (None, _) => score_rows(
+            net.as_ref(),
             &features,
             &data,
             interactions,
@@ -260,8 +269,11 @@ pub fn predict_adapted(
     roles: &[TaskRole],
 ) -> Result<Predictions, ModelError> {
     check_data(interactions, tasks)?;
+    if matches!(model.method, MethodConfig::Command(_)) {
+        return Err(ModelError::NotAMetaModel("command".into()));
+    }
     let net = model.load(tasks)?;
-    let (l, store) = limaml_net(&net, model)?;
+    let (l, store) = limaml_net(net.as_ref(), model)?;
     let data = LimamlData::new(interactions, tasks, l.config.evaluation_support_tasks)?;
     let chosen: Vec<usize> = (0..tasks.tasks.len())
         .filter(|&t| roles.contains(&tasks.tasks[t].role))

@@ -35,4 +35,16 @@ pub enum ModelError {
     /// Stored weights could not be read or written.
     #[error("weights: {0}")]
     Weights(String),
+    /// A command method's program cannot be started (not found, not executable): bad input.
+    #[error("command `{program}` cannot be started: {reason}")]
+    CommandNotStarted { program: String, reason: String },
+    /// A command method's program failed: a non-zero exit, a timeout, or bad output files.
+    #[error("command `{command}` {what}; the end of its stderr:\n{stderr_tail}\n(its exchange folder is kept at {})", folder.display())]
+    CommandFailed { command: String, what: String, stderr_tail: String, folder: std::path::PathBuf },
+    /// An operation on network weights was asked of a method that has none (`command`).
+    #[error("method `{0}` has no network (its scores come from its command)")]
+    NotANet(String),
+    /// The exchange folder of a command method cannot be written.
+    #[error("command exchange folder: {0}")]
+    Exchange(String),
 }

@@ -1,4 +1,5 @@
-//! limaml-models: the methods (global, id_embedding, wide_deep, limaml, logistic) in candle, meta-embedding
+//! limaml-models: the methods (global, id_embedding, wide_deep, limaml, logistic) in candle, and
+//! `command` (a user's own program, through the exchange contract of `command`), meta-embedding
 //! export and serving, and evaluation metrics. Reads `limaml_data` task sets; knows nothing of
 //! specs, caching or the store.
 //!
@@ -8,6 +9,7 @@
 
 pub mod baselines;
 pub mod bench;
+pub mod command;
 pub mod config;
 pub mod embeddings;
 pub mod error;
@@ -17,13 +19,14 @@ pub mod kernel;
 pub mod lazy_adam;
 pub mod limaml;
 pub mod logistic;
+mod methods;
 pub mod mlp;
 pub mod params;
 pub mod train;
 
 pub use bench::{bench_meta_training, BenchResult};
 pub use config::{
-    ConfigIssue, LimamlConfig, LogisticConfig, MetaInput, MetaInteraction, MethodConfig,
+    CommandConfig, ConfigIssue, LimamlConfig, LogisticConfig, MetaInput, MetaInteraction, MethodConfig,
     OuterRows, TrainConfig,
 };
 pub use embeddings::{

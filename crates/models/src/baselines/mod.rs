@@ -80,7 +80,7 @@ impl BaselineNet {
                 Some(*hash_buckets),
                 *id_dropout,
             ),
-            MethodConfig::Limaml(_) | MethodConfig::Logistic(_) => {
+            MethodConfig::Limaml(_) | MethodConfig::Logistic(_) | MethodConfig::Command(_) => {
                 unreachable!("{} is not a BaselineNet", method.kind_name())
             }
         };
