@@ -4,7 +4,8 @@
 //! per entity state and per window; and the same overall metrics on the validation tasks
 //! (`validation`), the rows every hyperparameter is chosen on. For LiMAML it scores through the
 //! serving path (Global Block + stored meta embedding). The oracle variant scores with the true
-//! click probability of synthetic data (query rows only: it knows no unobserved pair).
+//! click probability of synthetic data (query rows only: it knows no unobserved pair; nor
+//! does a `command` method, which scores only the rows it was given).
 //!
 //! Artifacts: `predictions` (the scored test rows) and `per_task` (one row of metrics per test
 //! task), both postcard; `limaml export` turns them into CSV.
@@ -80,7 +81,9 @@ impl Stage for Evaluate {
             let validation =
                 limaml_models::predict(&model, &dataset.interactions, &tasks, None, &[TaskRole::Validation])
                     .map_err(|e| StageError::Failed(e.to_string()))?;
-            if self.config.catalogue {
+            // A command method scores only the rows of its eval.csv, so it has no catalogue
+            // ranking (its `full_` metrics are absent, never made up).
+            if self.config.catalogue && !matches!(model.method, limaml_models::MethodConfig::Command(_)) {
                 ctx.check_cancelled()?;
                 let progress = |done: usize, total: usize| (ctx.progress)(format!("ranking the catalogue: {done}/{total} users"));
                 catalogue = limaml_models::eval::catalogue::catalogue_ranks(
