@@ -174,7 +174,17 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode, Failure> {
     let threads = candle_core::utils::get_num_threads();
     let work_dir = std::env::temp_dir().join(format!("limaml-bench-{}", std::process::id()));
     fs::create_dir_all(&work_dir)?;
-    let outcome = run_benchmarks(&plan, threads, &work_dir, args);
+    let outcome = (|| -> Result<Value, Failure> {
+        let mut document = if args.suite == super::BenchSuite::Metrics {
+            json!({ "threads": threads })
+        } else {
+            run_benchmarks(&plan, threads, &work_dir, args)?
+        };
+        if args.suite != super::BenchSuite::Training {
+            document["metrics"] = super::bench_metrics::metrics_bench(args)?;
+        }
+        Ok(document)
+    })();
     if std::env::var_os(KEEP_WORK_DIR_ENV).is_some() {
         eprintln!("bench: kept {}", work_dir.display());
     } else {
@@ -184,12 +194,17 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode, Failure> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&document).expect("JSON values serialize"));
     } else {
-        print_human(&document);
+        if args.suite != super::BenchSuite::Metrics {
+            print_human(&document);
+        }
+        if !document["metrics"].is_null() {
+            super::bench_metrics::print_human(&document["metrics"]);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn progress(args: &BenchArgs, message: &str) {
+pub(super) fn progress(args: &BenchArgs, message: &str) {
     if !args.json || std::env::var_os("LIMAML_BENCH_VERBOSE").is_some() {
         eprintln!("bench: {message}");
     }

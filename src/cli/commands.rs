@@ -137,7 +137,7 @@ fn run_command(
             .baseline
             .clone()
             .or_else(|| loaded.cells[0].spec.methods.contains_key("global").then(|| "global".to_string()));
-        print!("{}", tables::run_summary(&outcome, baseline.as_deref()));
+        print!("{}", tables::run_summary(&outcome, baseline.as_deref(), &loaded.cells[0].spec.report.metrics));
     }
     if CANCEL.load(Ordering::SeqCst) {
         return Err(Failure::Interrupted);
@@ -237,7 +237,13 @@ fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<Ex
         run.host
     );
     println!("{}", tables::stages_table(&run));
-    if let Some(table) = tables::methods_table(&run.metrics, Some("global")) {
+    // The metrics the run's spec asked for, when its text still parses.
+    let metrics = toml::from_str::<toml::Table>(&run.spec_text)
+        .ok()
+        .and_then(|t| t.get("report")?.get("metrics")?.as_array().cloned())
+        .map(|m| m.iter().filter_map(|v| v.as_str().map(String::from)).collect::<Vec<_>>())
+        .unwrap_or_else(|| tables::DEFAULT_METRICS.map(String::from).to_vec());
+    if let Some(table) = tables::methods_table(&run.metrics, Some("global"), &metrics) {
         println!("{table}");
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! exit codes. Must not hold experiment logic.
 
 mod bench;
+mod bench_metrics;
 mod commands;
 mod compare;
 mod fetch;
@@ -227,6 +228,17 @@ pub struct BenchArgs {
     /// Smaller sizes and fewer repeats (a smoke check, not a measurement).
     #[arg(long)]
     pub quick: bool,
+    /// Which benchmarks: meta-training throughput and scaling (`training`), the metric
+    /// registry's cost and the full-catalogue ranking (`metrics`), or both.
+    #[arg(long, value_enum, default_value = "all")]
+    pub suite: BenchSuite,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSuite {
+    All,
+    Training,
+    Metrics,
 }
 
 /// Options of the Slurm executor (`--executor slurm`).

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::compare::{self, Row, Summary};
+use super::ranking_tables;
 use super::table::{Format, TableData};
 use crate::store::{RunRecord, Store, StoreError};
 
@@ -40,7 +41,7 @@ fn rows_of(store: &Store, run: &RunRecord, baseline: Option<&str>) -> Result<Vec
     Ok(compare::group(&observations, baseline))
 }
 
-fn cell(summary: Option<&Summary>) -> String {
+pub(crate) fn cell(summary: Option<&Summary>) -> String {
     summary.map_or("—".into(), |s| if s.n > 1 { s.mean_std() } else { format!("{:.4}", s.mean) })
 }
 
@@ -347,7 +348,7 @@ pub fn serving_table(title: &str, store: &Store, run: &RunRecord) -> Result<Tabl
     Ok(table)
 }
 
-fn note_seeds(table: &mut TableData, rows: &[Row]) {
+pub(crate) fn note_seeds(table: &mut TableData, rows: &[Row]) {
     if rows.iter().any(|r| r.seeds.len() < 3) {
         table.notes.push("note: fewer than 3 seeds (--quick?); std and CI say little".into());
     }
@@ -406,6 +407,14 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
         out.push((
             "1-main".into(),
             main_table("Table 1. MovieLens 100K: test AUC, GAUC, log loss (mean ± std over seeds)", &rows),
+        ));
+        out.push((
+            "1b-ranking".into(),
+            ranking_tables::ranking_table("Table 1b. MovieLens 100K: ranking and calibration (mean ± std over seeds)", &rows),
+        ));
+        out.push((
+            "1c-per-user-tests".into(),
+            ranking_tables::significance_table("Table 1c. MovieLens 100K: per-user paired tests vs global", &rows, &run.metrics),
         ));
         out.push((
             "2a-segments".into(),
@@ -516,6 +525,14 @@ pub fn tables(store: &Store, runs: &PaperRuns) -> Result<Vec<(String, TableData)
         out.push((
             "5-synthetic".into(),
             main_table("Table 5. Synthetic data (taste invisible to features), with the oracle", &rows),
+        ));
+        out.push((
+            "5b-synthetic-ranking".into(),
+            ranking_tables::ranking_table("Table 5b. Synthetic data: ranking and calibration", &rows),
+        ));
+        out.push((
+            "5c-synthetic-per-user-tests".into(),
+            ranking_tables::significance_table("Table 5c. Synthetic data: per-user paired tests vs global", &rows, &run.metrics),
         ));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -23,27 +23,50 @@ fn number(value: Option<f64>, std: Option<f64>) -> Cell {
     Cell::new(text).set_alignment(CellAlignment::Right)
 }
 
-/// Per-method metrics (mean ± std over seeds), with the lift over `baseline` in AUC.
-pub fn methods_table(methods: &serde_json::Value, baseline: Option<&str>) -> Option<Table> {
+/// The metrics a summary shows by default.
+pub const DEFAULT_METRICS: [&str; 3] = ["auc", "gauc", "logloss"];
+
+/// A method summary's value of `metric` and its std: `auc` overall, `low.auc` per segment or
+/// state, `window2.auc` per window, `validation.auc` on the validation tasks.
+fn summary_value(summary: &serde_json::Value, metric: &str) -> (Option<f64>, Option<f64>) {
+    let block = match metric.rsplit_once('.') {
+        None => Some(summary),
+        Some(("validation", _)) => summary.get("validation"),
+        Some((slice, _)) => ["segments", "states"]
+            .iter()
+            .find_map(|group| summary.get(*group).and_then(|g| g.get(slice)))
+            .or_else(|| slice.strip_prefix("window").and_then(|w| summary.get("windows").and_then(|g| g.get(w)))),
+    };
+    let name = metric.rsplit_once('.').map_or(metric, |(_, m)| m);
+    let get = |k: &str| block.and_then(|b| b.get(k)).and_then(|v| v.as_f64());
+    (get(name), get(&format!("{name}_std")))
+}
+
+/// Per-method `metrics` (mean ± std over seeds; `report.metrics` of the spec), with the lift
+/// over `baseline` in AUC.
+pub fn methods_table(methods: &serde_json::Value, baseline: Option<&str>, metrics: &[String]) -> Option<Table> {
     let methods = methods.as_object().filter(|m| !m.is_empty())?;
-    let mut header = vec!["method", "AUC", "GAUC", "log loss", "seeds"];
+    let mut header: Vec<&str> = vec!["method"];
+    header.extend(metrics.iter().map(String::as_str));
+    header.push("seeds");
     let baseline_auc = baseline.and_then(|b| methods.get(b)).and_then(|m| m.get("auc")).and_then(|v| v.as_f64());
     if baseline_auc.is_some() {
         header.push("AUC lift");
     }
     let mut table = new_table(header);
     for (label, summary) in methods {
-        let get = |k: &str| summary.get(k).and_then(|v| v.as_f64());
-        let mut row = vec![
-            Cell::new(label),
-            number(get("auc"), get("auc_std")),
-            number(get("gauc"), get("gauc_std")),
-            number(get("logloss"), get("logloss_std")),
-            Cell::new(summary.get("n").and_then(|v| v.as_u64()).unwrap_or(0)).set_alignment(CellAlignment::Right),
-        ];
+        let mut row = vec![Cell::new(label)];
+        for metric in metrics {
+            let (value, std) = summary_value(summary, metric);
+            row.push(number(value, std));
+        }
+        row.push(Cell::new(summary.get("n").and_then(|v| v.as_u64()).unwrap_or(0)).set_alignment(CellAlignment::Right));
         if let Some(base) = baseline_auc {
-            let lift =
-                get("auc").map(|auc| format!("{:+.2}%", 100.0 * (auc - base) / base)).unwrap_or_else(|| "—".into());
+            let lift = summary
+                .get("auc")
+                .and_then(|v| v.as_f64())
+                .map(|auc| format!("{:+.2}%", 100.0 * (auc - base) / base))
+                .unwrap_or_else(|| "—".into());
             row.push(Cell::new(lift).set_alignment(CellAlignment::Right));
         }
         table.add_row(row);
@@ -52,7 +75,7 @@ pub fn methods_table(methods: &serde_json::Value, baseline: Option<&str>) -> Opt
 }
 
 /// The end-of-run summary: stage counts, failures, then the methods table.
-pub fn run_summary(outcome: &RunOutcome, baseline: Option<&str>) -> String {
+pub fn run_summary(outcome: &RunOutcome, baseline: Option<&str>, metrics: &[String]) -> String {
     let mut text = format!(
         "run {} ({}): {:?}; {} executed, {} cached, {} failed, {} skipped in {:.2}s\n",
         outcome.run_id,
@@ -68,7 +91,7 @@ pub fn run_summary(outcome: &RunOutcome, baseline: Option<&str>) -> String {
     for stage in outcome.stages.iter().filter(|s| s.status == StageStatus::Failed) {
         text.push_str(&format!("FAILED {}: {}\n", stage.name, stage.error.as_deref().unwrap_or("")));
     }
-    if let Some(table) = methods_table(&outcome.methods, baseline) {
+    if let Some(table) = methods_table(&outcome.methods, baseline, metrics) {
         text.push_str(&format!("{table}\n"));
     }
     text
