@@ -18,9 +18,21 @@ fn compare_groups_seeds_and_prints_csv_that_parses() {
     let text = stdout(&output);
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header = reader.headers().unwrap().clone();
-    assert!(header.iter().any(|h| h == "auc 95% CI"), "{header:?}");
-    assert!(header.iter().any(|h| h == "Δauc vs global"), "{header:?}");
+    for column in ["auc", "auc_std", "auc_ci_low", "auc_ci_high", "auc_n", "auc_seed1", "auc_seed2", "delta_auc", "delta_auc_ci_low"] {
+        assert!(header.iter().any(|h| h == column), "{column}: {header:?}");
+    }
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    // Every metric column is a number (or empty where undefined, as the baseline's own Δ).
+    let numeric: Vec<usize> =
+        header.iter().enumerate().filter(|(_, h)| h.starts_with("auc") || h.starts_with("delta_")).map(|(i, _)| i).collect();
+    for row in &rows {
+        for &i in &numeric {
+            assert!(row[i].is_empty() || row[i].parse::<f64>().is_ok(), "{} = {:?}", &header[i], &row[i]);
+        }
+    }
+    let global = rows.iter().find(|r| &r[0] == "global").unwrap();
+    let auc = header.iter().position(|h| h == "auc").unwrap();
+    assert!(global[auc].parse::<f64>().unwrap() > 0.0);
     let labels: Vec<&str> = rows.iter().map(|r| r.get(0).unwrap()).collect();
     assert_eq!(labels, vec!["global", "limaml", "oracle"]);
     let n = header.iter().position(|h| h == "n").unwrap();

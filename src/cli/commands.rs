@@ -35,7 +35,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Runs { json } => runs_command(&store_path, json),
         Command::Show { run, json } => show_command(&store_path, &run, json),
         Command::Export { run, out } => export_command(&store_path, &run, out.as_deref()),
-        Command::Why { spec, stage } => why_command(&store_path, &spec, &stage),
+        Command::Why { spec, stage, against } => why_command(&store_path, &spec, &stage, against.as_deref()),
         Command::Gc { dry_run, keep_last } => gc_command(&store_path, dry_run, keep_last),
         Command::Data { command: DataCommand::Inspect { spec, json } } => super::inspect::inspect_command(&spec, json),
     }
@@ -45,6 +45,16 @@ pub fn load(args: &SpecArgs) -> Result<(LoadedSpec, Plan), Failure> {
     let loaded = spec::load(&args.spec, &args.overrides)?;
     let plan = plan::build(&loaded)?;
     Ok((loaded, plan))
+}
+
+/// The store for a command that only reads: when another process holds it, its file mirror
+/// (finished runs and stages), without waiting.
+pub fn open_reader(path: &std::path::Path) -> Result<Store, Failure> {
+    let store = Store::open(path, LockWait::ReadOnly, |_| {})?;
+    if store.is_read_only() {
+        eprintln!("note: {} is in use by another process; reading its finished runs and stages", path.display());
+    }
+    Ok(store)
 }
 
 pub fn open_store(path: &std::path::Path, no_wait: bool) -> Result<Store, Failure> {
@@ -61,7 +71,7 @@ fn plan_command(
     no_wait: bool,
 ) -> Result<ExitCode, Failure> {
     let (_, plan) = load(args)?;
-    let store = open_store(store_path, no_wait)?;
+    let store = if no_wait { open_store(store_path, true)? } else { open_reader(store_path)? };
     let cached = exec::cache_status(&plan, &store, &|text| eprintln!("warning: {text}"))?;
     let status =
         |i: petgraph::graph::NodeIndex| if cached[i.index()] { "cached".to_string() } else { "to run".to_string() };
@@ -162,12 +172,41 @@ pub fn install_ctrlc() {
 }
 
 fn runs_command(store_path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
-    let store = open_store(store_path, false)?;
+    let store = open_reader(store_path)?;
     let runs = store.runs()?;
     if json {
+        // Per run: its overrides and, per method, the headline metrics as numbers.
         let list: Vec<serde_json::Value> = runs
             .iter()
-            .map(|r| serde_json::json!({"id": r.id, "experiment": r.experiment, "status": r.status, "started_unix_ms": r.started_unix_ms}))
+            .map(|r| {
+                let methods: serde_json::Map<String, serde_json::Value> = r
+                    .metrics
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(label, summary)| {
+                        let numbers: serde_json::Map<String, serde_json::Value> = summary
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(_, v)| v.is_number())
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        (label.clone(), numbers.into())
+                    })
+                    .collect();
+                serde_json::json!({
+                    "id": r.id,
+                    "experiment": r.experiment,
+                    "status": r.status,
+                    "spec": r.spec_path,
+                    "overrides": r.overrides,
+                    "started_unix_ms": r.started_unix_ms,
+                    "finished_unix_ms": r.finished_unix_ms,
+                    "stages": r.stages.len(),
+                    "methods": methods,
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
     } else if runs.is_empty() {
@@ -197,7 +236,7 @@ pub fn find_run(store: &Store, id: &str) -> Result<limaml::store::RunRecord, Fai
 }
 
 fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<ExitCode, Failure> {
-    let store = open_store(store_path, false)?;
+    let store = open_reader(store_path)?;
     let run = find_run(&store, id)?;
     if json {
         let mut value = serde_json::to_value(&run).expect("serializes");
@@ -236,6 +275,9 @@ fn show_command(store_path: &std::path::Path, id: &str, json: bool) -> Result<Ex
         run.tool_version,
         run.host
     );
+    if !run.overrides.is_empty() {
+        println!("overrides: {}", run.overrides.iter().map(|o| format!("--set {o}")).collect::<Vec<_>>().join(" "));
+    }
     println!("{}", tables::stages_table(&run));
     // The metrics the run's spec asked for, when its text still parses.
     let metrics = toml::from_str::<toml::Table>(&run.spec_text)
@@ -260,7 +302,7 @@ fn artifact_format(name: &str) -> &'static str {
 }
 
 fn export_command(store_path: &std::path::Path, id: &str, out: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
-    let store = open_store(store_path, false)?;
+    let store = open_reader(store_path)?;
     let run = find_run(&store, id)?;
     let out = out.map(std::path::Path::to_path_buf).unwrap_or_else(|| std::path::Path::new("runs/exports").join(&run.id));
     let files = limaml::report::export::export_run(&store, &run, &out).map_err(|e| match e {
@@ -274,7 +316,12 @@ fn export_command(store_path: &std::path::Path, id: &str, out: Option<&std::path
     Ok(ExitCode::SUCCESS)
 }
 
-fn why_command(store_path: &std::path::Path, args: &SpecArgs, stage_name: &str) -> Result<ExitCode, Failure> {
+fn why_command(
+    store_path: &std::path::Path,
+    args: &SpecArgs,
+    stage_name: &str,
+    against: Option<&str>,
+) -> Result<ExitCode, Failure> {
     let (_, plan) = load(args)?;
     let Some(index) = plan.find(stage_name) else {
         let names = plan::stage_names(&plan);
@@ -283,7 +330,22 @@ fn why_command(store_path: &std::path::Path, args: &SpecArgs, stage_name: &str) 
             .unwrap_or_default();
         return Err(Failure::BadInput(format!("the plan has no stage `{stage_name}`{hint}; `limaml plan` lists them")));
     };
-    let store = open_store(store_path, false)?;
+    let store = open_reader(store_path)?;
+    // The run to compare with: --against RUN, else this experiment's newest run of the stage.
+    let chosen: Vec<limaml::store::RunRecord> = match against {
+        Some(id) => vec![find_run(&store, id)?],
+        None => store.runs()?.into_iter().rev().filter(|r| r.experiment == plan.experiment).collect(),
+    };
+    let previous_of = |name: &str| -> Result<Option<(String, limaml::store::StageRecord)>, Failure> {
+        for run in &chosen {
+            if let Some(stage) = run.stages.iter().find(|s| s.name == name) {
+                if let Some(record) = store.stage(&stage.key)? {
+                    return Ok(Some((run.id.clone(), record)));
+                }
+            }
+        }
+        Ok(None)
+    };
     let mut current = Some(index);
     let mut depth = 0;
     while let Some(index) = current.take() {
@@ -293,12 +355,21 @@ fn why_command(store_path: &std::path::Path, args: &SpecArgs, stage_name: &str) 
             println!("{indent}{} is cached (key {})", node.name, node.short_key());
             break;
         }
-        let Some(previous) = store.last_stage_named(&node.name)? else {
-            println!("{indent}{} will run: it has never run in this store", node.name);
+        let Some((run_id, previous)) = previous_of(&node.name)? else {
+            let scope = match against {
+                Some(id) => format!("run {id} has no stage of that name"),
+                None => format!("no run of experiment `{}` in this store has it", plan.experiment),
+            };
+            println!("{indent}{} will run: {scope}", node.name);
             break;
         };
         let changes = node.components.differences_from(&previous.components);
-        println!("{indent}{} will run: key {} (last run {}) because", node.name, node.short_key(), &previous.key[..12]);
+        println!(
+            "{indent}{} will run: key {} (in run {run_id}: {}) because",
+            node.name,
+            node.short_key(),
+            &previous.key[..12]
+        );
         for change in &changes {
             println!("{indent}  - {change}");
         }
@@ -313,20 +384,22 @@ fn why_command(store_path: &std::path::Path, args: &SpecArgs, stage_name: &str) 
 }
 
 fn gc_command(store_path: &std::path::Path, dry_run: bool, keep_last: Option<usize>) -> Result<ExitCode, Failure> {
-    let store = open_store(store_path, false)?;
+    let store = if dry_run { open_reader(store_path)? } else { open_store(store_path, false)? };
+    let mut forgotten = std::collections::BTreeSet::new();
     if let Some(keep) = keep_last {
         let runs = store.runs()?;
         let forget = runs.len().saturating_sub(keep);
         for run in &runs[..forget] {
             if dry_run {
                 println!("would forget run {}", run.id);
+                forgotten.insert(run.id.clone());
             } else {
                 store.remove_run(&run.id)?;
                 println!("forgot run {}", run.id);
             }
         }
     }
-    let report = store.gc(dry_run)?;
+    let report = store.gc(dry_run, &forgotten)?;
     let verb = if dry_run { "would free" } else { "freed" };
     println!(
         "{verb} {} bytes: {} artifact(s), {} stage record(s); kept {} artifact(s), {} bytes",

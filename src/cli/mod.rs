@@ -132,6 +132,9 @@ pub enum Command {
         spec: SpecArgs,
         /// The stage name, as `limaml plan` prints it.
         stage: String,
+        /// Compare with this run's stage (default: the newest run of the same experiment).
+        #[arg(long, value_name = "RUN")]
+        against: Option<String>,
     },
     /// Remove stage records and artifacts that no kept run references.
     Gc {

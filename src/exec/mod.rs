@@ -65,7 +65,9 @@ pub fn cache_status(plan: &Plan, store: &Store, warn: &dyn Fn(String)) -> Result
             // A record this version cannot read is a cache miss, not a failure.
             Err(error @ StoreError::BadRecord { .. }) => {
                 warn(format!("stage {}: {error}; it will be recomputed", node.name));
-                store.forget_stage(&node.key)?;
+                if !store.is_read_only() {
+                    store.forget_stage(&node.key)?;
+                }
                 continue;
             }
             Err(error) => return Err(error),
@@ -79,7 +81,7 @@ pub fn cache_status(plan: &Plan, store: &Store, warn: &dyn Fn(String)) -> Result
         }
         if intact {
             cached[index.index()] = true;
-        } else {
+        } else if !store.is_read_only() {
             store.forget_stage(&node.key)?;
         }
     }
@@ -312,6 +314,7 @@ pub fn run_plan(
         spec_path: spec.path.display().to_string(),
         spec_text: spec.text.clone(),
         spec_digest: spec.digest.clone(),
+        overrides: spec.overrides.clone(),
         experiment: plan.experiment.clone(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         host: hostname(),

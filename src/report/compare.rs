@@ -29,6 +29,9 @@ pub struct Observation {
     /// `auc`, `gauc`, `logloss`, and `<segment>.auc`, `<state>.auc`... per segment and state.
     pub metrics: BTreeMap<String, f64>,
     pub stage_key: String,
+    /// The run the observation was read from, and its experiment.
+    pub run: String,
+    pub experiment: String,
 }
 
 /// Observations of the chosen runs, newest run first winning on duplicates.
@@ -43,7 +46,9 @@ pub fn collect(store: &Store, runs: &[RunRecord]) -> Result<Vec<Observation>, St
             let Some(record) = store.stage(&stage.key)? else { continue };
             // The name this run gave the stage (a shared stage may have been first recorded
             // under another spec's name).
-            if let Some(observation) = observe(store, &stage.name, &record)? {
+            if let Some(mut observation) = observe(store, &stage.name, &record)? {
+                observation.run = run.id.clone();
+                observation.experiment = run.experiment.clone();
                 observations.push(observation);
             }
         }
@@ -100,6 +105,8 @@ fn observe(store: &Store, name: &str, evaluation: &StageRecord) -> Result<Option
         params,
         metrics,
         stage_key: evaluation.key.clone(),
+        run: String::new(),
+        experiment: String::new(),
     }))
 }
 
@@ -156,6 +163,9 @@ pub struct Summary {
     pub n: usize,
     pub ci95: f64,
     pub values: Vec<f64>,
+    /// The seed of each value, where known (empty for paired differences).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
 }
 
 impl Summary {
@@ -166,6 +176,7 @@ impl Summary {
             n: values.len(),
             ci95: stats::ci95_half_width(&values),
             values,
+            seeds: Vec::new(),
         })
     }
 
@@ -195,6 +206,9 @@ pub struct Row {
     /// Paired difference to the baseline method (same data, same seed), per metric.
     pub versus_baseline: BTreeMap<String, Summary>,
     pub stage_keys: Vec<String>,
+    /// The runs and experiments the row's observations come from.
+    pub runs: BTreeSet<String>,
+    pub experiments: BTreeSet<String>,
 }
 
 pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
@@ -210,8 +224,12 @@ pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
             let metrics = names
                 .into_iter()
                 .filter_map(|name| {
-                    Summary::of(members.iter().filter_map(|o| o.metrics.get(name).copied()).collect())
-                        .map(|s| (name.clone(), s))
+                    let (seeds, values): (Vec<u64>, Vec<f64>) =
+                        members.iter().filter_map(|o| Some((o.seed, *o.metrics.get(name)?))).unzip();
+                    Summary::of(values).map(|mut s| {
+                        s.seeds = seeds;
+                        (name.clone(), s)
+                    })
                 })
                 .collect();
             Row {
@@ -224,6 +242,8 @@ pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
                 metrics,
                 versus_baseline: BTreeMap::new(),
                 stage_keys: members.iter().map(|o| o.stage_key.clone()).collect(),
+                runs: members.iter().map(|o| o.run.clone()).collect(),
+                experiments: members.iter().map(|o| o.experiment.clone()).collect(),
             }
         })
         .collect();
@@ -251,16 +271,22 @@ pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
     rows
 }
 
-/// Parameter paths whose values differ between rows.
+/// Parameter paths whose values differ between configurations of the same method (a
+/// parameter that only tells methods apart, such as `method.kind`, is not a change).
 pub fn changed_parameters(rows: &[Row]) -> Vec<String> {
-    let keys: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
-    keys.into_iter()
-        .filter(|key| {
-            let values: BTreeSet<Option<&String>> = rows.iter().map(|r| r.params.get(*key)).collect();
-            values.len() > 1
-        })
-        .cloned()
-        .collect()
+    let mut changed = BTreeSet::new();
+    let methods: BTreeSet<&String> = rows.iter().map(|r| &r.method).collect();
+    for method in methods {
+        let same: Vec<&Row> = rows.iter().filter(|r| &r.method == method).collect();
+        let keys: BTreeSet<&String> = same.iter().flat_map(|r| r.params.keys()).collect();
+        for key in keys {
+            let values: BTreeSet<Option<&String>> = same.iter().map(|r| r.params.get(key)).collect();
+            if values.len() > 1 {
+                changed.insert(key.clone());
+            }
+        }
+    }
+    changed.into_iter().collect()
 }
 
 /// A query ranking metric whose chance level (its mean under a random order) reaches this is
@@ -279,19 +305,35 @@ pub struct TableOptions<'a> {
     pub metrics: &'a [String],
     pub baseline: Option<&'a str>,
     pub only_changed: bool,
+    /// One column per metric (and one per difference), for the terminal without `--wide`.
+    pub compact: bool,
 }
 
-/// The comparison as a table: label, changed parameters, per metric mean ± std and CI, n.
+/// The comparison as a table: label (and experiment, when rows come from several), changed
+/// parameters, per metric mean ± std and CI, n. `compact` (the terminal without `--wide`): no
+/// CI columns of the means, and the paired difference as `Δ ± CI half-width` in one column, so
+/// three metrics with a baseline fit 80 columns.
 pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -> TableData {
     let changed = if options.only_changed { changed_parameters(rows) } else { Vec::new() };
+    let experiments: BTreeSet<&String> = rows.iter().flat_map(|r| &r.experiments).collect();
+    let show_experiment = experiments.len() > 1;
     let mut header: Vec<String> = vec!["method".into()];
+    if show_experiment {
+        header.push("experiment".into());
+    }
     header.extend(changed.iter().cloned());
     for metric in options.metrics {
         header.push(metric.clone());
-        header.push(format!("{metric} 95% CI"));
+        if !options.compact {
+            header.push(format!("{metric} 95% CI"));
+        }
         if let Some(baseline) = options.baseline {
-            header.push(format!("Δ{metric} vs {baseline}"));
-            header.push(format!("Δ{metric} 95% CI"));
+            if options.compact {
+                header.push(format!("Δ{metric}"));
+            } else {
+                header.push(format!("Δ{metric} vs {baseline}"));
+                header.push(format!("Δ{metric} 95% CI"));
+            }
         }
     }
     header.push("n".into());
@@ -299,6 +341,9 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
     let mut any_saturated = false;
     for row in rows {
         let mut cells = vec![row.label.clone()];
+        if show_experiment {
+            cells.push(row.experiments.iter().cloned().collect::<Vec<_>>().join("+"));
+        }
         for key in &changed {
             cells.push(row.params.get(key).cloned().unwrap_or_else(|| "—".into()));
         }
@@ -308,26 +353,44 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
                     let saturated = saturated(row, metric);
                     any_saturated |= saturated;
                     cells.push(format!("{}{}", summary.mean_std(), if saturated { " ‡" } else { "" }));
-                    cells.push(summary.interval());
+                    if !options.compact {
+                        cells.push(summary.interval());
+                    }
                 }
-                None => cells.extend(["—".to_string(), "—".to_string()]),
+                None => cells.extend(std::iter::repeat_n("—".to_string(), if options.compact { 1 } else { 2 })),
             }
             if options.baseline.is_some() {
                 match row.versus_baseline.get(metric) {
                     Some(diff) if row.method != options.baseline.unwrap_or_default() || row.label != row.method => {
-                        cells.push(format!("{:+.4}", diff.mean));
-                        cells.push(if diff.ci95.is_nan() {
-                            "—".into()
+                        if options.compact {
+                            cells.push(if diff.ci95.is_nan() {
+                                format!("{:+.4}", diff.mean)
+                            } else {
+                                format!("{:+.4} ± {:.4}", diff.mean, diff.ci95)
+                            });
                         } else {
-                            format!("[{:+.4}, {:+.4}]", diff.mean - diff.ci95, diff.mean + diff.ci95)
-                        });
+                            cells.push(format!("{:+.4}", diff.mean));
+                            cells.push(if diff.ci95.is_nan() {
+                                "—".into()
+                            } else {
+                                format!("[{:+.4}, {:+.4}]", diff.mean - diff.ci95, diff.mean + diff.ci95)
+                            });
+                        }
                     }
-                    _ => cells.extend(["—".to_string(), "—".to_string()]),
+                    _ => cells.extend(std::iter::repeat_n("—".to_string(), if options.compact { 1 } else { 2 })),
                 }
             }
         }
         cells.push(row.seeds.len().to_string());
         table.push(cells, row.stage_keys.clone());
+    }
+    if options.compact {
+        let mut legend = "mean ± std over seeds".to_string();
+        if let Some(baseline) = options.baseline {
+            legend.push_str(&format!("; Δ: paired per-seed difference to {baseline} ± its 95% CI half-width"));
+        }
+        legend.push_str("; --wide adds each mean's 95% CI");
+        table.notes.push(legend);
     }
     if any_saturated {
         table.notes.push(format!(
@@ -355,6 +418,8 @@ mod tests {
             params: BTreeMap::from([("method.kind".to_string(), label.to_string())]),
             metrics: BTreeMap::from([("auc".to_string(), auc)]),
             stage_key: format!("{label}{seed}"),
+            run: "run".into(),
+            experiment: "experiment".into(),
         }
     }
 
@@ -389,12 +454,17 @@ mod tests {
     }
 
     #[test]
-    fn only_parameters_that_differ_are_reported_as_changed() {
+    fn only_parameters_that_differ_within_a_method_are_reported_as_changed() {
         let mut a = observation("a", 1, 0.7);
         let mut b = observation("b", 1, 0.7);
         a.params.insert("train.epochs".into(), "5".into());
         b.params.insert("train.epochs".into(), "5".into());
         let rows = group(&[a, b], None);
-        assert_eq!(changed_parameters(&rows), vec!["method.kind".to_string()]);
+        assert!(changed_parameters(&rows).is_empty(), "only the methods differ");
+        let mut c = observation("a", 1, 0.7);
+        c.config_id = "other".into();
+        c.params.insert("method.inner_lr".into(), "0.5".into());
+        let rows = group(&[observation("a", 1, 0.7), c, observation("b", 1, 0.7)], None);
+        assert_eq!(changed_parameters(&rows), vec!["method.inner_lr".to_string()]);
     }
 }

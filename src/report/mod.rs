@@ -5,6 +5,7 @@ pub mod compare;
 pub mod export;
 pub mod plots;
 pub mod ranking_tables;
+pub mod records;
 pub mod reproduce;
 pub mod significance;
 pub mod stats;

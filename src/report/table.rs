@@ -51,6 +51,11 @@ impl TableData {
         let mut table = Table::new();
         table.load_style(presets::UTF8_FULL_CONDENSED).set_header(self.header.clone());
         table.set_content_arrangement(if wide { ContentArrangement::Disabled } else { ContentArrangement::Dynamic });
+        // Off a terminal (a pipe, a test), fit $COLUMNS or 80 columns unless --wide.
+        let width = (!wide).then(terminal_width).flatten();
+        if let (Some(width), false) = (width, table.is_tty()) {
+            table.set_width(width as u16);
+        }
         for row in &self.rows {
             table.add_row(row.iter().enumerate().map(|(i, text)| {
                 let cell = Cell::new(text);
@@ -66,8 +71,9 @@ impl TableData {
             let _ = writeln!(out, "{}", self.title);
         }
         let _ = writeln!(out, "{table}");
+        let note_width = if wide { usize::MAX } else { table.width().map_or(80, usize::from) };
         for note in &self.notes {
-            let _ = writeln!(out, "{note}");
+            let _ = writeln!(out, "{}", wrap(note, note_width));
         }
         out
     }
@@ -150,6 +156,30 @@ impl TableData {
             serde_json::json!({ "title": self.title, "columns": self.header, "rows": rows, "notes": self.notes });
         serde_json::to_string_pretty(&document).expect("serializes") + "\n"
     }
+}
+
+/// The width to fit when stdout is not a terminal: `$COLUMNS`, else 80.
+fn terminal_width() -> Option<usize> {
+    Some(std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c: &usize| c >= 20).unwrap_or(80))
+}
+
+/// `text` broken at spaces into lines of at most `width` characters (longer words stay whole).
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split(' ') {
+        let length = word.chars().count();
+        if line > 0 && line + 1 + length > width {
+            out.push_str("\n  ");
+            line = 2;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += length;
+    }
+    out
 }
 
 fn looks_numeric(text: &str) -> bool {

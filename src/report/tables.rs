@@ -11,6 +11,11 @@ fn new_table(header: Vec<&str>) -> Table {
         .load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header);
+    // Off a terminal, fit $COLUMNS (else 80) columns.
+    if !table.is_tty() {
+        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c: &u16| c >= 20).unwrap_or(80);
+        table.set_width(width);
+    }
     table
 }
 
@@ -97,28 +102,37 @@ pub fn run_summary(outcome: &RunOutcome, baseline: Option<&str>, metrics: &[Stri
     text
 }
 
+/// One line per run, fitting 80 columns: the id (never wrapped, so it can be copied), the
+/// experiment, status and wall time, stages run/cached/failed, and the start (UTC).
 pub fn runs_table(runs: &[RunRecord]) -> Table {
-    let mut table =
-        new_table(vec!["run", "experiment", "status", "executed", "cached", "failed", "started", "seconds"]);
+    let mut table = new_table(vec!["run", "experiment", "status", "stages r/c/f", "started (UTC)"]);
     for run in runs {
         let count = |s: StageStatus| run.stages.iter().filter(|x| x.status == s).count();
         let started = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.started_unix_ms),
-        );
+        )
+        .to_string();
+        // 2026-12-01T23:15:40Z -> 12-01 23:15
+        let started = started.get(5..16).map_or(started.clone(), |s| s.replace('T', " "));
         let seconds = run
             .finished_unix_ms
-            .map(|f| format!("{:.1}", (f.saturating_sub(run.started_unix_ms)) as f64 / 1000.0))
-            .unwrap_or_else(|| "—".into());
+            .map(|f| format!(" {:.0}s", (f.saturating_sub(run.started_unix_ms)) as f64 / 1000.0))
+            .unwrap_or_default();
         table.add_row(vec![
             Cell::new(&run.id),
             Cell::new(&run.experiment),
-            Cell::new(format!("{:?}", run.status).to_lowercase()),
-            Cell::new(count(StageStatus::Executed)),
-            Cell::new(count(StageStatus::Cached)),
-            Cell::new(count(StageStatus::Failed)),
-            Cell::new(started.to_string()),
-            Cell::new(seconds),
+            Cell::new(format!("{}{seconds}", format!("{:?}", run.status).to_lowercase())),
+            Cell::new(format!(
+                "{}/{}/{}",
+                count(StageStatus::Executed),
+                count(StageStatus::Cached),
+                count(StageStatus::Failed)
+            )),
+            Cell::new(started),
         ]);
+    }
+    if let Some(column) = table.column_mut(0) {
+        column.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
     }
     table
 }

@@ -162,6 +162,8 @@ pub struct LoadedSpec {
     pub text: String,
     /// blake3 over every file's text and the overrides.
     pub digest: String,
+    /// The `--set` overrides, as given.
+    pub overrides: Vec<String>,
     pub cells: Vec<Cell>,
 }
 
@@ -190,6 +192,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
         }
         Some(_) => return Err(at(&origins, "sweep", "`sweep` must be a table of parameter paths to value lists")),
     };
+    check_overrides_not_swept(overrides, &axes)?;
     let mut cells = Vec::new();
     for assignments in grid(&axes) {
         let mut cell_table = table.clone();
@@ -217,8 +220,29 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
         base_dir: spec_dir(path),
         text: texts.iter().map(|(f, t)| format!("# ==> {f} <==\n{t}")).collect::<Vec<_>>().join("\n"),
         digest: hasher.finalize().to_hex().to_string(),
+        overrides: overrides.to_vec(),
         cells,
     })
+}
+
+/// A `--set` on a path the sweep varies would be overwritten by every cell: refuse it and say
+/// how to override the sweep itself.
+fn check_overrides_not_swept(overrides: &[String], axes: &[(String, Vec<toml::Value>)]) -> Result<(), SpecError> {
+    for assignment in overrides {
+        let Some((path, value)) = assignment.split_once('=') else { continue };
+        let path = path.trim();
+        if axes.iter().any(|(axis, _)| axis == path) {
+            return Err(SpecError::new(
+                Origin::CommandLine { assignment: assignment.clone() },
+                Some(path.to_string()),
+                format!(
+                    "this path is swept by [sweep], so every sweep cell would replace the value; override \
+                     the sweep instead: --set 'sweep.{path}=[{value}]'"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The folder relative paths of a spec are resolved against: the main file's.

@@ -7,11 +7,14 @@
 //!   for `limaml why`), `runs` (run id -> [`RunRecord`]).
 //! - `objects/`: artifacts as files named by the blake3 digest of their bytes ([`objects`]).
 //! - `owner`: which run holds the lock, for the message a waiting process prints.
+//! - `mirror/`: every run and stage record as an atomically replaced JSON file ([`mirror`]), read
+//!   by a reader that finds the lock held ([`LockWait::ReadOnly`]): readers never wait.
 //!
 //! Commit protocol: a stage's artifacts are written (fsynced, renamed) first, then its record is
 //! inserted and the db flushed. A crash before the flush leaves, at worst, unreferenced objects
 //! (removed by `gc`), never a record that claims a stage finished.
 
+pub mod mirror;
 pub mod objects;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +42,8 @@ pub enum StoreError {
     Corrupted { digest: String, path: PathBuf, actual: String },
     #[error("record {key} in the store cannot be read: {message}")]
     BadRecord { key: String, message: String },
+    #[error("the store {path} is in use by {owner}; it was opened read-only (its file mirror), which cannot {action}")]
+    ReadOnly { path: PathBuf, owner: String, action: String },
 }
 
 impl StoreError {
@@ -116,6 +121,9 @@ pub struct RunRecord {
     pub finished_unix_ms: Option<u64>,
     pub status: RunStatus,
     pub stages: Vec<RunStage>,
+    /// The `--set` overrides the run was started with.
+    #[serde(default)]
+    pub overrides: Vec<String>,
     /// Per-method headline metrics (the run summary), filled at the end.
     pub metrics: serde_json::Value,
 }
@@ -127,15 +135,26 @@ pub enum LockWait {
     NoWait,
     /// Retry until free, calling `on_wait` once with the owner's description.
     Wait,
+    /// Readers: when another process holds the lock, read the file mirror instead of waiting
+    /// (every finished run and stage is there; writes fail with `StoreError::ReadOnly`).
+    ReadOnly,
 }
 
 pub struct Store {
     root: PathBuf,
+    /// sled's trees; `None` when opened read-only through the mirror.
+    trees: Option<Trees>,
+    mirror: mirror::Mirror,
+    /// Who held the lock when this store was opened read-only.
+    owner: String,
+    objects: ObjectStore,
+}
+
+struct Trees {
     db: sled::Db,
     stages: sled::Tree,
     names: sled::Tree,
     runs: sled::Tree,
-    objects: ObjectStore,
 }
 
 /// What `gc` found and removed.
@@ -164,6 +183,15 @@ impl Store {
                     let owner = owner.trim().to_string();
                     match wait {
                         LockWait::NoWait => return Err(StoreError::Busy { path: root.to_path_buf(), owner }),
+                        LockWait::ReadOnly => {
+                            return Ok(Store {
+                                trees: None,
+                                mirror: mirror::Mirror::new(root),
+                                owner,
+                                objects: ObjectStore::open(root.join("objects"))?,
+                                root: root.to_path_buf(),
+                            })
+                        }
                         LockWait::Wait => {
                             if !told {
                                 on_wait(&owner);
@@ -181,15 +209,47 @@ impl Store {
         let tree = |name: &str| {
             db.open_tree(name).map_err(|e| StoreError::Database { path: db_path.clone(), message: e.to_string() })
         };
+        let trees = Trees { stages: tree("stages")?, names: tree("names")?, runs: tree("runs")?, db };
         let store = Store {
-            stages: tree("stages")?,
-            names: tree("names")?,
-            runs: tree("runs")?,
+            trees: Some(trees),
+            mirror: mirror::Mirror::new(root),
+            owner: String::new(),
             objects: ObjectStore::open(root.join("objects"))?,
             root: root.to_path_buf(),
-            db,
         };
+        store.backfill_mirror()?;
         Ok(store)
+    }
+
+    /// Whether this store reads the file mirror (another process holds the lock).
+    pub fn is_read_only(&self) -> bool {
+        self.trees.is_none()
+    }
+
+    /// The trees, for writes; read-only stores refuse with `action` in the message.
+    fn writable(&self, action: &str) -> Result<&Trees, StoreError> {
+        self.trees.as_ref().ok_or_else(|| StoreError::ReadOnly {
+            path: self.root.clone(),
+            owner: self.owner.clone(),
+            action: action.to_string(),
+        })
+    }
+
+    /// Mirrors every record once for stores made before the mirror existed.
+    fn backfill_mirror(&self) -> Result<(), StoreError> {
+        let Some(trees) = &self.trees else { return Ok(()) };
+        if self.mirror.is_complete() {
+            return Ok(());
+        }
+        for entry in trees.stages.iter() {
+            let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
+            self.mirror.put_stage(&String::from_utf8_lossy(&key), &bytes)?;
+        }
+        for entry in trees.runs.iter() {
+            let (id, bytes) = entry.map_err(|e| self.db_error(e))?;
+            self.mirror.put_run(&String::from_utf8_lossy(&id), &bytes)?;
+        }
+        self.mirror.mark_complete()
     }
 
     pub fn root(&self) -> &Path {
@@ -198,7 +258,9 @@ impl Store {
 
     /// Records who holds the store, for processes that wait on it.
     pub fn set_owner(&self, description: &str) {
-        let _ = fs::write(self.root.join("owner"), format!("{description}\n"));
+        if !self.is_read_only() {
+            let _ = fs::write(self.root.join("owner"), format!("{description}\n"));
+        }
     }
 
     fn db_error(&self, e: impl std::fmt::Display) -> StoreError {
@@ -229,15 +291,20 @@ impl Store {
 
     /// Commits a finished stage: its artifacts must already be stored. Durable on return.
     pub fn commit_stage(&self, record: &StageRecord) -> Result<(), StoreError> {
+        let trees = self.writable("commit a stage")?;
         let bytes = serde_json::to_vec(record).map_err(|e| self.db_error(e))?;
-        self.stages.insert(record.key.as_bytes(), bytes).map_err(|e| self.db_error(e))?;
-        self.names.insert(record.name.as_bytes(), record.key.as_bytes()).map_err(|e| self.db_error(e))?;
-        self.db.flush().map_err(|e| self.db_error(e))?;
-        Ok(())
+        trees.stages.insert(record.key.as_bytes(), bytes.as_slice()).map_err(|e| self.db_error(e))?;
+        trees.names.insert(record.name.as_bytes(), record.key.as_bytes()).map_err(|e| self.db_error(e))?;
+        trees.db.flush().map_err(|e| self.db_error(e))?;
+        self.mirror.put_stage(&record.key, &bytes)
     }
 
     pub fn stage(&self, key: &str) -> Result<Option<StageRecord>, StoreError> {
-        match self.stages.get(key.as_bytes()).map_err(|e| self.db_error(e))? {
+        let bytes = match &self.trees {
+            Some(trees) => trees.stages.get(key.as_bytes()).map_err(|e| self.db_error(e))?.map(|b| b.to_vec()),
+            None => self.mirror.stage(key)?,
+        };
+        match bytes {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -247,14 +314,18 @@ impl Store {
 
     /// Drops a stage record (e.g. one whose artifact is corrupted), so the stage runs again.
     pub fn forget_stage(&self, key: &str) -> Result<(), StoreError> {
-        self.stages.remove(key.as_bytes()).map_err(|e| self.db_error(e))?;
-        self.db.flush().map_err(|e| self.db_error(e))?;
+        let trees = self.writable("forget a stage")?;
+        trees.stages.remove(key.as_bytes()).map_err(|e| self.db_error(e))?;
+        trees.db.flush().map_err(|e| self.db_error(e))?;
+        self.mirror.remove_stage(key);
         Ok(())
     }
 
-    /// The record of the last finished stage that had this name, whatever its key.
+    /// The record of the last finished stage that had this name, whatever its key (`None` from
+    /// a read-only store, which keeps no name index).
     pub fn last_stage_named(&self, name: &str) -> Result<Option<StageRecord>, StoreError> {
-        let Some(key) = self.names.get(name.as_bytes()).map_err(|e| self.db_error(e))? else {
+        let Some(trees) = &self.trees else { return Ok(None) };
+        let Some(key) = trees.names.get(name.as_bytes()).map_err(|e| self.db_error(e))? else {
             return Ok(None);
         };
         self.stage(&String::from_utf8_lossy(&key))
@@ -263,14 +334,19 @@ impl Store {
     // ---- runs ----
 
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let trees = self.writable("record a run")?;
         let bytes = serde_json::to_vec(run).map_err(|e| self.db_error(e))?;
-        self.runs.insert(run.id.as_bytes(), bytes).map_err(|e| self.db_error(e))?;
-        self.db.flush().map_err(|e| self.db_error(e))?;
-        Ok(())
+        trees.runs.insert(run.id.as_bytes(), bytes.as_slice()).map_err(|e| self.db_error(e))?;
+        trees.db.flush().map_err(|e| self.db_error(e))?;
+        self.mirror.put_run(&run.id, &bytes)
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        match self.runs.get(id.as_bytes()).map_err(|e| self.db_error(e))? {
+        let bytes = match &self.trees {
+            Some(trees) => trees.runs.get(id.as_bytes()).map_err(|e| self.db_error(e))?.map(|b| b.to_vec()),
+            None => self.mirror.run(id)?,
+        };
+        match bytes {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -280,13 +356,21 @@ impl Store {
 
     /// All runs, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let entries: Vec<(String, Vec<u8>)> = match &self.trees {
+            Some(trees) => {
+                let mut entries = Vec::new();
+                for entry in trees.runs.iter() {
+                    let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
+                    entries.push((String::from_utf8_lossy(&key).to_string(), bytes.to_vec()));
+                }
+                entries
+            }
+            None => self.mirror.runs()?,
+        };
         let mut runs = Vec::new();
-        for entry in self.runs.iter() {
-            let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
-            let run: RunRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadRecord {
-                key: String::from_utf8_lossy(&key).to_string(),
-                message: e.to_string(),
-            })?;
+        for (key, bytes) in entries {
+            let run: RunRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::BadRecord { key, message: e.to_string() })?;
             runs.push(run);
         }
         runs.sort_by(|a, b| (a.started_unix_ms, &a.id).cmp(&(b.started_unix_ms, &b.id)));
@@ -294,18 +378,21 @@ impl Store {
     }
 
     pub fn remove_run(&self, id: &str) -> Result<bool, StoreError> {
-        let removed = self.runs.remove(id.as_bytes()).map_err(|e| self.db_error(e))?.is_some();
-        self.db.flush().map_err(|e| self.db_error(e))?;
+        let trees = self.writable("forget a run")?;
+        let removed = trees.runs.remove(id.as_bytes()).map_err(|e| self.db_error(e))?.is_some();
+        trees.db.flush().map_err(|e| self.db_error(e))?;
+        self.mirror.remove_run(id);
         Ok(removed)
     }
 
     // ---- garbage collection ----
 
     /// Removes stage records and artifacts that no kept run references. Runs are kept until
-    /// removed (`limaml gc --keep-last N` removes older ones first).
-    pub fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
+    /// removed (`limaml gc --keep-last N` removes older ones first). `forgotten`: runs to count
+    /// as removed (a dry run of `--keep-last` reports exactly what the real one frees).
+    pub fn gc(&self, dry_run: bool, forgotten: &BTreeSet<String>) -> Result<GcReport, StoreError> {
         let mut referenced_keys = BTreeSet::new();
-        for run in self.runs()? {
+        for run in self.runs()?.iter().filter(|r| !forgotten.contains(&r.id)) {
             for stage in &run.stages {
                 referenced_keys.insert(stage.key.clone());
             }
@@ -313,9 +400,20 @@ impl Store {
         let mut live_objects = BTreeSet::new();
         let mut report = GcReport::default();
         let mut dead_keys = Vec::new();
-        for entry in self.stages.iter() {
-            let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
-            let key = String::from_utf8_lossy(&key).to_string();
+        // A dry run reads the mirror when another process holds the lock.
+        let trees = if dry_run { self.trees.as_ref() } else { Some(self.writable("collect garbage")?) };
+        let records: Vec<(String, Vec<u8>)> = match trees {
+            Some(trees) => {
+                let mut records = Vec::new();
+                for entry in trees.stages.iter() {
+                    let (key, bytes) = entry.map_err(|e| self.db_error(e))?;
+                    records.push((String::from_utf8_lossy(&key).to_string(), bytes.to_vec()));
+                }
+                records
+            }
+            None => self.mirror.stages()?,
+        };
+        for (key, bytes) in records {
             if !referenced_keys.contains(&key) {
                 dead_keys.push(key);
                 continue;
@@ -344,11 +442,12 @@ impl Store {
             }
         }
         report.records_removed = dead_keys.len();
-        if !dry_run {
+        if let (false, Some(trees)) = (dry_run, trees) {
             for key in dead_keys {
-                self.stages.remove(key.as_bytes()).map_err(|e| self.db_error(e))?;
+                trees.stages.remove(key.as_bytes()).map_err(|e| self.db_error(e))?;
+                self.mirror.remove_stage(&key);
             }
-            self.db.flush().map_err(|e| self.db_error(e))?;
+            trees.db.flush().map_err(|e| self.db_error(e))?;
         }
         Ok(report)
     }
