@@ -21,9 +21,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             run_command(&store_path, &spec, jobs, executor, keep_going, no_wait, json, &slurm)
         }
         Command::Compare(args) => super::compare::compare_command(&store_path, &args),
-        Command::Reproduce { quick, out, specs, jobs, no_wait } => {
-            super::reproduce::reproduce_command(&store_path, quick, &out, &specs, jobs, no_wait, &CANCEL)
-        }
+        Command::Reproduce { quick, out, specs, jobs, no_wait, overrides } => super::reproduce::reproduce_command(
+            &store_path,
+            &super::reproduce::ReproduceArgs { quick, out: &out, specs: &specs, jobs, no_wait, overrides: &overrides },
+            &CANCEL,
+        ),
         Command::Bench(args) => super::bench::bench_command(&args),
         Command::Cancel { run } => super::slurm::cancel_command(&store_path, &run),
         Command::Stage { command: StageCommand::Exec { spec, key, staging } } => {

@@ -90,8 +90,12 @@ pub enum Command {
         /// Parallel stages.
         #[arg(short, long)]
         jobs: Option<usize>,
+        /// Fail at once if another limaml process holds the store.
         #[arg(long)]
         no_wait: bool,
+        /// Override a value in every paper spec: --set data.path=/data/ml-100k (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        overrides: Vec<String>,
     },
     /// Throughput benchmarks: meta-training, embedding export, scoring (and PyTorch, when set up).
     Bench(BenchArgs),

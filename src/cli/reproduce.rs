@@ -13,17 +13,26 @@ use limaml::store::RunStatus;
 use super::commands::{install_ctrlc, open_store};
 use super::Failure;
 
+/// `limaml reproduce`'s arguments.
+pub struct ReproduceArgs<'a> {
+    pub quick: bool,
+    pub out: &'a Path,
+    pub specs: &'a Path,
+    pub jobs: Option<usize>,
+    pub no_wait: bool,
+    /// `--set` overrides applied to every paper spec (after `--quick`'s).
+    pub overrides: &'a [String],
+}
+
 pub fn reproduce_command(
     store_path: &Path,
-    quick: bool,
-    out: &Path,
-    specs: &Path,
-    jobs: Option<usize>,
-    no_wait: bool,
+    args: &ReproduceArgs<'_>,
     cancel: &'static AtomicBool,
 ) -> Result<ExitCode, Failure> {
+    let ReproduceArgs { quick, out, specs, jobs, no_wait, .. } = *args;
     let started = Instant::now();
-    let overrides = if quick { reproduce::quick_overrides() } else { Vec::new() };
+    let mut overrides = if quick { reproduce::quick_overrides() } else { Vec::new() };
+    overrides.extend(args.overrides.iter().cloned());
     // Load and plan everything first: a bad spec stops before any work.
     let mut plans = Vec::new();
     for file in PAPER_SPECS {

@@ -546,14 +546,15 @@ pub fn write_plots(store: &Store, runs: &PaperRuns, dir: &Path) -> Result<Vec<Pa
     if let Some(run) = runs.get("main.toml") {
         let rows = rows_of(store, run, Some("global"))?;
         let (segments, _) = segment_names(&rows);
-        let path = dir.join("2a-segments").join("lift-by-segment.svg");
+        let path = dir.join("2a-segments").join("auc-by-segment.svg");
         std::fs::create_dir_all(dir.join("2a-segments"))?;
-        super::plots::segment_lift(&path, &rows, &segments)?;
+        super::plots::segment_auc(&path, &rows, &segments)?;
         written.push(path);
         let curves = learning_curves(store, run)?;
         let path = dir.join("1-main").join("learning-curves.svg");
         std::fs::create_dir_all(dir.join("1-main"))?;
-        super::plots::line_chart(&path, "Validation AUC per epoch (first seed)", "epoch", "validation AUC", &curves, None)?;
+        let title = "Validation AUC per epoch (mean over seeds, band: min to max)";
+        super::plots::line_chart(&path, title, "epoch", "validation AUC", &curves, None)?;
         written.push(path);
     }
     if let Some(run) = runs.get("deployment.toml") {
@@ -578,37 +579,41 @@ pub fn write_plots(store: &Store, runs: &PaperRuns, dir: &Path) -> Result<Vec<Pa
         points.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
         let path = dir.join(name).join("auc.svg");
         std::fs::create_dir_all(dir.join(name))?;
-        let series = [super::plots::Series { name: "limaml test AUC (mean over seeds)".into(), points }];
+        let series = [super::plots::Series::new("limaml", points)];
         super::plots::line_chart(&path, &format!("LiMAML AUC by {parameter}"), parameter, "AUC", &series, None)?;
         written.push(path);
     }
     Ok(written)
 }
 
-/// Validation AUC per epoch of every trained method, first seed only.
+/// Validation AUC per epoch of every trained method: the mean over seeds, with the min-max
+/// band (an epoch counts only seeds that reached it; early stopping ends some sooner).
 fn learning_curves(store: &Store, run: &RunRecord) -> Result<Vec<super::plots::Series>, StoreError> {
-    let first_seed = run.stages.iter().filter(|s| s.kind == "train").filter_map(|s| s.name.rsplit_once("/seed=")).map(|(_, seed)| seed.to_string()).min();
-    let mut series = Vec::new();
+    // label -> epoch -> validation AUC of each seed
+    let mut by_label: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for stage in run.stages.iter().filter(|s| s.kind == "train") {
-        let Some((label, seed)) = stage.name.trim_start_matches("train/").rsplit_once("/seed=") else { continue };
-        if Some(seed.to_string()) != first_seed {
-            continue;
-        }
+        let Some((label, _seed)) = stage.name.trim_start_matches("train/").rsplit_once("/seed=") else { continue };
         let Some(record) = store.stage(&stage.key)? else { continue };
-        let points = record
-            .metrics
-            .get("curve")
-            .and_then(|c| c.as_array())
-            .map(|epochs| {
-                epochs
-                    .iter()
-                    .filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get("validation_auc")?.as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        series.push(super::plots::Series { name: label.to_string(), points });
+        let epochs = record.metrics.get("curve").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+        for e in epochs {
+            if let (Some(epoch), Some(auc)) = (e.get("epoch").and_then(|v| v.as_u64()), e.get("validation_auc").and_then(|v| v.as_f64())) {
+                by_label.entry(label.to_string()).or_default().entry(epoch).or_default().push(auc);
+            }
+        }
     }
-    Ok(series)
+    Ok(by_label
+        .into_iter()
+        .map(|(label, epochs)| {
+            let mut series = super::plots::Series::new(label, Vec::new());
+            for (epoch, values) in epochs {
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+                series.points.push((epoch as f64, mean));
+                series.band.push((epoch as f64, lo, hi));
+            }
+            series
+        })
+        .collect())
 }
 
 /// Reading records or writing report files.
