@@ -30,6 +30,9 @@ pub fn compare_command(store_path: &std::path::Path, args: &CompareArgs) -> Resu
     }
     chosen.sort_by_key(|r| r.started_unix_ms);
     chosen.dedup_by(|a, b| a.id == b.id);
+    if args.trials {
+        return trials(&chosen, args);
+    }
     let observations = compare::collect(&store, &chosen)?;
     let available: std::collections::BTreeSet<&String> = observations.iter().flat_map(|o| o.metrics.keys()).collect();
     for metric in args.metrics.iter().chain(args.sort.iter()) {
@@ -77,5 +80,23 @@ pub fn compare_command(store_path: &std::path::Path, args: &CompareArgs) -> Resu
         TableOptions { metrics: &args.metrics, baseline: args.baseline.as_deref(), only_changed: args.only_changed };
     let table = compare::comparison_table(&title, &rows, &options);
     print!("{}", table.render(args.format, args.wide));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `compare --trials`: each run's search trials, and with `--plot` the objective per trial.
+fn trials(chosen: &[RunRecord], args: &CompareArgs) -> Result<ExitCode, Failure> {
+    let searched: Vec<&RunRecord> = chosen.iter().filter(|r| r.search.as_object().is_some_and(|m| !m.is_empty())).collect();
+    if searched.is_empty() {
+        return Err(Failure::BadInput("--trials: none of these runs has a [search]".into()));
+    }
+    for run in &searched {
+        let table = limaml::report::search::trials_table(&format!("search trials of run {}", run.id), &run.search);
+        print!("{}", table.render(args.format, args.wide));
+    }
+    if let Some(path) = &args.plot {
+        let last = searched.last().expect("one run at least");
+        limaml::report::search::trials_plot(path, &last.search)?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod plots;
 pub mod ranking_tables;
 pub mod reproduce;
+pub mod search;
 pub mod significance;
 pub mod stats;
 pub mod table;
