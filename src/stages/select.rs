@@ -37,6 +37,8 @@ struct TrialRecord {
     #[serde(default)]
     trained_epochs: usize,
     #[serde(default)]
+    resumed_from: usize,
+    #[serde(default)]
     objective: Option<f64>,
 }
 
@@ -131,7 +133,10 @@ impl Stage for Select {
                     "epochs": last.epochs,
                     "trained_epochs": last.trained_epochs,
                     "rung": last.rung,
-                    "rungs": records.iter().map(|r| serde_json::json!({"epochs": r.epochs, "objective": r.objective})).collect::<Vec<_>>(),
+                    "rungs": records
+                        .iter()
+                        .map(|r| serde_json::json!({"epochs": r.epochs, "resumed_from": r.resumed_from, "objective": r.objective}))
+                        .collect::<Vec<_>>(),
                     "best": n == best_number,
                 })
             })
