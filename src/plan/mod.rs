@@ -166,6 +166,11 @@ impl PlanBuilder {
         Ok(index)
     }
 
+    /// The key of a stage already added.
+    pub fn key_of(&self, index: NodeIndex) -> &str {
+        &self.graph[index].key
+    }
+
     /// Adds an edge by hand (tests use this to build bad graphs).
     pub fn connect(&mut self, from: NodeIndex, to: NodeIndex, role: &str) {
         self.graph.add_edge(from, to, role.to_string());
@@ -248,7 +253,8 @@ fn add_cell(
                     evaluations.push((format!("search:{label}"), selection));
                     let mut inputs = base_inputs.clone();
                     inputs.push(("selection".into(), selection));
-                    let stage = Arc::new(stages::select::TrainSelected { train: train_stage });
+                    let selection_key = builder.key_of(selection).to_string();
+                    let stage = Arc::new(stages::select::TrainSelected { train: train_stage, selection_key });
                     builder.add(format!("train/{label}/seed={seed}"), stage, inputs)?
                 }
             };

@@ -2,8 +2,8 @@
 //! over seeds, overall, per segment, per entity state and on the validation tasks), and tests
 //! each method against the baseline per user (paired t and Wilcoxon signed-rank tests over the
 //! per-task metrics, Holm-corrected across methods). Its metrics are the run's headline numbers.
-//! Reads only its inputs' metrics and `per_task` artifacts; tables and files are drawn by
-//! `report`.
+//! Reads only its inputs' metrics and `per_task` artifacts (a search's `select` input is passed
+//! through as `search.<method>`); tables and files are drawn by `report`.
 
 use std::collections::BTreeMap;
 

@@ -154,10 +154,12 @@ impl Stage for Select {
 }
 
 /// The `train` stage of a searched method: the spec's configuration with the parameters of the
-/// search's winner (read from its `selection` input) applied, trained as any method is. Its key
-/// holds the selection's key, so a changed search trains it again.
+/// search's winner (read from its `selection` input) applied, trained as any method is. Its
+/// parameters hold the selection's key (so `compare` tells runs of different searches apart), and
+/// a changed search trains it again.
 pub struct TrainSelected {
     pub train: Train,
+    pub selection_key: String,
 }
 
 impl Stage for TrainSelected {
@@ -174,7 +176,7 @@ impl Stage for TrainSelected {
     }
 
     fn params(&self) -> serde_json::Value {
-        serde_json::json!({ "selected": true, "train": self.train.params() })
+        serde_json::json!({ "selection": self.selection_key, "train": self.train.params() })
     }
 
     fn seed(&self) -> Option<u64> {
