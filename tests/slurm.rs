@@ -2,7 +2,8 @@
 //! a sweep gives the local executor's results, a failing stage and a cancelled job fail their
 //! stage and cancel their dependents, a killed coordinator resumes its jobs without submitting
 //! again, `limaml cancel` cancels a run's jobs, and a command method (bring your own model)
-//! gives the local executor's metrics.
+//! gives the local executor's metrics, and a successive-halving search (its trials Slurm jobs)
+//! gives the local executor's trials and winner.
 //!
 //! The cluster is started once for the whole file and stopped at the end (also on a panic), so
 //! every scenario runs in sequence from the single `#[test]` below. Without Slurm the test is
@@ -154,6 +155,7 @@ fn the_slurm_executor_on_a_real_cluster() {
     step("a_killed_coordinator_resumes_its_jobs_without_submitting_again", &|| a_killed_coordinator_resumes_its_jobs_without_submitting_again(&reference));
     step("limaml_cancel_cancels_the_jobs_of_a_running_coordinator", &limaml_cancel_cancels_the_jobs_of_a_running_coordinator);
     step("a_command_method_gives_the_local_executors_metrics_on_slurm", &a_command_method_gives_the_local_executors_metrics_on_slurm);
+    step("a_halving_search_on_slurm_gives_the_local_executors_trials_and_winner", &a_halving_search_on_slurm_gives_the_local_executors_trials_and_winner);
     eprintln!("all slurm scenarios in {:.1}s", started.elapsed().as_secs_f64());
 }
 
@@ -309,4 +311,33 @@ fn limaml_cancel_cancels_the_jobs_of_a_running_coordinator() {
     let settled = wait_until(Duration::from_secs(15), || active_jobs_of(&ws).is_empty());
     assert!(settled, "{:?}", slurm_jobs_of(&ws));
     assert!(slurm_jobs_of(&ws).iter().all(|(_, state)| state == "CANCELLED"), "{:?}", slurm_jobs_of(&ws));
+}
+
+/// Global alone, with a halving search over its item embedding (3 distinct trials, 3 epochs: two rungs).
+fn search_workspace() -> Workspace {
+    let ws = Workspace::new();
+    let global_only = TINY_SPEC.split("[methods.limaml]").next().unwrap().replace("epochs = 2", "epochs = 3");
+    ws.write(
+        "search.toml",
+        &format!(
+            "{global_only}\n[search]\nstrategy = \"halving\"\ntrials = 3\n\n[search.space]\n\
+             \"methods.global.item_id_embedding_dim\" = {{ int = [2, 64] }}\n"
+        ),
+    );
+    ws
+}
+
+fn a_halving_search_on_slurm_gives_the_local_executors_trials_and_winner() {
+    let local = search_workspace();
+    let (output, reference) = local.run_json("search.toml", &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let ws = search_workspace();
+    let (output, json) = ws.run_json("search.toml", &["--executor", "slurm"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(json["search"], reference["search"], "slurm and local searches differ");
+    assert_eq!(methods(&json), methods(&reference), "slurm and local results differ");
+    let jobs = ledger(&ws);
+    let trials = jobs.iter().filter(|(name, _, state)| name.starts_with("trial/global") && state == "committed").count();
+    assert_eq!(trials, 6, "every trial of both rungs ran as a Slurm job: {jobs:?}");
+    assert!(wait_until(Duration::from_secs(15), || active_jobs_of(&ws).is_empty()), "{:?}", slurm_jobs_of(&ws));
 }

@@ -175,6 +175,9 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode, Failure> {
     let work_dir = std::env::temp_dir().join(format!("limaml-bench-{}", std::process::id()));
     fs::create_dir_all(&work_dir)?;
     let outcome = (|| -> Result<Value, Failure> {
+        if args.suite == super::BenchSuite::Search {
+            return Ok(json!({ "threads": threads, "search": super::bench_search::search_bench(args, &work_dir)? }));
+        }
         let mut document = if args.suite == super::BenchSuite::Metrics {
             json!({ "threads": threads })
         } else {
@@ -194,7 +197,9 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode, Failure> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&document).expect("JSON values serialize"));
     } else {
-        if args.suite != super::BenchSuite::Metrics {
+        if !document["search"].is_null() {
+            super::bench_search::print_human(&document["search"]);
+        } else if args.suite != super::BenchSuite::Metrics {
             print_human(&document);
         }
         if !document["metrics"].is_null() {

@@ -150,6 +150,7 @@ fn run_command(
             .clone()
             .or_else(|| loaded.cells[0].spec.methods.contains_key("global").then(|| "global".to_string()));
         print!("{}", tables::run_summary(&outcome, baseline.as_deref(), &loaded.cells[0].spec.report.metrics));
+        print!("{}", limaml::report::search::winners(&outcome.search));
     }
     if CANCEL.load(Ordering::SeqCst) {
         return Err(Failure::Interrupted);

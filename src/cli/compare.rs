@@ -34,6 +34,9 @@ pub fn compare_command(store_path: &std::path::Path, args: &CompareArgs) -> Resu
     }
     chosen.sort_by_key(|r| r.started_unix_ms);
     chosen.dedup_by(|a, b| a.id == b.id);
+    if args.trials {
+        return trials(&chosen, args);
+    }
     let observations = compare::collect(&store, &chosen)?;
     let available: BTreeSet<&String> = observations.iter().flat_map(|o| o.metrics.keys()).collect();
     for metric in args.metrics.iter().chain(args.sort.iter()) {
@@ -174,4 +177,22 @@ fn row_filter(rows: &[compare::Row], key: &str, value: &str) -> Result<RowTest, 
 /// Equal as text, or as numbers (`0.5` matches `0.50`).
 fn same_value(shown: &str, wanted: &str) -> bool {
     shown == wanted || matches!((shown.parse::<f64>(), wanted.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// `compare --trials`: each run's search trials, and with `--plot` the objective per trial.
+fn trials(chosen: &[RunRecord], args: &CompareArgs) -> Result<ExitCode, Failure> {
+    let searched: Vec<&RunRecord> = chosen.iter().filter(|r| r.search.as_object().is_some_and(|m| !m.is_empty())).collect();
+    if searched.is_empty() {
+        return Err(Failure::BadInput("--trials: none of these runs has a [search]".into()));
+    }
+    for run in &searched {
+        let table = limaml::report::search::trials_table(&format!("search trials of run {}", run.id), &run.search);
+        print!("{}", table.render(args.format, args.wide));
+    }
+    if let Some(path) = &args.plot {
+        let last = searched.last().expect("one run at least");
+        limaml::report::search::trials_plot(path, &last.search)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

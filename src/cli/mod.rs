@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_metrics;
+mod bench_search;
 mod commands;
 mod compare;
 mod fetch;
@@ -223,6 +224,12 @@ pub struct CompareArgs {
     /// Do not wrap columns to the terminal width.
     #[arg(long)]
     pub wide: bool,
+    /// Show the runs' search trials instead (objective per trial, the best marked).
+    #[arg(long)]
+    pub trials: bool,
+    /// With --trials: also draw the objective against trial as an SVG at this path.
+    #[arg(long, requires = "trials")]
+    pub plot: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "terminal")]
     pub format: limaml::report::table::Format,
 }
@@ -246,6 +253,8 @@ pub enum BenchSuite {
     All,
     Training,
     Metrics,
+    /// Random search against successive halving on experiments/search.toml (not part of `all`).
+    Search,
 }
 
 /// Options of the Slurm executor (`--executor slurm`).

@@ -274,6 +274,9 @@ pub struct RunOutcome {
     pub stages: Vec<RunStage>,
     /// Per-method metrics from the report stage (empty when it did not run).
     pub methods: serde_json::Value,
+    /// Per searched method: its trials and the winner (`stages::select`); absent without `[search]`.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub search: serde_json::Value,
     /// Failures were bad input (exit 2) rather than stage errors (exit 1).
     #[serde(skip)]
     pub bad_input: bool,
@@ -333,6 +336,7 @@ pub fn run_plan(
             })
             .collect(),
         metrics: serde_json::Value::Null,
+        search: serde_json::Value::Null,
     };
     store.put_run(&record)?;
     let to_run: Vec<bool> = cached.iter().map(|c| !c).collect();
@@ -378,6 +382,7 @@ pub fn run_plan(
     if let Some(report) = plan.report {
         if let Some(report_record) = store.stage(&plan.node(report).key)? {
             record.metrics = report_record.metrics.get("methods").cloned().unwrap_or_default();
+            record.search = report_record.metrics.get("search").cloned().unwrap_or_default();
         }
     }
     record.finished_unix_ms = Some(unix_ms());
@@ -393,6 +398,7 @@ pub fn run_plan(
         seconds: started.elapsed().as_secs_f64(),
         stages: record.stages.clone(),
         methods: record.metrics.clone(),
+        search: record.search.clone(),
         bad_input,
     })
 }

@@ -8,6 +8,7 @@
 
 pub mod key;
 pub mod render;
+pub mod search;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -165,6 +166,11 @@ impl PlanBuilder {
         Ok(index)
     }
 
+    /// The key of a stage already added.
+    pub fn key_of(&self, index: NodeIndex) -> &str {
+        &self.graph[index].key
+    }
+
     /// Adds an edge by hand (tests use this to build bad graphs).
     pub fn connect(&mut self, from: NodeIndex, to: NodeIndex, role: &str) {
         self.graph.add_edge(from, to, role.to_string());
@@ -221,6 +227,8 @@ fn add_cell(
     let data_stage = Arc::new(stages::load_data::LoadData::new(spec.data.clone(), base_dir));
     let data = builder.add(format!("data{}", bracket(&["data"])), data_stage, vec![])?;
     let has_oracle = matches!(spec.data.source, limaml_data::config::DataSource::Synthetic);
+    // Searched methods: their trials, and the selection each seed's `train` stage reads.
+    let selections = search::add_searches(builder, cell, base_dir, data, &bracket)?;
     for &seed in &spec.experiment.seeds {
         let slice_stage = Arc::new(stages::slice_tasks::SliceTasks { split: spec.split.clone(), seed });
         let tasks = builder.add(
@@ -233,13 +241,23 @@ fn add_cell(
             let label =
                 format!("{method_name}{}", bracket(&["data", "split", "train", &format!("methods.{method_name}")]));
             let train_stage =
-                Arc::new(stages::train::Train {
+                stages::train::Train {
                     method: method.clone(),
                     train: spec.train.clone(),
                     seed,
                     base_dir: base_dir.to_path_buf(),
-                });
-            let model = builder.add(format!("train/{label}/seed={seed}"), train_stage, base_inputs.clone())?;
+                };
+            let model = match selections.get(method_name) {
+                None => builder.add(format!("train/{label}/seed={seed}"), Arc::new(train_stage), base_inputs.clone())?,
+                Some(&selection) => {
+                    evaluations.push((format!("search:{label}"), selection));
+                    let mut inputs = base_inputs.clone();
+                    inputs.push(("selection".into(), selection));
+                    let selection_key = builder.key_of(selection).to_string();
+                    let stage = Arc::new(stages::select::TrainSelected { train: train_stage, selection_key });
+                    builder.add(format!("train/{label}/seed={seed}"), stage, inputs)?
+                }
+            };
             let mut eval_inputs = base_inputs.clone();
             eval_inputs.push(("model".into(), model));
             // Under the deployment protocol an entity has a task per window, each adapted on the

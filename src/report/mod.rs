@@ -7,6 +7,7 @@ pub mod plots;
 pub mod ranking_tables;
 pub mod records;
 pub mod reproduce;
+pub mod search;
 pub mod significance;
 pub mod stats;
 pub mod table;

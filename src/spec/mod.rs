@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod origin;
+pub mod search;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,9 @@ pub struct Spec {
     pub sweep: toml::Table,
     #[serde(default)]
     pub report: ReportConfig,
+    /// Hyperparameter search over method parameters (`spec::search`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<search::SearchConfig>,
     /// Settings that cannot change results; never part of a stage key.
     #[serde(default)]
     pub runtime: RuntimeConfig,
@@ -555,6 +559,7 @@ fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)], base_dir
             "needs split.freshness_fraction (how much of the support is too new for the stale embeddings)".into(),
         ));
     }
+    issues.extend(search::validate(spec));
     if let Some(jobs) = spec.runtime.jobs {
         if jobs == 0 {
             issues.push(("runtime.jobs".into(), "must be at least 1".into()));

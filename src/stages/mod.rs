@@ -7,9 +7,11 @@ pub mod evaluate;
 pub mod export_embeddings;
 pub mod load_data;
 pub mod report;
+pub mod select;
 pub mod serving_cost;
 pub mod slice_tasks;
 pub mod train;
+pub mod trial;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,8 +2,8 @@
 //! over seeds, overall, per segment, per entity state and on the validation tasks), and tests
 //! each method against the baseline per user (paired t and Wilcoxon signed-rank tests over the
 //! per-task metrics, Holm-corrected across methods). Its metrics are the run's headline numbers.
-//! Reads only its inputs' metrics and `per_task` artifacts; tables and files are drawn by
-//! `report`.
+//! Reads only its inputs' metrics and `per_task` artifacts (a search's `select` input is passed
+//! through as `search.<method>`); tables and files are drawn by `report`.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +26,9 @@ impl Report {
     }
 }
 
+/// The role prefix of a search's selection among the report's inputs.
+pub const SEARCH_ROLE: &str = "search:";
+
 /// Fields of an evaluation's metrics block that are counts, not metrics.
 const COUNTS: [&str; 4] = ["rows", "tasks", "skipped_tasks", "ranked_tasks"];
 
@@ -45,7 +48,13 @@ impl Stage for Report {
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         // method label -> seed -> evaluation report
         let mut by_method: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+        // `search:<label>` inputs are searches' selections (`stages::select`), not evaluations.
+        let mut searches = serde_json::Map::new();
         for role in ctx.inputs.roles() {
+            if let Some(label) = role.strip_prefix(SEARCH_ROLE) {
+                searches.insert(label.to_string(), ctx.inputs.metrics(&role)?);
+                continue;
+            }
             let (label, seed) = role.rsplit_once('|').unwrap_or((role.as_str(), "0"));
             by_method.entry(label.to_string()).or_default().insert(seed.to_string(), ctx.inputs.metrics(&role)?);
         }
@@ -66,7 +75,11 @@ impl Stage for Report {
                 }
             }
         }
-        Ok(StageOutput { metrics: serde_json::json!({ "methods": methods }), ..Default::default() })
+        let mut metrics = serde_json::json!({ "methods": methods });
+        if !searches.is_empty() {
+            metrics["search"] = searches.into();
+        }
+        Ok(StageOutput { metrics, ..Default::default() })
     }
 }
 
@@ -95,7 +108,7 @@ impl Report {
     ) -> Result<BTreeMap<String, serde_json::Value>, StageError> {
         // label -> seed -> per-task table
         let mut tables: BTreeMap<String, BTreeMap<String, TaskMetrics>> = BTreeMap::new();
-        for role in ctx.inputs.roles() {
+        for role in ctx.inputs.roles().into_iter().filter(|r| !r.starts_with(SEARCH_ROLE)) {
             let (label, seed) = role.rsplit_once('|').unwrap_or((role.as_str(), "0"));
             let table: TaskMetrics = ctx.decode(&role, "per_task")?;
             tables.entry(label.to_string()).or_default().insert(seed.to_string(), table);

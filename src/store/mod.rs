@@ -126,6 +126,9 @@ pub struct RunRecord {
     pub overrides: Vec<String>,
     /// Per-method headline metrics (the run summary), filled at the end.
     pub metrics: serde_json::Value,
+    /// Per searched method: its trials and the winner; null without `[search]`.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub search: serde_json::Value,
 }
 
 /// How `Store::open` behaves when another process holds the store.

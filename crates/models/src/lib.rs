@@ -40,4 +40,4 @@ pub use eval::{
 };
 pub use inputs::DataShape;
 pub use logistic::{L2Candidate, L2Search};
-pub use train::{train, EpochRecord, TrainedModel};
+pub use train::{resumable, resume, train, EpochRecord, TrainedModel};

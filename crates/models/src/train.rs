@@ -136,10 +136,81 @@ pub(crate) fn train_one(
     seed: u64,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<TrainedModel, ModelError> {
+    train_one_from(method, train, interactions, tasks, seed, None, on_epoch)
+}
+
+/// Whether [`resume`] can continue `model` (one network through the shared epoch loop) rather
+/// than train again from scratch: not a `command` method, nor `logistic` over several pairs of
+/// strengths (its kept model is one of several).
+pub fn resumable(model: &TrainedModel) -> bool {
+    match &model.method {
+        MethodConfig::Command(_) => false,
+        MethodConfig::Logistic(c) => c.l2.len() * c.cross_l2.len() == 1,
+        _ => true,
+    }
+}
+
+/// Continues training `prior` (trained with fewer epochs) up to `train.epochs`: the network
+/// starts from `prior`'s kept weights, its learning curve and best validation AUC carry over,
+/// and early stopping goes on counting from them, so the epochs already trained are not
+/// trained again. The optimizer's moments start afresh and the shuffling draws from a stream
+/// seeded by `prior`'s seed and the epoch it resumes at (deterministic, but not bit-identical
+/// to training `train.epochs` in one go). A model that already stopped early (its patience ran
+/// out) or reached `train.epochs` comes back as it is. Not for [`resumable`]-false models:
+/// those train from scratch.
+pub fn resume(
+    prior: &TrainedModel,
+    train: &TrainConfig,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<TrainedModel, ModelError> {
+    let mut issues = prior.method.validate();
+    issues.extend(train.validate());
+    if !issues.is_empty() {
+        return Err(ModelError::InvalidConfig(issues));
+    }
+    if !resumable(prior) {
+        return crate::train::train(&prior.method, train, interactions, tasks, prior.seed, on_epoch);
+    }
+    let trained = prior.curve.len();
+    let stopped_early = trained < prior.train.epochs;
+    if stopped_early || trained >= train.epochs {
+        return Ok(TrainedModel { train: train.clone(), ..prior.clone() });
+    }
+    check_data(interactions, tasks)?;
+    train_one_from(&prior.method, train, interactions, tasks, prior.seed, Some(prior), on_epoch)
+}
+
+/// The epoch loop, from fresh weights or (with `init`) from a model trained for fewer epochs.
+fn train_one_from(
+    method: &MethodConfig,
+    train: &TrainConfig,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    seed: u64,
+    init: Option<&TrainedModel>,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<TrainedModel, ModelError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let shape = DataShape::of(tasks);
     let net = method_for(method).create(method, shape, &mut rng)?;
     let store = net.store();
+    let mut curve = Vec::new();
+    let mut best: Option<(usize, Option<f64>, Vec<Tensor>)> = None;
+    if let Some(prior) = init {
+        if prior.shape != shape {
+            return Err(ModelError::ShapeMismatch(format!("trained on {:?}, given {:?}", prior.shape, shape)));
+        }
+        store.load_safetensors_bytes(&prior.weights)?;
+        curve = prior.curve.clone();
+        let best_auc = curve.iter().find(|r| r.epoch == prior.best_epoch).and_then(|r| r.validation_auc);
+        best = Some((prior.best_epoch, best_auc, store.snapshot()?));
+        // A stream of its own per resumption point, so resumed epochs do not replay the shuffles
+        // of the first ones.
+        rng = StdRng::seed_from_u64(seed ^ (curve.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    }
+    let first_epoch = curve.len() + 1;
     let mut optimizer = Optimizers::new(store, train, &net.embedding_tables())?;
     let features = Features::new(&tasks.features)?;
     let data = LimamlData::new(interactions, tasks, net.evaluation_support_tasks())?;
@@ -151,9 +222,7 @@ pub(crate) fn train_one(
         .iter()
         .map(|&r| interactions.label[r as usize])
         .collect();
-    let mut curve = Vec::new();
-    let mut best: Option<(usize, Option<f64>, Vec<Tensor>)> = None;
-    for epoch in 1..=train.epochs {
+    for epoch in first_epoch..=train.epochs {
         let train_loss = epoch_step(&mut optimizer, &mut rng)?;
         // The id tables' rows not read lately still owe their momentum steps.
         optimizer.catch_up()?;
