@@ -36,6 +36,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Runs { json } => runs_command(&store_path, json),
         Command::Show { run, json } => show_command(&store_path, &run, json),
+        Command::Report { runs, out } => super::report::report_command(&store_path, &runs, out.as_deref()),
         Command::Export { run, out } => export_command(&store_path, &run, out.as_deref()),
         Command::Why { spec, stage, against } => why_command(&store_path, &spec, &stage, against.as_deref()),
         Command::Gc { dry_run, keep_last } => gc_command(&store_path, dry_run, keep_last),

@@ -8,6 +8,7 @@ mod commands;
 mod compare;
 mod fetch;
 mod inspect;
+mod report;
 mod reproduce;
 mod slurm;
 
@@ -122,6 +123,14 @@ pub enum Command {
         run: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Write one self-contained HTML page (tables and plots) over runs.
+    Report {
+        /// Run ids (or unique prefixes, or "last"); default: the last run.
+        runs: Vec<String>,
+        /// The folder to write index.html into (default: runs/reports/<first run id>).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write a run's predictions, per-user metrics and meta embeddings as CSV and safetensors.
     Export {

@@ -63,12 +63,15 @@ pub fn reproduce_command(
             runs.insert(file.to_string(), run);
         }
     }
-    for (name, table) in reproduce::tables(&store, &runs)? {
+    let tables = reproduce::tables(&store, &runs)?;
+    for (name, table) in &tables {
         print!("{}", table.render(Format::Terminal, false));
         println!();
-        reproduce::write_table(out, &name, &table)?;
+        reproduce::write_table(out, name, table)?;
     }
     let plots = reproduce::write_plots(&store, &runs, out).map_err(|e| Failure::Failed(e.to_string()))?;
+    let page = limaml::report::html::write_index(out, "limaml reproduce: the paper's tables", &tables, &plots)?;
+    eprintln!("wrote {}", page.display());
     println!(
         "{} tables and {} plots written to {} (md, csv, tex, json, manifest.json) in {:.1}s",
         if quick { "quick" } else { "full" },

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod export;
+pub mod html;
 pub mod plots;
 pub mod ranking_tables;
 pub mod records;

@@ -36,7 +36,7 @@ pub fn quick_overrides() -> Vec<String> {
 /// The runs of one reproduce, by spec file name.
 pub type PaperRuns = BTreeMap<String, RunRecord>;
 
-fn rows_of(store: &Store, run: &RunRecord, baseline: Option<&str>) -> Result<Vec<Row>, StoreError> {
+pub fn rows_of(store: &Store, run: &RunRecord, baseline: Option<&str>) -> Result<Vec<Row>, StoreError> {
     let observations = compare::collect(store, std::slice::from_ref(run))?;
     Ok(compare::group(&observations, baseline))
 }
@@ -588,7 +588,7 @@ pub fn write_plots(store: &Store, runs: &PaperRuns, dir: &Path) -> Result<Vec<Pa
 
 /// Validation AUC per epoch of every trained method: the mean over seeds, with the min-max
 /// band (an epoch counts only seeds that reached it; early stopping ends some sooner).
-fn learning_curves(store: &Store, run: &RunRecord) -> Result<Vec<super::plots::Series>, StoreError> {
+pub fn learning_curves(store: &Store, run: &RunRecord) -> Result<Vec<super::plots::Series>, StoreError> {
     // label -> epoch -> validation AUC of each seed
     let mut by_label: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for stage in run.stages.iter().filter(|s| s.kind == "train") {
