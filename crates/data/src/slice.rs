@@ -33,7 +33,31 @@ use crate::error::DataError;
 use crate::types::{Dataset, EntityState, FeatureTables, Task, TaskEntity, TaskRole, TaskSet};
 
 /// Slices `dataset` into tasks per `config`; `seed` drives the entity draw and random splits.
+/// Fails, saying why, when no test task has a row to score.
 pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskSet, DataError> {
+    let task_set = slice_tasks(dataset, config, seed)?;
+    let evaluable = |role: TaskRole| task_set.tasks.iter().filter(|t| t.role == role && !t.query.is_empty()).count();
+    if evaluable(TaskRole::Test) == 0 {
+        let entities = task_set.tasks.iter().map(|t| t.entity).collect::<std::collections::BTreeSet<_>>().len();
+        return Err(DataError::Slice {
+            reason: format!(
+                "no test task has a row to score: {entities} {} entit(ies) with at least {} interactions gave {} \
+                 meta-train, {} validation and 0 test task(s); use more data, lower split.min_interactions, or \
+                 raise the test share (1 - split.train_fraction - split.validation_fraction)",
+                match config.task_entity {
+                    TaskEntity::User => "user",
+                    TaskEntity::Item => "item",
+                },
+                config.min_interactions,
+                evaluable(TaskRole::MetaTrain),
+                evaluable(TaskRole::Validation),
+            ),
+        });
+    }
+    Ok(task_set)
+}
+
+fn slice_tasks(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskSet, DataError> {
     let issues = config.validate();
     if !issues.is_empty() {
         return Err(DataError::InvalidConfig { issues });
