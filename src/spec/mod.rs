@@ -911,7 +911,7 @@ fn available_memory_bytes() -> Option<u64> {
     // SAFETY: getrlimit writes one rlimit into the struct it is given.
     let address_space = (unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0
         && limit.rlim_cur != libc::RLIM_INFINITY)
-        .then_some(limit.rlim_cur as u64);
+        .then_some(limit.rlim_cur);
     match (available, address_space) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

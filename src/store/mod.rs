@@ -7,12 +7,15 @@
 //!   for `limaml why`), `runs` (run id -> [`RunRecord`]).
 //! - `objects/`: artifacts as files named by the blake3 digest of their bytes ([`objects`]).
 //! - `owner`: which run holds the lock, for the message a waiting process prints.
+//! - `records/`: a JSON copy of every record, from which `limaml store recover` rebuilds a
+//!   damaged database ([`recovery`]).
 //!
 //! Commit protocol: a stage's artifacts are written (fsynced, renamed) first, then its record is
 //! inserted and the db flushed. A crash before the flush leaves, at worst, unreferenced objects
 //! (removed by `gc`), never a record that claims a stage finished.
 
 pub mod objects;
+pub mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -230,6 +233,7 @@ impl Store {
     /// Commits a finished stage: its artifacts must already be stored. Durable on return.
     pub fn commit_stage(&self, record: &StageRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(|e| self.db_error(e))?;
+        recovery::write_record(&self.root, recovery::RecordKind::Stage, &record.key, &bytes)?;
         self.stages.insert(record.key.as_bytes(), bytes).map_err(|e| self.db_error(e))?;
         self.names.insert(record.name.as_bytes(), record.key.as_bytes()).map_err(|e| self.db_error(e))?;
         self.db.flush().map_err(|e| self.db_error(e))?;
@@ -249,6 +253,7 @@ impl Store {
     pub fn forget_stage(&self, key: &str) -> Result<(), StoreError> {
         self.stages.remove(key.as_bytes()).map_err(|e| self.db_error(e))?;
         self.db.flush().map_err(|e| self.db_error(e))?;
+        recovery::remove_record(&self.root, recovery::RecordKind::Stage, key);
         Ok(())
     }
 
@@ -264,6 +269,7 @@ impl Store {
 
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(run).map_err(|e| self.db_error(e))?;
+        recovery::write_record(&self.root, recovery::RecordKind::Run, &run.id, &bytes)?;
         self.runs.insert(run.id.as_bytes(), bytes).map_err(|e| self.db_error(e))?;
         self.db.flush().map_err(|e| self.db_error(e))?;
         Ok(())
@@ -296,6 +302,7 @@ impl Store {
     pub fn remove_run(&self, id: &str) -> Result<bool, StoreError> {
         let removed = self.runs.remove(id.as_bytes()).map_err(|e| self.db_error(e))?.is_some();
         self.db.flush().map_err(|e| self.db_error(e))?;
+        recovery::remove_record(&self.root, recovery::RecordKind::Run, id);
         Ok(removed)
     }
 
@@ -347,6 +354,7 @@ impl Store {
         if !dry_run {
             for key in dead_keys {
                 self.stages.remove(key.as_bytes()).map_err(|e| self.db_error(e))?;
+                recovery::remove_record(&self.root, recovery::RecordKind::Stage, &key);
             }
             self.db.flush().map_err(|e| self.db_error(e))?;
         }
