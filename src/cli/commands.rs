@@ -9,7 +9,7 @@ use limaml::report::tables;
 use limaml::spec::{self, did_you_mean, LoadedSpec};
 use limaml::store::{LockWait, RunStatus, Store};
 
-use super::{Cli, Command, DataCommand, ExecutorKind, Failure, SlurmArgs, SpecArgs, StageCommand};
+use super::{Cli, Command, DataCommand, ExecutorKind, Failure, SlurmArgs, SpecArgs, StageCommand, StoreCommand};
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
@@ -41,6 +41,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Why { spec, stage, against } => why_command(&store_path, &spec, &stage, against.as_deref()),
         Command::Gc { dry_run, keep_last } => gc_command(&store_path, dry_run, keep_last),
         Command::Data { command: DataCommand::Inspect { spec, json } } => super::inspect::inspect_command(&spec, json),
+        Command::Store { command: StoreCommand::Check { json } } => super::store::check_command(&store_path, json),
+        Command::Store { command: StoreCommand::Recover } => super::store::recover_command(&store_path),
     }
 }
 
@@ -63,7 +65,9 @@ pub fn open_reader(path: &std::path::Path) -> Result<Store, Failure> {
 pub fn open_store(path: &std::path::Path, no_wait: bool) -> Result<Store, Failure> {
     let wait = if no_wait { LockWait::NoWait } else { LockWait::Wait };
     let display = path.display().to_string();
-    Ok(Store::open(path, wait, |owner| eprintln!("waiting for {owner} to release {display} ..."))?)
+    super::store::check_store_path(path)?;
+    Store::open(path, wait, |owner| eprintln!("waiting for {owner} to release {display} ..."))
+        .map_err(|e| super::store::store_failure(path, e))
 }
 
 fn plan_command(
@@ -127,11 +131,7 @@ fn run_command(
 ) -> Result<ExitCode, Failure> {
     let (loaded, plan) = load(args)?;
     let runtime = &loaded.cells[0].spec.runtime;
-    let jobs =
-        jobs.or(runtime.jobs).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    if jobs == 0 {
-        return Err(Failure::BadInput("-j must be at least 1".into()));
-    }
+    let jobs = super::checked_jobs(jobs.or(runtime.jobs))?;
     let executor: Box<dyn exec::Executor> = match executor {
         ExecutorKind::Local => Box::new(LocalExecutor { jobs }),
         ExecutorKind::Slurm => super::slurm::executor(&loaded, args, slurm, store_path)?,

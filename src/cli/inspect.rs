@@ -13,6 +13,9 @@ pub fn inspect_command(args: &SpecArgs, json: bool) -> Result<ExitCode, Failure>
     let dataset = limaml_data::load(&spec.data, &loaded.base_dir).map_err(|e| Failure::BadInput(e.to_string()))?;
     let tasks = limaml_data::slice(&dataset, &spec.split, seed).map_err(|e| Failure::BadInput(e.to_string()))?;
     let summary = limaml_data::summarize(&dataset, Some(&tasks));
+    for warning in &summary.warnings {
+        eprintln!("warning: data: {}", warning.message);
+    }
     let value = serde_json::to_value(&summary).map_err(|e| Failure::Failed(e.to_string()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&value).expect("serializes"));

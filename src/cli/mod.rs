@@ -11,6 +11,7 @@ mod inspect;
 mod report;
 mod reproduce;
 mod slurm;
+mod store;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -164,6 +165,22 @@ pub enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Verify the store, or rebuild a damaged database.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Verify every record and every artifact (present, hashing to its digest); exit 1 on a problem.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a damaged database aside and rebuild it from the store's record files.
+    Recover,
 }
 
 #[derive(Subcommand)]
@@ -311,8 +328,33 @@ impl From<limaml::plan::PlanError> for Failure {
 
 impl From<limaml::store::StoreError> for Failure {
     fn from(error: limaml::store::StoreError) -> Self {
-        Failure::Failed(error.to_string())
+        match error {
+            limaml::store::StoreError::Database { ref path, .. } => {
+                let store = path.parent().unwrap_or(path).to_path_buf();
+                store::store_failure(&store, error)
+            }
+            other => Failure::Failed(other.to_string()),
+        }
     }
+}
+
+/// The most worker threads `-j` starts: more only costs memory and thread start-ups.
+pub const MAX_JOBS: usize = 256;
+
+/// The worker count from `-j` or `runtime.jobs` (default: the cores), refused (exit 2) when 0 or
+/// above [`MAX_JOBS`].
+pub fn checked_jobs(jobs: Option<usize>) -> Result<usize, Failure> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if jobs == 0 {
+        return Err(Failure::BadInput("-j must be at least 1".into()));
+    }
+    if jobs > MAX_JOBS {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return Err(Failure::BadInput(format!(
+            "-j {jobs} is more than the {MAX_JOBS} worker threads limaml starts (this machine has {cores} cores); use -j {cores}"
+        )));
+    }
+    Ok(jobs)
 }
 
 impl From<std::io::Error> for Failure {

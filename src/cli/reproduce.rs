@@ -43,7 +43,7 @@ pub fn reproduce_command(
     }
     let store = open_store(store_path, no_wait)?;
     install_ctrlc();
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs = super::checked_jobs(jobs)?;
     let executor = LocalExecutor { jobs };
     let mut runs = PaperRuns::new();
     let mut failed = false;

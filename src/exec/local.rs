@@ -45,20 +45,39 @@ impl Executor for LocalExecutor {
         let (work_tx, work_rx) = mpsc::channel::<NodeIndex>();
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::channel::<StageResult>();
+        let mut no_worker: Option<String> = None;
         std::thread::scope(|scope| {
-            for _ in 0..self.jobs.max(1) {
+            // A worker that cannot start (thread limit, memory) leaves fewer workers, not a panic.
+            let mut started = 0usize;
+            for worker in 0..self.jobs.max(1) {
                 let work_rx = &work_rx;
                 let done_tx = done_tx.clone();
-                scope.spawn(move || loop {
-                    let next = work_rx.lock().expect("work queue lock").recv();
-                    let Ok(node) = next else { break };
-                    let result = run_stage(job, node);
-                    if done_tx.send(result).is_err() {
+                let spawned = std::thread::Builder::new().name(format!("limaml-worker-{worker}")).spawn_scoped(
+                    scope,
+                    move || loop {
+                        let next = work_rx.lock().expect("work queue lock").recv();
+                        let Ok(node) = next else { break };
+                        let result = run_stage(job, node);
+                        if done_tx.send(result).is_err() {
+                            break;
+                        }
+                    },
+                );
+                match spawned {
+                    Ok(_) => started += 1,
+                    Err(e) => {
+                        tracing::warn!("started {started} of {} worker threads: {e}", self.jobs);
+                        if started == 0 {
+                            no_worker = Some(format!("cannot start a worker thread: {e}"));
+                        }
                         break;
                     }
-                });
+                }
             }
             drop(done_tx);
+            if no_worker.is_some() {
+                return;
+            }
             let mut in_flight = 0usize;
             loop {
                 if job.cancel.load(Ordering::Relaxed) {
@@ -111,6 +130,12 @@ impl Executor for LocalExecutor {
         });
         for index in plan.graph.node_indices() {
             if job.to_run[index.index()] && !settled[index.index()] {
+                if let Some(reason) = &no_worker {
+                    let mut failed = StageResult::skipped(index, reason.clone());
+                    failed.status = StageStatus::Failed;
+                    results.push(failed);
+                    continue;
+                }
                 let reason =
                     if job.cancel.load(Ordering::Relaxed) { "run stopped" } else { "run stopped after a failure" };
                 results.push(StageResult::skipped(index, reason.to_string()));

@@ -277,6 +277,8 @@ pub struct RunOutcome {
     /// Per searched method: its trials and the winner (`stages::select`); absent without `[search]`.
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub search: serde_json::Value,
+    /// Legal but suspicious things in the data (`limaml_data::check`), from the load stages.
+    pub data_warnings: Vec<limaml_data::DataWarning>,
     /// Failures were bad input (exit 2) rather than stage errors (exit 1).
     #[serde(skip)]
     pub bad_input: bool,
@@ -387,6 +389,7 @@ pub fn run_plan(
     }
     record.finished_unix_ms = Some(unix_ms());
     store.put_run(&record)?;
+    let data_warnings = data_warnings(plan, store);
     Ok(RunOutcome {
         run_id,
         experiment: plan.experiment.clone(),
@@ -399,6 +402,27 @@ pub fn run_plan(
         stages: record.stages.clone(),
         methods: record.metrics.clone(),
         search: record.search.clone(),
+        data_warnings,
         bad_input,
     })
+}
+
+/// The data warnings the load stages recorded in their metrics, each once.
+fn data_warnings(plan: &Plan, store: &Store) -> Vec<limaml_data::DataWarning> {
+    let mut warnings: Vec<limaml_data::DataWarning> = Vec::new();
+    for index in plan.graph.node_indices() {
+        let node = plan.node(index);
+        if node.components.kind != "load_data" {
+            continue;
+        }
+        let Ok(Some(record)) = store.stage(&node.key) else { continue };
+        let found: Vec<limaml_data::DataWarning> =
+            record.metrics.get("warnings").and_then(|w| serde_json::from_value(w.clone()).ok()).unwrap_or_default();
+        for warning in found {
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
+    }
+    warnings
 }

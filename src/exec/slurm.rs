@@ -646,7 +646,11 @@ impl Executor for SlurmExecutor {
         let staging = Staging::for_store(job.store.root());
         let ledger = match staging.create_dirs().and_then(|_| JobLedger::load(&staging)) {
             Ok(ledger) => ledger,
-            Err(e) => return fail_all(job, &e.to_string()),
+            Err(e) => {
+                // Said on stderr too: a damaged ledger is the environment's fault, not a stage's.
+                tracing::error!("slurm executor: {e} (move the file aside to start the ledger afresh)");
+                return fail_all(job, &e.to_string());
+            }
         };
         let mut tracked = vec![None; plan.graph.node_count()];
         for &index in &order {

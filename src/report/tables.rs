@@ -96,6 +96,9 @@ pub fn run_summary(outcome: &RunOutcome, baseline: Option<&str>, metrics: &[Stri
     for stage in outcome.stages.iter().filter(|s| s.status == StageStatus::Failed) {
         text.push_str(&format!("FAILED {}: {}\n", stage.name, stage.error.as_deref().unwrap_or("")));
     }
+    for warning in &outcome.data_warnings {
+        text.push_str(&format!("warning: data: {}\n", warning.message));
+    }
     if let Some(table) = methods_table(&outcome.methods, baseline, metrics) {
         text.push_str(&format!("{table}\n"));
     }

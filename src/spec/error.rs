@@ -31,11 +31,27 @@ pub struct SpecError {
     pub suggestion: Option<String>,
     /// The source line, shown under the message with a caret.
     pub source_line: Option<String>,
+    /// Further independent errors found in the same load, shown after this one.
+    pub also: Vec<SpecError>,
 }
 
 impl SpecError {
     pub fn new(origin: Origin, key: Option<String>, message: impl Into<String>) -> Self {
-        SpecError { origin, key, message: message.into(), suggestion: None, source_line: None }
+        SpecError { origin, key, message: message.into(), suggestion: None, source_line: None, also: Vec::new() }
+    }
+
+    /// One error that shows all of `errors` (at least one), the first as the headline.
+    pub fn combine(errors: Vec<SpecError>) -> SpecError {
+        let mut errors = errors.into_iter().flat_map(SpecError::flatten);
+        let mut first = errors.next().expect("combine needs at least one error");
+        first.also = errors.collect();
+        first
+    }
+
+    /// This error and every one in `also`, each on its own.
+    pub fn flatten(mut self) -> Vec<SpecError> {
+        let also = std::mem::take(&mut self.also);
+        std::iter::once(self).chain(also.into_iter().flat_map(SpecError::flatten)).collect()
     }
 
     pub fn line(&self) -> Option<usize> {
@@ -59,6 +75,12 @@ impl fmt::Display for SpecError {
         }
         if let Some(suggestion) = &self.suggestion {
             write!(f, "\n  help: did you mean `{suggestion}`?")?;
+        }
+        for other in &self.also {
+            write!(f, "\nerror: {other}")?;
+        }
+        if !self.also.is_empty() {
+            write!(f, "\n({} errors in the spec)", self.also.len() + 1)?;
         }
         Ok(())
     }

@@ -26,6 +26,22 @@ use limaml_models::config::{MethodConfig, TrainConfig};
 pub use error::{did_you_mean, Origin, SpecError};
 use origin::Origins;
 
+/// Bounds on what a spec may ask for, checked while loading, before any work starts.
+pub mod limits {
+    /// Nested includes, main file first.
+    pub const MAX_INCLUDE_DEPTH: usize = 32;
+    /// Distinct files one spec reads, its includes' included.
+    pub const MAX_SPEC_FILES: usize = 256;
+    /// Bytes of one spec file.
+    pub const MAX_SPEC_FILE_BYTES: u64 = 4 << 20;
+    /// Entries of `experiment.seeds`.
+    pub const MAX_SEEDS: usize = 1_000;
+    /// Cells of the `[sweep]` grid.
+    pub const MAX_SWEEP_CELLS: usize = 10_000;
+    /// Stages of the whole plan (cells x seeds x per-seed stages), estimated before planning.
+    pub const MAX_STAGES: usize = 100_000;
+}
+
 /// A whole experiment, one sweep cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,11 +196,24 @@ impl LoadedSpec {
 /// Loads and validates `path` with `--set` overrides (`key.path=VALUE`, VALUE in TOML syntax,
 /// bare words taken as strings).
 pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> {
-    let mut origins = Origins::new();
-    let mut texts = Vec::new();
-    let mut table = load_file(path, &mut origins, &mut texts, &mut Vec::new())?;
+    let mut loader = Loader::default();
+    if let Err(message) = check_spec_file(path) {
+        return Err(SpecError::new(
+            Origin::File { file: path.display().to_string(), line: 0, column: 0 },
+            None,
+            message,
+        ));
+    }
+    let (mut table, mut origins) = loader.load_file(path)?;
+    let texts = loader.texts;
+    let mut override_errors = Vec::new();
     for assignment in overrides {
-        apply_override(&mut table, &mut origins, assignment)?;
+        if let Err(error) = apply_override(&mut table, &mut origins, assignment) {
+            override_errors.push(error);
+        }
+    }
+    if !override_errors.is_empty() {
+        return Err(SpecError::combine(override_errors));
     }
     let sweep = table.remove("sweep");
     let axes = match sweep {
@@ -197,6 +226,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
         Some(_) => return Err(at(&origins, "sweep", "`sweep` must be a table of parameter paths to value lists")),
     };
     check_overrides_not_swept(overrides, &axes)?;
+    check_sweep_axes(&axes, &table, &origins, &texts)?;
     let mut cells = Vec::new();
     for assignments in grid(&axes) {
         let mut cell_table = table.clone();
@@ -204,9 +234,27 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
             set_path(&mut cell_table, key, value.clone())
                 .map_err(|message| at(&origins, &format!("sweep.{key}"), message))?;
         }
-        let spec = deserialize(cell_table, &origins, &texts)?;
-        validate(&spec, &origins, &texts, &spec_dir(path))?;
+        let checked = deserialize(cell_table, &origins, &texts)
+            .and_then(|spec| validate(&spec, &origins, &texts, &spec_dir(path)).map(|()| spec));
+        let spec = checked.map_err(|error| blame_sweep(error, &assignments, &origins, &texts))?;
         cells.push(Cell { assignments, spec });
+    }
+    let stages = cells.len().saturating_mul(estimated_stages_per_cell(&cells[0].spec));
+    if stages > limits::MAX_STAGES {
+        let mut error = at(
+            &origins,
+            if axes.is_empty() { "experiment.seeds" } else { "sweep" },
+            format!(
+                "the plan would have about {stages} stages ({} cell(s) x {} seed(s) x {} method(s)), more than the {} \
+                 limaml plans; lower the seeds, the sweep's values or the methods",
+                cells.len(),
+                cells[0].spec.experiment.seeds.len(),
+                cells[0].spec.methods.len(),
+                limits::MAX_STAGES
+            ),
+        );
+        attach_source_line(&mut error, &texts);
+        return Err(error);
     }
     let mut hasher = blake3::Hasher::new();
     for (file, text) in &texts {
@@ -259,59 +307,123 @@ fn spec_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Parses one file and, recursively, the files it includes, merged in order.
-fn load_file(
-    path: &Path,
-    origins: &mut Origins,
-    texts: &mut Vec<(String, String)>,
-    stack: &mut Vec<PathBuf>,
-) -> Result<toml::Table, SpecError> {
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        SpecError::new(Origin::File { file: display.clone(), line: 0, column: 0 }, None, format!("cannot read: {e}"))
-    })?;
-    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    if stack.contains(&canonical) {
-        let chain: Vec<String> = stack.iter().chain([&canonical]).map(|p| p.display().to_string()).collect();
-        return Err(SpecError::new(
-            Origin::File { file: display, line: 1, column: 1 },
-            Some("include".into()),
-            format!("include cycle: {}", chain.join(" -> ")),
+/// Why `path` cannot be a spec file, if it cannot: only regular files of bounded size are read
+/// (a FIFO would block, `/dev/zero` never ends).
+fn check_spec_file(path: &Path) -> Result<(), String> {
+    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !metadata.is_file() {
+        return Err("is not a regular file (a spec, and every file it includes, must be one)".into());
+    }
+    if metadata.len() > limits::MAX_SPEC_FILE_BYTES {
+        return Err(format!(
+            "is {} bytes; a spec file may have at most {}",
+            metadata.len(),
+            limits::MAX_SPEC_FILE_BYTES
         ));
     }
-    let mut own: toml::Table = toml::from_str(&text).map_err(|e| {
-        let (line, column) = e.span().map(|s| origin::line_column(&text, s.start)).unwrap_or((1, 1));
-        let mut error =
-            SpecError::new(Origin::File { file: display.clone(), line, column }, None, e.message().trim().to_string());
-        error.source_line = origin::source_line(&text, line);
-        error
-    })?;
-    texts.push((display.clone(), text.clone()));
-    let own_origins = origin::collect(&display, &text);
+    Ok(())
+}
 
-    let includes = match own.remove("include") {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                toml::Value::String(s) => Ok(s),
-                _ => Err(at(&own_origins, "include", "`include` must be a list of file paths")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(at(&own_origins, "include", "`include` must be a list of file paths")),
-    };
-    stack.push(canonical);
-    let mut merged = toml::Table::new();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    for include in includes {
-        let included = load_file(&dir.join(&include), origins, texts, stack)?;
-        merge(&mut merged, included);
+/// Reads a spec file already known to be a regular file, never more than the size limit.
+fn read_spec_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(limits::MAX_SPEC_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > limits::MAX_SPEC_FILE_BYTES {
+        return Err(format!("is larger than the {} bytes a spec file may have", limits::MAX_SPEC_FILE_BYTES));
     }
-    stack.pop();
-    merge(&mut merged, own);
-    // This file's keys override its includes', positions included.
-    origins.extend(own_origins);
-    Ok(merged)
+    String::from_utf8(bytes).map_err(|e| format!("is not UTF-8 text ({e})"))
+}
+
+/// Reads a spec and its includes: each file once however often it is included (a diamond of
+/// includes is read once per file, not once per path to it), within [`limits`].
+#[derive(Default)]
+struct Loader {
+    /// Every file read, in order, with its text.
+    texts: Vec<(String, String)>,
+    /// Canonical path -> the file's merged table and the positions of its keys (its includes'
+    /// first, then its own, so its own win).
+    done: BTreeMap<PathBuf, (toml::Table, Origins)>,
+    /// The include chain being read, for cycles and the depth limit.
+    stack: Vec<PathBuf>,
+}
+
+impl Loader {
+    /// Parses one file and, recursively, the files it includes, merged in order.
+    fn load_file(&mut self, path: &Path) -> Result<(toml::Table, Origins), SpecError> {
+        let display = path.display().to_string();
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if let Some(done) = self.done.get(&canonical) {
+            return Ok(done.clone());
+        }
+        let text = read_spec_file(path)
+            .map_err(|message| SpecError::new(Origin::File { file: display.clone(), line: 0, column: 0 }, None, message))?;
+        let mut own: toml::Table = toml::from_str(&text).map_err(|e| {
+            let (line, column) = e.span().map(|s| origin::line_column(&text, s.start)).unwrap_or((1, 1));
+            let mut error =
+                SpecError::new(Origin::File { file: display.clone(), line, column }, None, e.message().trim().to_string());
+            error.source_line = origin::source_line(&text, line);
+            error
+        })?;
+        self.texts.push((display.clone(), text.clone()));
+        let own_origins = origin::collect(&display, &text);
+        let include_error = |message: String| {
+            let mut error = at(&own_origins, "include", message);
+            error.source_line = error.line().and_then(|line| origin::source_line(&text, line));
+            error
+        };
+
+        let includes = match own.remove("include") {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s),
+                    _ => Err(include_error("`include` must be a list of file paths".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(include_error("`include` must be a list of file paths".into())),
+        };
+        self.stack.push(canonical.clone());
+        let mut merged = toml::Table::new();
+        let mut origins = Origins::new();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for include in includes {
+            let included_path = dir.join(&include);
+            let included = included_path.canonicalize().unwrap_or_else(|_| included_path.clone());
+            if self.stack.contains(&included) {
+                let chain: Vec<String> =
+                    self.stack.iter().chain([&included]).map(|p| p.display().to_string()).collect();
+                return Err(include_error(format!("include cycle: {}", chain.join(" -> "))));
+            }
+            if !self.done.contains_key(&included) {
+                if self.stack.len() >= limits::MAX_INCLUDE_DEPTH {
+                    return Err(include_error(format!(
+                        "includes nest deeper than {} files; flatten the chain",
+                        limits::MAX_INCLUDE_DEPTH
+                    )));
+                }
+                if self.texts.len() >= limits::MAX_SPEC_FILES {
+                    return Err(include_error(format!(
+                        "the spec reads more than {} files; include fewer",
+                        limits::MAX_SPEC_FILES
+                    )));
+                }
+                check_spec_file(&included_path)
+                    .map_err(|message| include_error(format!("`{include}` ({}) {message}", included_path.display())))?;
+            }
+            let (table, included_origins) = self.load_file(&included_path)?;
+            merge(&mut merged, table);
+            origins.extend(included_origins);
+        }
+        self.stack.pop();
+        merge(&mut merged, own);
+        // This file's keys override its includes', positions included.
+        origins.extend(own_origins);
+        self.done.insert(canonical, (merged.clone(), origins.clone()));
+        Ok((merged, origins))
+    }
 }
 
 /// Deep merge: tables merge key by key, anything else in `overlay` replaces `base`.
@@ -388,6 +500,92 @@ fn flatten_sweep(
     Ok(())
 }
 
+/// Checks the sweep before its grid is built: the grid's size, and that each path under
+/// `methods.` names a method of the spec.
+fn check_sweep_axes(
+    axes: &[(String, Vec<toml::Value>)],
+    table: &toml::Table,
+    origins: &Origins,
+    texts: &[(String, String)],
+) -> Result<(), SpecError> {
+    let mut errors = Vec::new();
+    let cells = axes.iter().try_fold(1usize, |cells, (_, values)| cells.checked_mul(values.len()));
+    if cells.is_none_or(|cells| cells > limits::MAX_SWEEP_CELLS) {
+        let sizes: Vec<String> = axes.iter().map(|(path, values)| format!("{path}: {}", values.len())).collect();
+        errors.push(at(
+            origins,
+            "sweep",
+            format!(
+                "the grid has {} cells ({}), more than the {} limaml runs; sweep fewer values",
+                cells.map_or("too many".to_string(), |c| c.to_string()),
+                sizes.join(" x "),
+                limits::MAX_SWEEP_CELLS
+            ),
+        ));
+    }
+    let methods = table.get("methods").and_then(toml::Value::as_table);
+    for (path, _) in axes {
+        let mut parts = path.splitn(3, '.');
+        if let (Some("methods"), Some(name)) = (parts.next(), parts.next()) {
+            if !methods.is_some_and(|m| m.contains_key(name)) {
+                let names: Vec<&str> = methods.map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+                let mut error = at(
+                    origins,
+                    &format!("sweep.{path}"),
+                    format!("sweeps method `{name}`, but the spec has no such method (it has {})", names.join(", ")),
+                );
+                error.suggestion = did_you_mean(name, names.iter().copied()).map(|s| path.replacen(name, &s, 1));
+                errors.push(error);
+            }
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for error in &mut errors {
+        attach_source_line(error, texts);
+    }
+    Err(SpecError::combine(errors))
+}
+
+/// Errors of a sweep cell whose key is (under) a swept path are the sweep entry's fault: they
+/// are shown at the entry, with the cell's value.
+fn blame_sweep(
+    error: SpecError,
+    assignments: &[(String, toml::Value)],
+    origins: &Origins,
+    texts: &[(String, String)],
+) -> SpecError {
+    let errors = error
+        .flatten()
+        .into_iter()
+        .map(|mut error| {
+            let key = error.key.clone().unwrap_or_default();
+            let key = key.split('[').next().unwrap_or_default();
+            let swept = assignments.iter().find(|(path, _)| {
+                key == path || key.starts_with(&format!("{path}.")) || path.starts_with(&format!("{key}."))
+            });
+            if let Some((path, value)) = swept {
+                let original = at(origins, &format!("sweep.{path}"), "");
+                error.origin = original.origin;
+                error.message = format!("value {} for `{key}`: {}", compact(value), error.message);
+                error.key = Some(format!("sweep.{path}"));
+                error.source_line = None;
+                attach_source_line(&mut error, texts);
+            }
+            error
+        })
+        .collect();
+    SpecError::combine(errors)
+}
+
+/// Stages one sweep cell plans, about: the shared load, then per seed a slice and per method a
+/// train and an evaluate, and a report.
+fn estimated_stages_per_cell(spec: &Spec) -> usize {
+    let per_seed = 2usize.saturating_add(spec.methods.len().saturating_mul(2));
+    1usize.saturating_add(spec.experiment.seeds.len().saturating_mul(per_seed)).saturating_add(1)
+}
+
 /// The cartesian product of the axes, first axis slowest.
 fn grid(axes: &[(String, Vec<toml::Value>)]) -> Vec<Vec<(String, toml::Value)>> {
     let mut cells = vec![Vec::new()];
@@ -406,7 +604,34 @@ fn grid(axes: &[(String, Vec<toml::Value>)]) -> Vec<Vec<(String, toml::Value)>> 
     cells
 }
 
+/// Deserializes one cell. Each table is first checked on its own, and each method field by
+/// field, so that independent mistakes are all reported, each at its own key.
 fn deserialize(table: toml::Table, origins: &Origins, texts: &[(String, String)]) -> Result<Spec, SpecError> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    for (section, value) in &table {
+        let checked = match section.as_str() {
+            "experiment" => check_as::<ExperimentConfig>(section, value),
+            "data" => check_as::<DataConfig>(section, value),
+            "split" => check_as::<SplitConfig>(section, value),
+            "train" => check_as::<TrainConfig>(section, value),
+            "report" => check_as::<ReportConfig>(section, value),
+            "runtime" => check_as::<RuntimeConfig>(section, value),
+            "methods" => {
+                if let Some(methods) = value.as_table() {
+                    for (name, method) in methods {
+                        found.extend(check_method(name, method));
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        found.extend(checked.err());
+    }
+    if !found.is_empty() {
+        let errors = found.iter().map(|(path, message)| explain(path, message, origins, texts)).collect();
+        return Err(SpecError::combine(in_reading_order(errors, texts)));
+    }
     let value = toml::Value::Table(table);
     serde_path_to_error::deserialize::<_, Spec>(value).map_err(|error| {
         let path = error.path().to_string();
@@ -416,9 +641,58 @@ fn deserialize(table: toml::Table, origins: &Origins, texts: &[(String, String)]
     })
 }
 
+/// `value` deserialized as a `T` at `prefix`: the full dotted path and message of the first error.
+fn check_as<T: serde::de::DeserializeOwned>(prefix: &str, value: &toml::Value) -> Result<(), (String, String)> {
+    serde_path_to_error::deserialize::<_, T>(value.clone()).map(|_| ()).map_err(|error| {
+        let inner = error.path().to_string();
+        let path = if inner == "." {
+            prefix.to_string()
+        } else if inner.starts_with('[') {
+            format!("{prefix}{inner}")
+        } else {
+            format!("{prefix}.{inner}")
+        };
+        (path, error.inner().message().trim().to_string())
+    })
+}
+
+/// The errors of one method table. Methods are tagged by `kind`, so serde reports a bad field
+/// at the table; each field is then tried alone with the kind to find the ones at fault.
+fn check_method(name: &str, method: &toml::Value) -> Vec<(String, String)> {
+    let prefix = format!("methods.{name}");
+    let Err(whole) = check_as::<MethodConfig>(&prefix, method) else { return Vec::new() };
+    let Some(fields) = method.as_table() else { return vec![whole] };
+    let Some(kind) = fields.get("kind").filter(|k| k.as_str().is_some()) else { return vec![whole] };
+    let mut found = Vec::new();
+    for (field, value) in fields.iter().filter(|(field, _)| *field != "kind") {
+        let alone = toml::Table::from_iter([("kind".to_string(), kind.clone()), (field.clone(), value.clone())]);
+        if let Err((_, message)) = check_as::<MethodConfig>(&prefix, &toml::Value::Table(alone)) {
+            // A field alone may lack the kind's required fields; that is not its fault.
+            if !message.starts_with("missing field") {
+                let path = if message.starts_with("unknown field") { prefix.clone() } else { format!("{prefix}.{field}") };
+                found.push((path, message));
+            }
+        }
+    }
+    if found.is_empty() {
+        vec![whole]
+    } else {
+        found
+    }
+}
+
 /// Turns a serde message at `path` into a located error with a suggestion.
 fn explain(path: &str, message: &str, origins: &Origins, texts: &[(String, String)]) -> SpecError {
-    let join = |field: &str| if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    // serde_path_to_error's path ends at the unknown field itself, but not at a missing one.
+    let join = |field: &str| {
+        if path.is_empty() || path == field {
+            field.to_string()
+        } else if path.ends_with(&format!(".{field}")) {
+            path.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
     let quoted = |text: &str| -> Vec<String> { text.split('`').skip(1).step_by(2).map(str::to_string).collect() };
     let (key, suggestion) = if let Some(rest) = message.strip_prefix("unknown field ") {
         let names = quoted(rest);
@@ -442,7 +716,8 @@ fn explain(path: &str, message: &str, origins: &Origins, texts: &[(String, Strin
 
 /// An error at `key`, located at the key itself or, failing that, its nearest written parent.
 fn at(origins: &Origins, key: &str, message: impl Into<String>) -> SpecError {
-    let mut probe = key.to_string();
+    // Array elements (`experiment.seeds[0]`, `report.ks.0`) sit at their array's key.
+    let mut probe = key.split('[').next().unwrap_or_default().to_string();
     let origin = loop {
         if let Some(origin) = origins.get(&probe) {
             break origin.clone();
@@ -503,12 +778,19 @@ fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)], base_dir
     if spec.experiment.seeds.is_empty() {
         issues.push(("experiment.seeds".into(), "must list at least one seed".into()));
     }
+    if spec.experiment.seeds.len() > limits::MAX_SEEDS {
+        issues.push((
+            "experiment.seeds".into(),
+            format!("lists {} seeds; at most {} are run", spec.experiment.seeds.len(), limits::MAX_SEEDS),
+        ));
+    }
     if spec.methods.is_empty() {
         issues.push(("methods".into(), "at least one [methods.<name>] table is needed".into()));
     }
     for issue in spec.data.validate() {
         issues.push((format!("data.{}", issue.field), issue.message));
     }
+    issues.extend(data_source_issues(&spec.data, base_dir));
     for issue in spec.split.validate() {
         issues.push((format!("split.{}", issue.field), issue.message));
     }
@@ -565,12 +847,102 @@ fn validate(spec: &Spec, origins: &Origins, texts: &[(String, String)], base_dir
             issues.push(("runtime.jobs".into(), "must be at least 1".into()));
         }
     }
-    match issues.into_iter().next() {
-        None => Ok(()),
-        Some((key, message)) => {
+    if issues.is_empty() {
+        return Ok(());
+    }
+    let errors = issues
+        .into_iter()
+        .map(|(key, message)| {
             let mut error = at(origins, &key, message);
             attach_source_line(&mut error, texts);
-            Err(error)
+            error
+        })
+        .collect();
+    Err(SpecError::combine(in_reading_order(errors, texts)))
+}
+
+/// Errors sorted as a reader meets them: by file (in the order read), line and column, then the
+/// command line's.
+fn in_reading_order(mut errors: Vec<SpecError>, texts: &[(String, String)]) -> Vec<SpecError> {
+    errors.sort_by_key(|error| match &error.origin {
+        Origin::File { file, line, column } => {
+            (texts.iter().position(|(f, _)| f == file).unwrap_or(usize::MAX), *line, *column)
         }
+        Origin::CommandLine { .. } => (usize::MAX, usize::MAX, usize::MAX),
+    });
+    errors
+}
+
+/// Whether the data can be found, and, for the generator, fits in memory: checked before any
+/// stage runs, with the key to change and how.
+fn data_source_issues(data: &DataConfig, base_dir: &Path) -> Vec<(String, String)> {
+    use limaml_data::DataSource;
+    let mut issues = Vec::new();
+    match data.source {
+        DataSource::Synthetic => {
+            let needed = limaml_data::synthetic::estimated_bytes(&data.synthetic);
+            if let Some(available) = available_memory_bytes() {
+                if needed > available as f64 {
+                    issues.push((
+                        "data.synthetic.n_users".into(),
+                        format!(
+                            "the generated data would need about {:.1} GiB ({:.0} interactions), more than the {:.1} GiB \
+                             of memory available; lower data.synthetic.n_users, n_items or mean_interactions",
+                            needed / GIB,
+                            limaml_data::synthetic::estimated_rows(&data.synthetic),
+                            available as f64 / GIB
+                        ),
+                    ));
+                }
+            }
+        }
+        DataSource::Movielens | DataSource::Csv => {
+            let what = if data.source == DataSource::Movielens { "folder" } else { "file" };
+            let fix = if data.source == DataSource::Movielens {
+                "download ML-100K with `limaml data fetch movielens-100k --dir DIR`, or point at a copy with \
+                 `--set data.path=DIR` (or the LIMAML_DATA environment variable)"
+            } else {
+                "point at the file with `--set data.path=FILE`"
+            };
+            match limaml_data::resolve_path(data, base_dir) {
+                Err(_) => issues.push(("data.path".into(), format!("no data {what} is set; {fix}"))),
+                Ok(Some(path)) if !path.exists() => {
+                    let from = if data.path.is_some() {
+                        "resolved against the spec's folder".to_string()
+                    } else {
+                        format!("from {}", limaml_data::DATA_ENV_VAR)
+                    };
+                    issues.push((
+                        "data.path".into(),
+                        format!("the data {what} {} does not exist ({from}); {fix}", path.display()),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    issues
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Memory this process may still use: the smaller of the machine's available memory and the
+/// address-space limit (`ulimit -v`), when either is known.
+fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let available = meminfo.as_deref().and_then(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("MemAvailable:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    let address_space = (unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY)
+        .then_some(limit.rlim_cur);
+    match (available, address_space) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

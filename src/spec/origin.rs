@@ -19,8 +19,15 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Longest source line an error shows, in characters (the rest is cut, with a mark).
+pub const SHOWN_LINE_CHARS: usize = 160;
+
 pub fn source_line(text: &str, line: usize) -> Option<String> {
-    text.lines().nth(line.checked_sub(1)?).map(|l| l.to_string())
+    let line = text.lines().nth(line.checked_sub(1)?)?;
+    Some(match line.char_indices().nth(SHOWN_LINE_CHARS) {
+        None => line.to_string(),
+        Some((cut, _)) => format!("{} ... ({} bytes in all)", &line[..cut], line.len()),
+    })
 }
 
 /// Records the position of every key in `text` (already known to parse).

@@ -72,6 +72,7 @@ impl Stage for LoadData {
             "positive_rate": positives as f64 / interactions.len().max(1) as f64,
             "dropped_rows": dataset.dropped_rows,
             "has_true_probability": interactions.true_probability.is_some(),
+            "warnings": limaml_data::check::warnings(&dataset),
         });
         let mut output = StageOutput { metrics, ..Default::default() };
         output.artifacts.insert("dataset".into(), encode(&dataset)?);

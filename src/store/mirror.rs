@@ -3,10 +3,11 @@
 //! `why`, `plan`, `export`, `gc --dry-run`) can read finished results while another process
 //! holds sled's single-process lock.
 //!
-//! Owns the layout `mirror/runs/<id>.json`, `mirror/stages/<key>.json` and the `mirror/complete`
-//! marker (every record present before it was written is mirrored). Must not be the source of
-//! truth: sled is; the mirror is written after each sled flush and rebuilt from sled when the
-//! marker is missing.
+//! Owns the layout `records/runs/<id>.json`, `records/stages/<key>.json` and the
+//! `records/complete` marker (every record present before it was written is mirrored), which
+//! `limaml store recover` also rebuilds a damaged database from (`super::recovery`). Must not be
+//! the source of truth: sled is; the mirror is written after each sled flush and backfilled
+//! from sled when the marker is missing (stores made before the mirror existed).
 
 use std::fs;
 use std::io::Write;
@@ -20,7 +21,7 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn new(root: &Path) -> Self {
-        Mirror { dir: root.join("mirror") }
+        Mirror { dir: root.join(super::recovery::RECORDS_DIR) }
     }
 
     fn run_path(&self, id: &str) -> PathBuf {

@@ -7,8 +7,9 @@
 //!   for `limaml why`), `runs` (run id -> [`RunRecord`]).
 //! - `objects/`: artifacts as files named by the blake3 digest of their bytes ([`objects`]).
 //! - `owner`: which run holds the lock, for the message a waiting process prints.
-//! - `mirror/`: every run and stage record as an atomically replaced JSON file ([`mirror`]), read
-//!   by a reader that finds the lock held ([`LockWait::ReadOnly`]): readers never wait.
+//! - `records/`: every run and stage record as an atomically replaced JSON file ([`mirror`]):
+//!   read by a reader that finds the lock held ([`LockWait::ReadOnly`], so readers never wait),
+//!   and the source `limaml store recover` rebuilds a damaged database from ([`recovery`]).
 //!
 //! Commit protocol: a stage's artifacts are written (fsynced, renamed) first, then its record is
 //! inserted and the db flushed. A crash before the flush leaves, at worst, unreferenced objects
@@ -16,6 +17,7 @@
 
 pub mod mirror;
 pub mod objects;
+pub mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -153,11 +155,11 @@ pub struct Store {
     objects: ObjectStore,
 }
 
-struct Trees {
-    db: sled::Db,
-    stages: sled::Tree,
-    names: sled::Tree,
-    runs: sled::Tree,
+pub(crate) struct Trees {
+    pub(crate) db: sled::Db,
+    pub(crate) stages: sled::Tree,
+    pub(crate) names: sled::Tree,
+    pub(crate) runs: sled::Tree,
 }
 
 /// What `gc` found and removed.
@@ -230,7 +232,7 @@ impl Store {
     }
 
     /// The trees, for writes; read-only stores refuse with `action` in the message.
-    fn writable(&self, action: &str) -> Result<&Trees, StoreError> {
+    pub(crate) fn writable(&self, action: &str) -> Result<&Trees, StoreError> {
         self.trees.as_ref().ok_or_else(|| StoreError::ReadOnly {
             path: self.root.clone(),
             owner: self.owner.clone(),

@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::config::{BadRowPolicy, CsvConfig};
 use crate::encode::{categorical_field, multi_hot_field, numeric_field};
 use crate::error::DataError;
-use crate::text::{malformed, numbered_lines, read_text, BadRows};
+use crate::text::{excerpt, malformed, numbered_lines, read_utf8, BadRows};
 use crate::types::{Dataset, EntityTable, Interactions};
 
 /// Splits one line on `delimiter`, honouring double-quoted fields.
@@ -118,11 +118,11 @@ fn parse_label(value: &str) -> Option<f32> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" => Some(1.0),
         "false" | "no" => Some(0.0),
+        // Exactly 0 or 1 ("1.0" too): a 2 is a rating in the wrong column, not a click.
         other => other
             .parse::<f32>()
             .ok()
-            .filter(|v| v.is_finite())
-            .map(|v| if v > 0.5 { 1.0 } else { 0.0 }),
+            .filter(|v| *v == 0.0 || *v == 1.0),
     }
 }
 
@@ -142,7 +142,7 @@ pub fn load(
     policy: BadRowPolicy,
 ) -> Result<Dataset, DataError> {
     let delimiter = config.delimiter.chars().next().unwrap_or(',');
-    let text = read_text(path)?;
+    let text = read_utf8(path)?;
     let lines = numbered_lines(&text, path)?;
     let (header, body) = if config.has_header {
         (Some(split_fields(lines[0].1, delimiter)), &lines[1..])
@@ -206,7 +206,7 @@ pub fn load(
                         path,
                         line_no,
                         line,
-                        format!("label `{}` is not 0/1", get(c)),
+                        format!("label `{}` is not 0/1 or true/false", excerpt(get(c))),
                     ))?;
                     continue;
                 }
@@ -225,7 +225,7 @@ pub fn load(
                         path,
                         line_no,
                         line,
-                        format!("rating `{}` is not a number", get(c)),
+                        format!("rating `{}` is not a number", excerpt(get(c))),
                     ))?;
                     continue;
                 }
@@ -250,7 +250,7 @@ pub fn load(
                         path,
                         line_no,
                         line,
-                        format!("timestamp `{}` is not a number", get(c)),
+                        format!("timestamp `{}` is not a number", excerpt(get(c))),
                     ))?;
                     continue;
                 }

@@ -45,6 +45,9 @@ pub enum DataError {
     #[error("invalid configuration: {}", issues.iter().map(|i| format!("{}: {}", i.field, i.message)).collect::<Vec<_>>().join("; "))]
     InvalidConfig { issues: Vec<ConfigIssue> },
 
+    #[error("data set {name} cannot be used: {reason}")]
+    Unusable { name: String, reason: String },
+
     #[error("cannot slice: {reason}")]
     Slice { reason: String },
 

@@ -2,6 +2,7 @@
 //! slicing into per-task support/query sets. Pure data in, data out: no caching, no models, no
 //! terminal output; I/O is reading sources, and downloading official archives in [`fetch`].
 
+pub mod check;
 pub mod config;
 pub mod csv;
 mod deployment;
@@ -24,6 +25,7 @@ pub use config::{
     BadRowPolicy, ConfigIssue, CsvConfig, DataConfig, DataSource, EvalSetting, SplitBy,
     SplitConfig, SyntheticConfig,
 };
+pub use check::DataWarning;
 pub use error::DataError;
 pub use fetch::{FetchError, FetchEvent, Fetched};
 pub use slice::slice;
@@ -54,7 +56,7 @@ pub fn load(config: &DataConfig, base_dir: &Path) -> Result<Dataset, DataError> 
     if !issues.is_empty() {
         return Err(DataError::InvalidConfig { issues });
     }
-    match (config.source, resolve_path(config, base_dir)?) {
+    let dataset = match (config.source, resolve_path(config, base_dir)?) {
         (DataSource::Synthetic, _) => synthetic::generate(&config.synthetic, config.synthetic.seed),
         (DataSource::Movielens, Some(dir)) => {
             movielens::load(&dir, config.click_threshold, config.bad_rows)
@@ -63,7 +65,9 @@ pub fn load(config: &DataConfig, base_dir: &Path) -> Result<Dataset, DataError> 
             csv::load(&file, &config.csv, config.click_threshold, config.bad_rows)
         }
         (_, None) => Err(DataError::NoPath),
-    }
+    }?;
+    check::usable(&dataset, config.click_threshold)?;
+    Ok(dataset)
 }
 
 /// The files whose content defines the data set (empty for synthetic), for cache keys.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::config::BadRowPolicy;
 use crate::encode::{categorical_field, multi_hot_field, numeric_field};
 use crate::error::DataError;
-use crate::text::{malformed, numbered_lines, read_latin1, read_text, BadRows};
+use crate::text::{excerpt, malformed, numbered_lines, read_latin1, read_text, BadRows};
 use crate::types::{Dataset, EntityTable, Interactions};
 
 /// Which MovieLens release a folder holds.
@@ -56,6 +56,77 @@ pub fn load(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<Da
     match detect_layout(dir)? {
         MovielensLayout::Ml100k => load_100k(dir, click_threshold, policy),
         MovielensLayout::Ml1m => load_1m(dir, click_threshold, policy),
+    }
+}
+
+/// The MovieLens ratings, in stars.
+pub const RATING_RANGE: std::ops::RangeInclusive<f32> = 1.0..=5.0;
+
+/// The first row of each entity id seen in a users or items file, to catch an id listed twice.
+#[derive(Default)]
+struct FirstRows {
+    /// id -> (line, the row's fields after the id).
+    first: HashMap<String, (usize, String)>,
+}
+
+/// What a row's id means given the rows before it.
+enum Admission {
+    New,
+    /// The same id with the same fields again: harmless, the first row is kept.
+    Repeated,
+    /// The same id with other fields: which row is right cannot be known.
+    Conflicting { first_line: usize },
+}
+
+impl FirstRows {
+    fn admit(&mut self, id: &str, line: usize, fields: &str) -> Admission {
+        match self.first.get(id) {
+            None => {
+                self.first.insert(id.to_string(), (line, fields.to_string()));
+                Admission::New
+            }
+            Some((_, first)) if first == fields => Admission::Repeated,
+            Some((first_line, _)) => Admission::Conflicting { first_line: *first_line },
+        }
+    }
+}
+
+/// Checks the id of a users or items row and whether it was listed before. `Ok(false)`: skip
+/// the row (a repeat, or rejected under `bad_rows = "drop"`).
+fn admit_row(
+    seen: &mut FirstRows,
+    bad_rows: &mut BadRows,
+    path: &Path,
+    (line_no, line): (usize, &str),
+    entity: &str,
+    fields: &[&str],
+) -> Result<bool, DataError> {
+    let id = fields[0].trim();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        bad_rows.reject(malformed(
+            path,
+            line_no,
+            line,
+            format!("{entity} id `{}` is not a whole number", excerpt(id)),
+        ))?;
+        return Ok(false);
+    }
+    let rest: Vec<&str> = fields[1..].iter().map(|f| f.trim()).collect();
+    match seen.admit(id, line_no, &rest.join("|")) {
+        Admission::New => Ok(true),
+        Admission::Repeated => Ok(false),
+        Admission::Conflicting { first_line } => {
+            bad_rows.reject(malformed(
+                path,
+                line_no,
+                line,
+                format!(
+                    "{entity} id `{id}` is listed again with other fields (first at line {first_line}); \
+                     keep one row per {entity}"
+                ),
+            ))?;
+            Ok(false)
+        }
     }
 }
 
@@ -224,6 +295,7 @@ fn load_100k(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<D
     let user_path = dir.join("u.user");
     let user_text = read_text(&user_path)?;
     let mut users = UserRows::default();
+    let mut seen_users = FirstRows::default();
     for (line_no, line) in numbered_lines(&user_text, &user_path)? {
         let fields: Vec<&str> = line.split('|').collect();
         if fields.len() != 5 {
@@ -244,6 +316,9 @@ fn load_100k(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<D
             ))?;
             continue;
         };
+        if !admit_row(&mut seen_users, &mut bad_rows, &user_path, (line_no, line), "user", &fields)? {
+            continue;
+        }
         users.push(
             fields[0].trim(),
             fields[2],
@@ -256,6 +331,7 @@ fn load_100k(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<D
     let item_path = dir.join("u.item");
     let item_text = read_latin1(&item_path)?;
     let mut items = ItemRows::default();
+    let mut seen_items = FirstRows::default();
     let expected_fields = 5 + genres.len();
     for (line_no, line) in numbered_lines(&item_text, &item_path)? {
         let fields: Vec<&str> = line.split('|').collect();
@@ -287,6 +363,9 @@ fn load_100k(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<D
                 line,
                 "genre flags must be 0 or 1",
             ))?;
+            continue;
+        }
+        if !admit_row(&mut seen_items, &mut bad_rows, &item_path, (line_no, line), "item", &fields)? {
             continue;
         }
         // Release date like "01-Jan-1995"; the year is its last four characters.
@@ -323,6 +402,7 @@ fn load_1m(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<Dat
     let user_path = dir.join("users.dat");
     let user_text = read_latin1(&user_path)?;
     let mut users = UserRows::default();
+    let mut seen_users = FirstRows::default();
     for (line_no, line) in numbered_lines(&user_text, &user_path)? {
         let fields: Vec<&str> = line.split("::").collect();
         if fields.len() != 5 {
@@ -346,6 +426,9 @@ fn load_1m(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<Dat
             ))?;
             continue;
         };
+        if !admit_row(&mut seen_users, &mut bad_rows, &user_path, (line_no, line), "user", &fields)? {
+            continue;
+        }
         // ML-1M ages are already bucket starts (1, 18, 25, 35, 45, 50, 56).
         let occupation = ML1M_OCCUPATIONS
             .get(occupation)
@@ -363,6 +446,7 @@ fn load_1m(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<Dat
     let item_path = dir.join("movies.dat");
     let item_text = read_latin1(&item_path)?;
     let mut items = ItemRows::default();
+    let mut seen_items = FirstRows::default();
     for (line_no, line) in numbered_lines(&item_text, &item_path)? {
         let fields: Vec<&str> = line.split("::").collect();
         if fields.len() != 3 {
@@ -372,6 +456,9 @@ fn load_1m(dir: &Path, click_threshold: f32, policy: BadRowPolicy) -> Result<Dat
                 line,
                 format!("expected 3 '::'-separated fields, found {}", fields.len()),
             ))?;
+            continue;
+        }
+        if !admit_row(&mut seen_items, &mut bad_rows, &item_path, (line_no, line), "item", &fields)? {
             continue;
         }
         let item_genres = fields[2]
@@ -452,7 +539,7 @@ fn read_ratings(
                 path,
                 line_no,
                 line,
-                format!("unknown user id `{}`", fields[0].trim()),
+                format!("unknown user id `{}` (not in the users file)", excerpt(fields[0].trim())),
             ))?;
             continue;
         };
@@ -461,30 +548,55 @@ fn read_ratings(
                 path,
                 line_no,
                 line,
-                format!("unknown item id `{}`", fields[1].trim()),
+                format!("unknown item id `{}` (not in the items file)", excerpt(fields[1].trim())),
             ))?;
             continue;
         };
         let rating = match fields[2].trim().parse::<f32>() {
-            Ok(r) if r.is_finite() => r,
+            Ok(r) if RATING_RANGE.contains(&r) => r,
+            Ok(r) if r.is_finite() => {
+                bad_rows.reject(malformed(
+                    path,
+                    line_no,
+                    line,
+                    format!(
+                        "rating {r} is outside {}..={} (MovieLens stars)",
+                        RATING_RANGE.start(),
+                        RATING_RANGE.end()
+                    ),
+                ))?;
+                continue;
+            }
             _ => {
                 bad_rows.reject(malformed(
                     path,
                     line_no,
                     line,
-                    format!("rating `{}` is not a number", fields[2].trim()),
+                    format!("rating `{}` is not a number", excerpt(fields[2].trim())),
                 ))?;
                 continue;
             }
         };
-        let Ok(timestamp) = fields[3].trim().parse::<i64>() else {
-            bad_rows.reject(malformed(
-                path,
-                line_no,
-                line,
-                format!("timestamp `{}` is not a whole number", fields[3].trim()),
-            ))?;
-            continue;
+        let timestamp = match fields[3].trim().parse::<i64>() {
+            Ok(t) if t >= 0 => t,
+            Ok(t) => {
+                bad_rows.reject(malformed(
+                    path,
+                    line_no,
+                    line,
+                    format!("timestamp {t} is negative (expected Unix seconds)"),
+                ))?;
+                continue;
+            }
+            Err(_) => {
+                bad_rows.reject(malformed(
+                    path,
+                    line_no,
+                    line,
+                    format!("timestamp `{}` is not a whole number", excerpt(fields[3].trim())),
+                ))?;
+                continue;
+            }
         };
         interactions.user.push(user);
         interactions.item.push(item);

@@ -33,7 +33,62 @@ use crate::error::DataError;
 use crate::types::{Dataset, EntityState, FeatureTables, Task, TaskEntity, TaskRole, TaskSet};
 
 /// Slices `dataset` into tasks per `config`; `seed` drives the entity draw and random splits.
+/// Fails, saying why, when no test task has a row to score.
 pub fn slice(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskSet, DataError> {
+    let task_set = slice_tasks(dataset, config, seed)?;
+    let evaluable = |role: TaskRole| task_set.tasks.iter().filter(|t| t.role == role && !t.query.is_empty()).count();
+    if evaluable(TaskRole::Test) == 0 {
+        let entities = task_set.tasks.iter().map(|t| t.entity).collect::<std::collections::BTreeSet<_>>().len();
+        return Err(DataError::Slice {
+            reason: format!(
+                "no test task has a row to score: {entities} {} entit(ies) with at least {} interactions gave {} \
+                 meta-train, {} validation and 0 test task(s); use more data, lower split.min_interactions, or \
+                 raise the test share (1 - split.train_fraction - split.validation_fraction)",
+                entity_name(config.task_entity),
+                config.min_interactions,
+                evaluable(TaskRole::MetaTrain),
+                evaluable(TaskRole::Validation),
+            ),
+        });
+    }
+    if config.validation_fraction > 0.0 && evaluable(TaskRole::Validation) == 0 {
+        return Err(DataError::Slice {
+            reason: format!(
+                "no validation task: {} meta-train and {} test task(s) but none to stop training early on; use \
+                 more {}s, or set split.validation_fraction = 0 to train for train.epochs",
+                evaluable(TaskRole::MetaTrain),
+                evaluable(TaskRole::Test),
+                entity_name(config.task_entity),
+            ),
+        });
+    }
+    let test_labels: Vec<f32> = task_set
+        .tasks
+        .iter()
+        .filter(|t| t.role == TaskRole::Test)
+        .flat_map(|t| t.query.iter().map(|&r| dataset.interactions.label[r as usize]))
+        .collect();
+    let test_clicks = test_labels.iter().filter(|&&l| l > 0.5).count();
+    if test_clicks == 0 || test_clicks == test_labels.len() {
+        return Err(DataError::Slice {
+            reason: format!(
+                "the {} test row(s) to score are all {}; AUC needs clicks and non-clicks among them",
+                test_labels.len(),
+                if test_clicks == 0 { "non-clicks" } else { "clicks" }
+            ),
+        });
+    }
+    Ok(task_set)
+}
+
+fn entity_name(entity: TaskEntity) -> &'static str {
+    match entity {
+        TaskEntity::User => "user",
+        TaskEntity::Item => "item",
+    }
+}
+
+fn slice_tasks(dataset: &Dataset, config: &SplitConfig, seed: u64) -> Result<TaskSet, DataError> {
     let issues = config.validate();
     if !issues.is_empty() {
         return Err(DataError::InvalidConfig { issues });

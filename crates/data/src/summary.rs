@@ -80,6 +80,8 @@ pub struct DataSummary {
     pub dropped_rows: usize,
     /// Whether true click probabilities (an oracle) are known.
     pub has_true_probability: bool,
+    /// Legal but suspicious things in the data, counted (`check::warnings`).
+    pub warnings: Vec<crate::check::DataWarning>,
     pub tasks: Option<TaskSummary>,
 }
 
@@ -99,6 +101,7 @@ pub fn summarize(dataset: &Dataset, tasks: Option<&TaskSet>) -> DataSummary {
         positive_rate,
         dropped_rows: dataset.dropped_rows,
         has_true_probability: dataset.interactions.true_probability.is_some(),
+        warnings: crate::check::warnings(dataset),
         tasks: tasks.map(summarize_tasks),
     }
 }

@@ -33,6 +33,29 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Bytes a run holds per generated interaction, all copies together (the data set, its stored
+/// bytes, the task set, training batches): a deliberately generous estimate for the check that
+/// a configuration fits in memory before anything is generated.
+pub const ESTIMATED_BYTES_PER_ROW: f64 = 256.0;
+
+/// The number of interactions `config` generates, roughly (each user draws about
+/// `mean_interactions`, at least `min_interactions`, at most `n_items`).
+pub fn estimated_rows(config: &SyntheticConfig) -> f64 {
+    let per_user = (config.mean_interactions as f64)
+        .max(config.min_interactions as f64)
+        .min(config.n_items as f64);
+    config.n_users as f64 * per_user
+}
+
+/// Roughly how many bytes a run over `config`'s data holds at its peak.
+pub fn estimated_bytes(config: &SyntheticConfig) -> f64 {
+    let rows = estimated_rows(config) * ESTIMATED_BYTES_PER_ROW;
+    // Per user: its taste vectors; per item: tags and sampling keys.
+    let entities = (config.n_users as f64) * (2.0 * config.n_tags as f64 * 4.0 + 64.0)
+        + (config.n_items as f64) * (config.max_tags_per_item as f64 * 8.0 + 64.0);
+    rows + entities
+}
+
 /// Generates the synthetic data set for `config` and `seed`.
 pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataError> {
     let issues: Vec<_> = crate::config::DataConfig {

@@ -93,7 +93,19 @@ impl BadRows {
     }
 }
 
-/// A malformed-row error for `line` of `path`.
+/// The longest excerpt of a line or field an error message quotes, in characters.
+pub const EXCERPT_CHARS: usize = 120;
+
+/// `text` cut to [`EXCERPT_CHARS`] characters, saying how long it was when cut: messages quote
+/// input, and input can be a 10 MB line.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &text[..cut], text.len()),
+    }
+}
+
+/// A malformed-row error for `line` of `path`; the line is quoted as a bounded excerpt.
 pub(crate) fn malformed(
     path: &Path,
     line: usize,
@@ -103,7 +115,47 @@ pub(crate) fn malformed(
     DataError::MalformedRow {
         path: PathBuf::from(path),
         line,
-        content: content.to_string(),
+        content: excerpt(content),
         reason: reason.into(),
     }
+}
+
+/// Reads a whole file that must be UTF-8; the first invalid byte is reported at its line.
+pub(crate) fn read_utf8(path: &Path) -> Result<String, DataError> {
+    let bytes = read_bytes(path)?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(error) => {
+            let bytes = error.as_bytes();
+            let at = error.utf8_error().valid_up_to();
+            let line_start = bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let line_end = bytes[at..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| at + i);
+            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            Err(malformed(
+                path,
+                line,
+                &String::from_utf8_lossy(&bytes[line_start..line_end]),
+                format!(
+                    "byte 0x{:02x} at column {} is not valid UTF-8 (save the file as UTF-8)",
+                    bytes[at],
+                    at - line_start + 1
+                ),
+            ))
+        }
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                path: path.to_path_buf(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
 }

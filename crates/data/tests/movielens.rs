@@ -192,7 +192,7 @@ fn drop_policy_counts_bad_rows_instead_of_failing() {
     common::write(
         &dir,
         "ratings.dat",
-        b"1::1::5::978300760\n1::2::x::1\n9::1::4::2\n1::2\n2::1::4::978301968\n",
+        b"1::1::5::978300760\n1::2::x::1\n9::1::4::2\n1::2\n2::1::2::978301968\n",
     );
     let config = DataConfig {
         bad_rows: BadRowPolicy::Drop,

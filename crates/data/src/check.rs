@@ -1,0 +1,90 @@
+//! Whole-data-set checks after loading: what makes a data set unusable (an error that says why)
+//! and what is legal but suspicious (a counted [`DataWarning`] the run summary and
+//! `limaml data inspect` show).
+//!
+//! Owns those judgements only. Must not change the data: a warning never drops or fixes a row.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DataError;
+use crate::types::Dataset;
+
+/// Something legal but suspicious in a data set, with how often it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataWarning {
+    /// A stable name: `duplicate_rows`, `users_without_positives`, `users_without_negatives`.
+    pub name: String,
+    pub count: usize,
+    /// What it is and why it matters, for people.
+    pub message: String,
+}
+
+/// Errors for a data set no model can be trained and evaluated on: no rows, or only one label.
+pub fn usable(dataset: &Dataset, click_threshold: f32) -> Result<(), DataError> {
+    let labels = &dataset.interactions.label;
+    let unusable = |reason: String| Err(DataError::Unusable { name: dataset.name.clone(), reason });
+    if labels.is_empty() {
+        return unusable("it has no interactions".into());
+    }
+    let positives = labels.iter().filter(|&&l| l > 0.5).count();
+    if positives == 0 {
+        return unusable(format!(
+            "none of its {} interactions is a click (every rating is below data.click_threshold = \
+             {click_threshold}, or every label is 0); AUC and training need both labels",
+            labels.len()
+        ));
+    }
+    if positives == labels.len() {
+        return unusable(format!(
+            "every one of its {} interactions is a click (data.click_threshold = {click_threshold}); \
+             AUC and training need both labels",
+            labels.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The suspicious things in `dataset`, those that occur at all.
+pub fn warnings(dataset: &Dataset) -> Vec<DataWarning> {
+    let interactions = &dataset.interactions;
+    let mut seen = HashSet::with_capacity(interactions.len());
+    let duplicates = (0..interactions.len())
+        .filter(|&r| !seen.insert((interactions.user[r], interactions.item[r], interactions.timestamp[r])))
+        .count();
+    let mut positives = vec![0usize; dataset.users.count];
+    let mut rows = vec![0usize; dataset.users.count];
+    for r in 0..interactions.len() {
+        let user = interactions.user[r] as usize;
+        if user < rows.len() {
+            rows[user] += 1;
+            positives[user] += usize::from(interactions.label[r] > 0.5);
+        }
+    }
+    let active = || rows.iter().zip(&positives).filter(|(n, _)| **n > 0);
+    let without_positives = active().filter(|(_, p)| **p == 0).count();
+    let without_negatives = active().filter(|(n, p)| *n == *p).count();
+    let mut warnings = Vec::new();
+    let mut warn = |name: &str, count: usize, message: String| {
+        if count > 0 {
+            warnings.push(DataWarning { name: name.into(), count, message });
+        }
+    };
+    warn(
+        "duplicate_rows",
+        duplicates,
+        format!("{duplicates} row(s) repeat an earlier (user, item, timestamp); they weigh twice in training and metrics"),
+    );
+    warn(
+        "users_without_positives",
+        without_positives,
+        format!("{without_positives} user(s) have no click; their AUC is undefined and GAUC leaves them out"),
+    );
+    warn(
+        "users_without_negatives",
+        without_negatives,
+        format!("{without_negatives} user(s) have only clicks; their AUC is undefined and GAUC leaves them out"),
+    );
+    warnings
+}
