@@ -113,7 +113,7 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let output = ws.run(&["reproduce", "--specs", "paper", "--out", "reports"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let reports = ws.path().join("reports");
-    let tables = ["1-main", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic", "6a-deployment-windows", "6b-deployment-states", "6c-prefix", "6d-deployment-cost", "6e-deployment-retrained"];
+    let tables = ["1-main", "1b-ranking", "1c-per-user-tests", "2a-segments", "2b-warm-cold", "3a-meta-embedding-size", "3b-inner-steps", "3c-order", "3d-meta-inputs", "3e-freshness", "3f-meta-interaction", "3g-meta-interaction-synthetic", "3h-outer-rows", "3i-inner-prior-rows", "4-serving", "5-synthetic", "5b-synthetic-ranking", "5c-synthetic-per-user-tests", "6a-deployment-windows", "6b-deployment-states", "6c-prefix", "6d-deployment-cost", "6e-deployment-retrained"];
     for table in tables {
         let folder = reports.join(table);
         for file in ["table.md", "table.csv", "table.tex", "table.json", "manifest.json"] {
@@ -131,6 +131,12 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
         assert!(tex.contains("\\toprule") && tex.contains("\\bottomrule"));
         assert_eq!(tex.lines().filter(|l| l.ends_with("\\\\")).count(), rows.len() + 1, "{table}: header + rows");
     }
+    // One page with every table and plot.
+    let page = std::fs::read_to_string(reports.join("index.html")).unwrap();
+    for table in tables {
+        assert!(page.contains(&format!("<section id=\"{table}\">")), "{table} in index.html");
+    }
+    assert!(page.matches("<svg").count() >= 4, "plots inlined");
     let main_csv = std::fs::read_to_string(reports.join("1-main/table.csv")).unwrap();
     for method in ["global", "id_embedding", "wide_deep", "limaml", "oracle"] {
         assert!(main_csv.lines().any(|l| l.starts_with(method)), "{method} in main table");
@@ -142,15 +148,13 @@ fn reproduce_writes_every_table_in_every_format_and_recomputes_nothing_the_secon
     let ablation = std::fs::read_to_string(reports.join("3b-inner-steps/table.csv")).unwrap();
     assert!(ablation.contains("inner_steps=0") && ablation.contains("inner_steps=3 (default)"), "{ablation}");
 
-    for plot in [
-        "2a-segments/lift-by-segment.svg",
-        "1-main/learning-curves.svg",
-        "3b-inner-steps/auc.svg",
-        "6a-deployment-windows/auc-by-window.svg",
-    ] {
+    for plot in ["1-main/learning-curves.svg", "3b-inner-steps/auc.svg", "6a-deployment-windows/auc-by-window.svg"] {
         let svg = std::fs::read_to_string(reports.join(plot)).unwrap_or_else(|e| panic!("{plot}: {e}"));
         assert!(svg.contains("<svg") && svg.contains("polyline"), "{plot} draws lines");
     }
+    // Activity segments are categories: bars, not lines.
+    let bars = std::fs::read_to_string(reports.join("2a-segments/auc-by-segment.svg")).unwrap();
+    assert!(bars.matches("<rect").count() >= 6, "segments drawn as bars (one per method and segment)");
 
     let again = ws.run(&["reproduce", "--specs", "paper", "--out", "reports"]);
     assert_eq!(again.status.code(), Some(0));

@@ -55,7 +55,8 @@ pub fn load(args: &SpecArgs) -> Result<(LoadedSpec, Plan), Failure> {
 /// The store for a command that only reads: when another process holds it, its file mirror
 /// (finished runs and stages), without waiting.
 pub fn open_reader(path: &std::path::Path) -> Result<Store, Failure> {
-    let store = Store::open(path, LockWait::ReadOnly, |_| {})?;
+    super::store::check_store_path(path)?;
+    let store = Store::open(path, LockWait::ReadOnly, |_| {}).map_err(|e| super::store::store_failure(path, e))?;
     if store.is_read_only() {
         eprintln!("note: {} is in use by another process; reading its finished runs and stages", path.display());
     }

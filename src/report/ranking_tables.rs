@@ -61,7 +61,13 @@ pub fn significance_table(title: &str, rows: &[Row], methods: &serde_json::Value
         title,
         vec!["method", "metric", "mean per-user Δ", "pairs", "t-test p", "t-test p (Holm)", "Wilcoxon p", "Wilcoxon p (Holm)"],
     );
-    let p = |v: &serde_json::Value| v.as_f64().map_or("—".into(), |x| if x < 1e-4 { format!("{x:.1e}") } else { format!("{x:.4}") });
+    let p = |v: &serde_json::Value| {
+        v.as_f64().map_or("—".into(), |x| match x {
+            0.0 => "< 1e-300".to_string(),
+            x if x < 1e-4 => format!("{x:.1e}"),
+            x => format!("{x:.4}"),
+        })
+    };
     let mut baseline = None;
     for row in rows.iter().filter(|r| !r.label.contains('@')) {
         let Some(tests) = methods.get(&row.label).and_then(|m| m.get("significance")).and_then(|s| s.as_object()) else {

@@ -377,7 +377,8 @@ pub fn segment_names(rows: &[Row]) -> (Vec<String>, Vec<String>) {
     for row in rows {
         for name in row.metrics.keys() {
             if let Some(prefix) = name.strip_suffix(".auc") {
-                if prefix.starts_with("window") {
+                // Windows have their own tables; validation and chance are not slices of users.
+                if prefix.starts_with("window") || matches!(prefix, "validation" | "chance") {
                     continue;
                 }
                 let is_state = matches!(prefix, "warm" | "cold" | "known" | "new");

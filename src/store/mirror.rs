@@ -13,6 +13,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::recovery::{record_path, RecordKind};
 use super::StoreError;
 
 pub struct Mirror {
@@ -24,12 +25,18 @@ impl Mirror {
         Mirror { dir: root.join(super::recovery::RECORDS_DIR) }
     }
 
+    // File names as `recovery` reads them (ids with other characters than [A-Za-z0-9_-] are
+    // hex-encoded).
     fn run_path(&self, id: &str) -> PathBuf {
-        self.dir.join("runs").join(format!("{id}.json"))
+        record_path(self.root(), RecordKind::Run, id)
     }
 
     fn stage_path(&self, key: &str) -> PathBuf {
-        self.dir.join("stages").join(format!("{key}.json"))
+        record_path(self.root(), RecordKind::Stage, key)
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.parent().expect("the mirror folder is inside the store")
     }
 
     pub fn is_complete(&self) -> bool {
