@@ -154,3 +154,41 @@ fn readers_answer_within_a_second_while_a_run_holds_the_store() {
     }
     assert!(writer.wait().unwrap().success());
 }
+
+#[test]
+fn exps_shows_one_row_per_run_and_method_with_the_parameters_that_differ() {
+    let ws = Workspace::new();
+    ws.run_json("tiny.toml", &[]);
+    ws.run_json("tiny.toml", &["--set", "methods.limaml.inner_lr=0.05"]);
+    let output = ws.run(&["exps", "--format", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.lines().next().unwrap().contains("method.inner_lr"), "{text}");
+    let limaml_rows = text.lines().filter(|l| l.contains(",limaml,")).count();
+    assert_eq!(limaml_rows, 2, "one limaml row per run: {text}");
+    bad_input(&ws.run(&["exps", "--experiment", "nope"]), "no run of that experiment");
+}
+
+#[test]
+fn diff_puts_two_runs_side_by_side() {
+    let ws = Workspace::new();
+    ws.run_json("tiny.toml", &[]);
+    let first: serde_json::Value = serde_json::from_slice(&ws.run(&["show", "last", "--json"]).stdout).unwrap();
+    ws.run_json("tiny.toml", &["--set", "methods.limaml.inner_lr=0.05"]);
+    let output = ws.run(&["diff", first["id"].as_str().unwrap(), "last"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("method.inner_lr") && text.contains("0.05"), "{text}");
+    assert!(text.contains("--set methods.limaml.inner_lr=0.05") || text.contains("methods.limaml.inner_lr=0.05"), "{text}");
+}
+
+#[test]
+fn new_writes_a_starter_spec_that_plans() {
+    let ws = Workspace::new();
+    let output = ws.run(&["new", "starter"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = ws.run(&["plan", "experiments/starter.toml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    bad_input(&ws.run(&["new", "starter"]), "exists");
+    bad_input(&ws.run(&["new", "bad name"]), "a name is letters");
+}

@@ -36,6 +36,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Runs { json } => runs_command(&store_path, json),
         Command::Show { run, json } => show_command(&store_path, &run, json),
+        Command::Exps { experiment, metrics, format } => {
+            super::exps::exps_command(&store_path, experiment.as_deref(), &metrics, format)
+        }
+        Command::Diff { a, b } => super::exps::diff_command(&store_path, &a, &b),
+        Command::New { name, dir } => super::exps::new_command(&name, &dir),
         Command::Report { runs, out } => super::report::report_command(&store_path, &runs, out.as_deref()),
         Command::Export { run, out } => export_command(&store_path, &run, out.as_deref()),
         Command::Why { spec, stage, against } => why_command(&store_path, &spec, &stage, against.as_deref()),

@@ -8,6 +8,7 @@ mod commands;
 mod compare;
 mod fetch;
 mod inspect;
+mod exps;
 mod report;
 mod reproduce;
 mod slurm;
@@ -53,6 +54,8 @@ pub enum Command {
         /// Print the stages as JSON (name, key, status, inputs).
         #[arg(long, conflicts_with = "dot")]
         json: bool,
+        /// Fail at once if another limaml process holds the store (default: read its record
+        /// files without waiting).
         #[arg(long)]
         no_wait: bool,
     },
@@ -63,6 +66,7 @@ pub enum Command {
         /// Parallel stages (default: the number of cores, or runtime.jobs from the spec).
         #[arg(short, long)]
         jobs: Option<usize>,
+        /// Where stages run: in this process (local) or as Slurm jobs (slurm).
         #[arg(long, value_enum, default_value = "local")]
         executor: ExecutorKind,
         /// After a failure, still run every stage that does not depend on it.
@@ -115,13 +119,43 @@ pub enum Command {
     },
     /// List runs.
     Runs {
+        /// Print the runs as JSON: id, experiment, status, overrides, per-method metrics.
         #[arg(long)]
         json: bool,
+    },
+    /// The experiments view: one row per run and configuration, the parameters that differ
+    /// and the headline metrics (like `dvc exp show`).
+    Exps {
+        /// Only runs of this experiment (its name).
+        #[arg(long)]
+        experiment: Option<String>,
+        /// The metrics shown.
+        #[arg(long, value_delimiter = ',', default_value = "auc,gauc,ndcg@10")]
+        metrics: Vec<String>,
+        /// Output format: terminal, md, csv, latex or json.
+        #[arg(long, value_enum, default_value = "terminal")]
+        format: limaml::report::table::Format,
+    },
+    /// Two runs side by side: their overrides, the parameters that differ, and every metric.
+    Diff {
+        /// The first run (id, unique prefix, or "last").
+        a: String,
+        /// The second run.
+        b: String,
+    },
+    /// Write a commented starter spec, experiments/NAME.toml.
+    New {
+        /// The experiment's name (letters, digits, - and _).
+        name: String,
+        /// The folder to write it into.
+        #[arg(long, default_value = "experiments")]
+        dir: PathBuf,
     },
     /// Show one run.
     Show {
         /// A run id (or a unique prefix of one), or "last".
         run: String,
+        /// Print the run record as JSON, each stage with its artifacts.
         #[arg(long)]
         json: bool,
     },
@@ -189,6 +223,7 @@ pub enum DataCommand {
     Inspect {
         #[command(flatten)]
         spec: SpecArgs,
+        /// Print the statistics as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -224,8 +259,8 @@ pub enum StageCommand {
 pub struct CompareArgs {
     /// Run ids (or unique prefixes); with none, --spec or --last, the last run.
     pub runs: Vec<String>,
-    /// Every run of this spec (by experiment name).
-    #[arg(long)]
+    /// Every run of the experiment this spec file names (a path to a spec, not a name).
+    #[arg(long, value_name = "SPEC.toml")]
     pub spec: Option<PathBuf>,
     /// The newest N runs.
     #[arg(long)]
@@ -256,6 +291,7 @@ pub struct CompareArgs {
     /// With --trials: also draw the objective against trial as an SVG at this path.
     #[arg(long, requires = "trials")]
     pub plot: Option<PathBuf>,
+    /// Output format: terminal, md, latex, or numbers for scripts: csv, json.
     #[arg(long, value_enum, default_value = "terminal")]
     pub format: limaml::report::table::Format,
 }
