@@ -6,9 +6,18 @@ use petgraph::Direction;
 
 use super::Plan;
 
+/// Inputs above which a stage gathers (a report over every evaluation, a selection over
+/// trials) rather than continues a chain: drawn at the top level, after the chains.
+const GATHERS: usize = 4;
+
+/// Labels are padded to align keys up to this width; longer ones (sweep cells) are not, so a
+/// long name does not widen every line.
+const ALIGN_MAX: usize = 56;
+
 /// The plan as a tree: each stage under its last (nearest) input, so a chain reads
 /// data -> tasks -> train -> embeddings -> evaluate; a stage with several inputs is drawn once
-/// and notes how many others it waits for.
+/// and notes how many others it waits for; a stage that gathers many inputs (the report) is
+/// drawn at the top level, not under whichever input came last.
 pub fn tree(plan: &Plan, status: &dyn Fn(NodeIndex) -> String) -> String {
     let mut out = String::new();
     let mut drawn = vec![false; plan.graph.node_count()];
@@ -17,11 +26,22 @@ pub fn tree(plan: &Plan, status: &dyn Fn(NodeIndex) -> String) -> String {
         .node_indices()
         .filter(|&i| plan.graph.neighbors_directed(i, Direction::Incoming).next().is_none())
         .collect();
-    let width = plan.graph.node_indices().map(|i| plan.graph[i].name.len()).max().unwrap_or(0) + 4;
+    let width = (plan.graph.node_indices().map(|i| plan.graph[i].name.len()).max().unwrap_or(0) + 4).min(ALIGN_MAX);
     for root in roots {
         draw(plan, root, "", "", true, width, status, &mut drawn, &mut out);
     }
+    let mut gatherers: Vec<NodeIndex> = plan.graph.node_indices().filter(|&i| !drawn[i.index()]).collect();
+    gatherers.sort_by(|a, b| plan.graph[*a].name.cmp(&plan.graph[*b].name));
+    for node in gatherers {
+        if !drawn[node.index()] {
+            draw(plan, node, "", "", true, width, status, &mut drawn, &mut out);
+        }
+    }
     out
+}
+
+fn gathers(plan: &Plan, node: NodeIndex) -> bool {
+    plan.graph[node].inputs.len() > GATHERS
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -39,15 +59,22 @@ fn draw(
     let stage = &plan.graph[node];
     let label = format!("{prefix}{branch}{}", stage.name);
     let other_inputs = stage.inputs.len().saturating_sub(1);
-    let note =
-        if other_inputs > 0 && stage.inputs.len() > 2 { format!("  (+{other_inputs} inputs)") } else { String::new() };
+    let note = if gathers(plan, node) {
+        format!("  (gathers {} inputs)", stage.inputs.len())
+    } else if other_inputs > 0 && stage.inputs.len() > 2 {
+        format!("  (+{other_inputs} inputs)")
+    } else {
+        String::new()
+    };
     out.push_str(&format!("{label:<width$} {}  {}{note}\n", stage.short_key(), status(node), width = width + 8));
     drawn[node.index()] = true;
     // Children drawn here: consumers whose last input is this node.
     let mut children: Vec<NodeIndex> = plan
         .graph
         .neighbors_directed(node, Direction::Outgoing)
-        .filter(|&c| plan.graph[c].inputs.last().map(|(_, i)| *i) == Some(node) && !drawn[c.index()])
+        .filter(|&c| {
+            plan.graph[c].inputs.last().map(|(_, i)| *i) == Some(node) && !drawn[c.index()] && !gathers(plan, c)
+        })
         .collect();
     children.sort_by(|a, b| plan.graph[*a].name.cmp(&plan.graph[*b].name));
     children.dedup();
