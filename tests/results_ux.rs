@@ -192,3 +192,25 @@ fn new_writes_a_starter_spec_that_plans() {
     bad_input(&ws.run(&["new", "starter"]), "exists");
     bad_input(&ws.run(&["new", "bad name"]), "a name is letters");
 }
+
+#[test]
+fn schema_describes_every_table_and_method_kind_with_the_doc_comments() {
+    let ws = Workspace::new();
+    let output = ws.run(&["schema"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    for table in ["experiment", "data", "split", "methods", "train", "sweep", "report", "search", "runtime"] {
+        assert!(schema["properties"][table].is_object(), "{table}");
+    }
+    let kinds: Vec<String> = schema["definitions"]["MethodConfig"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["properties"]["kind"]["enum"][0].as_str().map(String::from))
+        .collect();
+    for kind in ["global", "id_embedding", "wide_deep", "limaml", "logistic", "command"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    let ks = &schema["definitions"]["ReportConfig"]["properties"]["ks"];
+    assert!(ks["description"].as_str().unwrap().contains("Cut-offs K"), "{ks}");
+}

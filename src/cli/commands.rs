@@ -41,6 +41,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Diff { a, b } => super::exps::diff_command(&store_path, &a, &b),
         Command::New { name, dir } => super::exps::new_command(&name, &dir),
+        Command::Schema => {
+            let schema = schemars::schema_for!(limaml::spec::Spec);
+            println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serializes"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { runs, out } => super::report::report_command(&store_path, &runs, out.as_deref()),
         Command::Export { run, out } => export_command(&store_path, &run, out.as_deref()),
         Command::Why { spec, stage, against } => why_command(&store_path, &spec, &stage, against.as_deref()),

@@ -143,6 +143,9 @@ pub enum Command {
         /// The second run.
         b: String,
     },
+    /// Print the JSON Schema of a spec (every table and key, types, ranges, defaults, the doc
+    /// comments as descriptions), for editors with a TOML language server (taplo, Even Better TOML).
+    Schema,
     /// Write a commented starter spec, experiments/NAME.toml.
     New {
         /// The experiment's name (letters, digits, - and _).

@@ -43,7 +43,7 @@ pub mod limits {
 }
 
 /// A whole experiment, one sweep cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// Files merged under this one (consumed while loading).
@@ -59,6 +59,7 @@ pub struct Spec {
     pub train: TrainConfig,
     /// A grid over dotted parameter paths, expanded while loading (empty in a cell).
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<serde_json::Value>>")]
     pub sweep: toml::Table,
     #[serde(default)]
     pub report: ReportConfig,
@@ -70,7 +71,7 @@ pub struct Spec {
     pub runtime: RuntimeConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
     pub name: String,
@@ -85,7 +86,7 @@ fn default_seeds() -> Vec<u64> {
     vec![0]
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportConfig {
     /// Metrics shown in summaries and tables: any name of the metric registry
@@ -133,7 +134,7 @@ impl Default for ReportConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Parallel stages (the `-j` default).

@@ -18,7 +18,7 @@ use limaml_models::config::MethodConfig;
 use super::Spec;
 
 /// The `[search]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchConfig {
     /// "random" (every trial trains the full `[train] epochs`) or "halving" (successive halving:
@@ -52,7 +52,7 @@ fn default_eta() -> usize {
     3
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     #[default]
@@ -70,7 +70,7 @@ impl Strategy {
 }
 
 /// Where one parameter's values are drawn from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Distribution {
     /// Uniform on `[low, high)`.
@@ -80,7 +80,7 @@ pub enum Distribution {
     /// A uniform integer in `low..=high`.
     Int([i64; 2]),
     /// One of the listed values, each equally likely.
-    Choice(Vec<toml::Value>),
+    Choice(#[schemars(with = "Vec<serde_json::Value>")] Vec<toml::Value>),
 }
 
 impl Distribution {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One out-of-range value. `field` is a dotted path relative to the table (e.g. `synthetic.n_users`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConfigIssue {
     pub field: String,
     pub message: String,
@@ -23,7 +23,7 @@ impl ConfigIssue {
 }
 
 /// Where the interaction log comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DataSource {
     #[default]
@@ -33,7 +33,7 @@ pub enum DataSource {
 }
 
 /// What a loader does with a malformed row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BadRowPolicy {
     /// Stop with an error naming the file, line and content.
@@ -44,7 +44,7 @@ pub enum BadRowPolicy {
 }
 
 /// The `[data]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     pub source: DataSource,
@@ -76,7 +76,7 @@ impl Default for DataConfig {
 /// sum_{t in tags_i} taste_u(t) / sqrt(|tags_i|)`, where `taste_u`, the user's own liking of each
 /// tag, is hidden from every user feature and moves by `drift` over the user's history. The taste acts on an observable item feature (tags), so a user's own
 /// history reveals it: that is what personalization can learn and features alone cannot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// Seed of the generated world. The experiment's seeds vary slicing and training on top of
@@ -136,7 +136,7 @@ impl Default for SyntheticConfig {
 
 /// A delimited interaction log (`[data.csv]`). Without a header, column names are 0-based
 /// column indices written as strings ("0", "1", ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CsvConfig {
     /// "," or "\t" (any single character).
@@ -266,7 +266,7 @@ impl DataConfig {
 pub use crate::types::TaskEntity;
 
 /// How a task's rows are divided into support and query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitBy {
     /// Query = the latest rows.
@@ -277,7 +277,7 @@ pub enum SplitBy {
 }
 
 /// Which evaluation tasks to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EvalSetting {
     /// Validation/test entities are unseen in meta-training.
@@ -298,7 +298,7 @@ pub enum EvalSetting {
 }
 
 /// The `[split]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SplitConfig {
     pub task_entity: TaskEntity,

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One method to train, as written in the spec: `[methods.<name>]` with `kind = "..."`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MethodConfig {
     /// Non-personalized MLP over user features, item features and an item-id embedding.
@@ -74,7 +74,7 @@ pub enum MethodConfig {
 
 /// The command method's settings. Paths are as written in the spec, relative to the spec's
 /// folder; the stage resolves them (this crate reads no spec and resolves nothing).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
     /// The program and its arguments, e.g. `["python3", "../models/popularity.py"]`. The
@@ -97,7 +97,7 @@ pub struct CommandConfig {
 }
 
 /// The logistic method's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogisticConfig {
     /// L2 strengths to try for the id and feature weights (lambda in
@@ -123,7 +123,7 @@ pub struct LogisticConfig {
 }
 
 /// The LiMAML method's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimamlConfig {
     /// Hidden layers of the Global Block.
@@ -226,7 +226,7 @@ pub struct LimamlConfig {
 }
 
 /// The rows of a meta-train task that the outer (meta) loss is computed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OuterRows {
     /// Only the query rows (classic MAML): the Global Block learns from a quarter of the
@@ -243,7 +243,7 @@ pub enum OuterRows {
 }
 
 /// How the Global Block reads the meta embedding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MetaInteraction {
     /// Concatenated to the Global Block's row input. Its effect on the first layer is a
@@ -261,7 +261,7 @@ pub enum MetaInteraction {
 }
 
 /// One input of the Meta Block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MetaInput {
     /// The learned entity-id embedding (entities unseen in meta-training share a zero row).
@@ -274,7 +274,7 @@ pub enum MetaInput {
 }
 
 /// `[train]`: the optimizer and stopping rule, the same for every method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Maximum passes over the training data (baseline rows, or meta-train tasks).
@@ -351,7 +351,7 @@ impl Default for LogisticConfig {
 }
 
 /// One out-of-range value: `field` is dotted and relative to the struct validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConfigIssue {
     pub field: String,
     pub message: String,

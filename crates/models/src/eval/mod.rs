@@ -30,7 +30,7 @@ pub use ranking::{positive_ranks, PositiveRanks, RankingMetric};
 
 /// Scores of query rows: `score[k]` is the predicted click probability of interaction row
 /// `rows[k]`, which is a query row of task `task_index[k]` (an index into `TaskSet::tasks`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Predictions {
     pub rows: Vec<u32>,
     pub task_index: Vec<u32>,
@@ -38,7 +38,7 @@ pub struct Predictions {
 }
 
 /// How GAUC weighs each task's AUC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GaucWeighting {
     /// By the task's scored rows (as DIN, Zhou et al. 2018). The default.
@@ -72,7 +72,7 @@ impl GaucWeighting {
 
 /// What to compute: the cut-offs of the ranking metrics, GAUC's weighting, and whether to rank
 /// the full catalogue. Comes from the spec's `[report]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EvalConfig {
     pub ks: Vec<usize>,
     pub gauc_weighting: GaucWeighting,
@@ -109,7 +109,7 @@ pub fn lower_is_better(name: &str) -> bool {
 
 /// Metrics of one slice of predictions. A metric is absent (or `None`) when undefined: AUC and
 /// normalized entropy with one class, ranking metrics without a task that has a positive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Metrics {
     pub auc: Option<f64>,
     pub gauc: Option<f64>,
@@ -143,7 +143,7 @@ impl Metrics {
 }
 
 /// Metrics overall, per segment name, per entity state and per deployment window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EvalReport {
     pub overall: Metrics,
     pub by_segment: BTreeMap<String, Metrics>,
@@ -154,7 +154,7 @@ pub struct EvalReport {
 }
 
 /// One task's metrics: a row of [`TaskMetrics`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskRow {
     /// Index into `TaskSet::tasks`.
     pub task: u32,
@@ -172,7 +172,7 @@ pub struct TaskRow {
 
 /// Per-task metrics (per user, for user tasks): what the per-user significance tests pair and
 /// what `limaml export` writes as CSV.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskMetrics {
     /// `auc`, then the query ranking metrics, then the catalogue ones.
     pub columns: Vec<String>,
