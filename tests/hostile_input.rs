@@ -538,6 +538,9 @@ fn check(case: &Case) -> Option<String> {
         .env("LIMAML_STORE", fixture.path("store"))
         .env_remove("RUST_LOG")
         .env_remove("RUST_BACKTRACE")
+        // The fixtures are the data: a real MovieLens folder named by the environment (as CI
+        // sets it) must not stand in for a missing one.
+        .env_remove("LIMAML_DATA")
         .args(&case.args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))

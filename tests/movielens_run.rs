@@ -32,3 +32,22 @@ fn the_ml_100k_experiment_trains_and_evaluates_every_method() {
         }
     }
 }
+
+#[test]
+fn a_spec_whose_movielens_path_is_missing_reads_limaml_data() {
+    let Some(data) = movielens_dir() else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "MovieLens 100K is missing (set LIMAML_DATA)");
+        eprintln!("skipped: MovieLens 100K not found (set LIMAML_DATA)");
+        return;
+    };
+    let ws = Workspace::new();
+    ws.write("elsewhere.toml", "[experiment]\nname = \"x\"\n[data]\nsource = \"movielens\"\npath = \"no/such/folder\"\n[methods.global]\nkind = \"global\"\n");
+    let output = ws.command(&["data", "inspect", "elsewhere.toml", "--json"]).env("LIMAML_DATA", data.canonicalize().unwrap()).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("943"), "the 943 MovieLens users: {text}");
+    // Without it, the missing folder is an error naming the key.
+    let output = ws.command(&["data", "inspect", "elsewhere.toml"]).env_remove("LIMAML_DATA").output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("data.path"), "{}", stderr(&output));
+}

@@ -214,3 +214,48 @@ fn schema_describes_every_table_and_method_kind_with_the_doc_comments() {
     let ks = &schema["definitions"]["ReportConfig"]["properties"]["ks"];
     assert!(ks["description"].as_str().unwrap().contains("Cut-offs K"), "{ks}");
 }
+
+#[test]
+fn reproduce_takes_overrides_and_names_the_command_line_when_one_is_bad() {
+    let ws = Workspace::new();
+    let specs = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/paper");
+    let output = ws.run(&["reproduce", "--specs", specs, "--set", "train.epohcs=1"]);
+    bad_input(&output, "command line");
+}
+
+#[test]
+fn runs_fits_80_columns_and_never_wraps_a_run_id() {
+    let ws = Workspace::new();
+    ws.run_json("tiny.toml", &[]);
+    let (_, json) = ws.run_json("tiny.toml", &[]);
+    let output = ws.command(&["runs"]).env("COLUMNS", "80").output().unwrap();
+    let text = stdout(&output);
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    assert!(text.contains(json["run_id"].as_str().unwrap()), "a whole run id on one line: {text}");
+}
+
+#[test]
+fn plan_draws_the_report_at_the_top_level_not_under_one_evaluation() {
+    let ws = Workspace::new();
+    let output = ws.run(&["plan", "tiny.toml"]);
+    let text = stdout(&output);
+    let report = text.lines().find(|l| l.contains("report")).unwrap_or_else(|| panic!("{text}"));
+    assert!(report.starts_with("report"), "{report}");
+    assert!(report.contains("gathers"), "{report}");
+}
+
+#[test]
+fn every_flag_of_every_command_has_help_text() {
+    let ws = Workspace::new();
+    let commands = ["plan", "run", "compare", "reproduce", "bench", "runs", "show", "export", "report", "why", "gc", "exps", "diff", "new", "schema", "data inspect", "store check"];
+    for command in commands {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("-h");
+        let text = stdout(&ws.run(&args));
+        // clap prints `--flag <VALUE>  description`; a flag without one ends its line.
+        for line in text.lines().map(str::trim).filter(|l| l.starts_with("--") || l.starts_with('-') && l.len() > 1) {
+            let described = line.contains("  ") && line.split("  ").filter(|p| !p.trim().is_empty()).count() > 1;
+            assert!(described, "`limaml {command}`: no help for `{line}`");
+        }
+    }
+}

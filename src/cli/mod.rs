@@ -213,6 +213,7 @@ pub enum Command {
 pub enum StoreCommand {
     /// Verify every record and every artifact (present, hashing to its digest); exit 1 on a problem.
     Check {
+        /// Print the report (records, artifacts verified, problems) as JSON.
         #[arg(long)]
         json: bool,
     },

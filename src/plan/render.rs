@@ -41,7 +41,8 @@ pub fn tree(plan: &Plan, status: &dyn Fn(NodeIndex) -> String) -> String {
 }
 
 fn gathers(plan: &Plan, node: NodeIndex) -> bool {
-    plan.graph[node].inputs.len() > GATHERS
+    let stage = &plan.graph[node];
+    stage.inputs.len() > GATHERS || matches!(stage.components.kind.as_str(), "report" | "select")
 }
 
 #[allow(clippy::too_many_arguments)]

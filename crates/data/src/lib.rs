@@ -35,17 +35,24 @@ pub use types::*;
 /// The environment variable naming a MovieLens folder when `[data] path` is not set.
 pub const DATA_ENV_VAR: &str = "LIMAML_DATA";
 
-/// The path the source reads: `config.path` relative to `base_dir`, or for MovieLens the
-/// `LIMAML_DATA` environment variable. `None` for the synthetic source.
+/// The path the source reads: `config.path` relative to `base_dir`; for MovieLens, the
+/// `LIMAML_DATA` environment variable when no path is set or the path does not exist (so the
+/// paper specs' default `../../../shared/data/ml-100k` finds the data wherever it is, as
+/// `experiments/ml-100k.toml` does). `None` for the synthetic source.
 pub fn resolve_path(config: &DataConfig, base_dir: &Path) -> Result<Option<PathBuf>, DataError> {
     if config.source == DataSource::Synthetic {
         return Ok(None);
     }
+    let from_env = std::env::var_os(DATA_ENV_VAR).filter(|d| !d.is_empty()).map(PathBuf::from);
     if let Some(path) = &config.path {
-        return Ok(Some(base_dir.join(path)));
+        let configured = base_dir.join(path);
+        return Ok(Some(match from_env {
+            Some(dir) if config.source == DataSource::Movielens && !configured.exists() && dir.exists() => dir,
+            _ => configured,
+        }));
     }
-    match (config.source, std::env::var_os(DATA_ENV_VAR)) {
-        (DataSource::Movielens, Some(dir)) if !dir.is_empty() => Ok(Some(PathBuf::from(dir))),
+    match (config.source, from_env) {
+        (DataSource::Movielens, Some(dir)) => Ok(Some(dir)),
         _ => Err(DataError::NoPath),
     }
 }
