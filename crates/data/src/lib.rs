@@ -36,9 +36,10 @@ pub use types::*;
 pub const DATA_ENV_VAR: &str = "LIMAML_DATA";
 
 /// The path the source reads: `config.path` relative to `base_dir`; for MovieLens, the
-/// `LIMAML_DATA` environment variable when no path is set or the path does not exist (so the
-/// paper specs' default `../../../shared/data/ml-100k` finds the data wherever it is, as
-/// `experiments/ml-100k.toml` does). `None` for the synthetic source.
+/// `LIMAML_DATA` environment variable when no path is set, or when a *relative* path does not
+/// exist here (so the specs' default `../../shared/data/ml-100k` finds the data wherever
+/// `LIMAML_DATA` says it is). An absolute path is taken as given: missing, it is an error.
+/// `None` for the synthetic source.
 pub fn resolve_path(config: &DataConfig, base_dir: &Path) -> Result<Option<PathBuf>, DataError> {
     if config.source == DataSource::Synthetic {
         return Ok(None);
@@ -47,7 +48,14 @@ pub fn resolve_path(config: &DataConfig, base_dir: &Path) -> Result<Option<PathB
     if let Some(path) = &config.path {
         let configured = base_dir.join(path);
         return Ok(Some(match from_env {
-            Some(dir) if config.source == DataSource::Movielens && !configured.exists() && dir.exists() => dir,
+            Some(dir)
+                if config.source == DataSource::Movielens
+                    && Path::new(path).is_relative()
+                    && !configured.exists()
+                    && dir.exists() =>
+            {
+                dir
+            }
             _ => configured,
         }));
     }
