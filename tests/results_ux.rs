@@ -259,3 +259,21 @@ fn every_flag_of_every_command_has_help_text() {
         }
     }
 }
+
+#[test]
+fn a_sweep_over_the_data_pairs_each_method_with_the_baselines_row_of_the_same_cell() {
+    let ws = Workspace::new();
+    ws.write("cells.toml", &(TINY_SPEC.to_string() + "\n[sweep]\n\"split.query_fraction\" = [0.3, 0.5]\n"));
+    let (output, _) = ws.run_json("cells.toml", &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = ws.run(&["compare", "--baseline", "global", "--format", "json"]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let rows = value["rows"].as_array().unwrap();
+    let limaml: Vec<&serde_json::Value> = rows.iter().filter(|r| r["method"] == "limaml").collect();
+    assert_eq!(limaml.len(), 2, "{value}");
+    assert!(limaml.iter().all(|r| r["delta_auc"].is_f64()), "each cell paired with global's: {value}");
+    assert!(rows.iter().filter(|r| r["method"] == "global").all(|r| r["delta_auc"].is_null()));
+    // The terminal shows the cell apart from the method.
+    let text = stdout(&ws.run(&["compare", "--baseline", "global"]));
+    assert!(text.contains("│ cell") || text.contains("┆ cell"), "{text}");
+}

@@ -251,12 +251,18 @@ pub fn group(observations: &[Observation], baseline: Option<&str>) -> Vec<Row> {
         for row in &mut rows {
             let mut differences: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for observation in observations.iter().filter(|o| o.config_id == row.config_id && o.label == row.label) {
-                let Some(base) = observations.iter().find(|b| {
-                    b.method == baseline
-                        && b.label == baseline
-                        && b.data_id == observation.data_id
-                        && b.seed == observation.seed
-                }) else {
+                // The baseline on the same data and seed: its plain label, else its row of the
+                // same sweep cell (`global[split.x=2]` pairs with `limaml[split.x=2]`).
+                let same = |b: &&Observation| {
+                    b.method == baseline && !b.label.contains('@') && b.data_id == observation.data_id && b.seed == observation.seed
+                };
+                let candidates: Vec<&Observation> = observations.iter().filter(same).collect();
+                let Some(base) = candidates
+                    .iter()
+                    .find(|b| b.label == baseline)
+                    .or_else(|| (candidates.len() == 1).then(|| &candidates[0]))
+                    .copied()
+                else {
                     continue;
                 };
                 for (name, value) in &observation.metrics {
@@ -289,6 +295,21 @@ pub fn changed_parameters(rows: &[Row]) -> Vec<String> {
     changed.into_iter().collect()
 }
 
+/// `limaml[methods.limaml.inner_steps=2,train.epochs=5]@stale` -> (`limaml@stale`,
+/// `inner_steps=2 epochs=5`).
+fn split_label(label: &str) -> Vec<String> {
+    let Some((method, rest)) = label.split_once('[') else { return vec![label.to_string(), String::new()] };
+    let (assignments, suffix) = rest.split_once(']').unwrap_or((rest, ""));
+    let short: Vec<String> = assignments
+        .split(',')
+        .map(|a| match a.split_once('=') {
+            Some((key, value)) => format!("{}={value}", key.rsplit('.').next().unwrap_or(key)),
+            None => a.to_string(),
+        })
+        .collect();
+    vec![format!("{method}{suffix}"), short.join(" ")]
+}
+
 /// A query ranking metric whose chance level (its mean under a random order) reaches this is
 /// flagged as saturated.
 pub const SATURATION_CHANCE: f64 = 0.9;
@@ -317,7 +338,13 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
     let changed = if options.only_changed { changed_parameters(rows) } else { Vec::new() };
     let experiments: BTreeSet<&String> = rows.iter().flat_map(|r| &r.experiments).collect();
     let show_experiment = experiments.len() > 1;
+    // Compact: a sweep cell's assignments get their own column, keys shortened to their last
+    // segment (`methods.limaml.inner_steps=2` -> `inner_steps=2`), so labels stay short.
+    let show_cell = options.compact && rows.iter().any(|r| r.label.contains('['));
     let mut header: Vec<String> = vec!["method".into()];
+    if show_cell {
+        header.push("cell".into());
+    }
     if show_experiment {
         header.push("experiment".into());
     }
@@ -340,7 +367,7 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
     let mut table = TableData { title: title.to_string(), header, ..Default::default() };
     let mut any_saturated = false;
     for row in rows {
-        let mut cells = vec![row.label.clone()];
+        let mut cells = if show_cell { split_label(&row.label) } else { vec![row.label.clone()] };
         if show_experiment {
             cells.push(row.experiments.iter().cloned().collect::<Vec<_>>().join("+"));
         }
@@ -361,7 +388,8 @@ pub fn comparison_table(title: &str, rows: &[Row], options: &TableOptions<'_>) -
             }
             if options.baseline.is_some() {
                 match row.versus_baseline.get(metric) {
-                    Some(diff) if row.method != options.baseline.unwrap_or_default() || row.label != row.method => {
+                    // The baseline's own rows (every sweep cell of it) have no difference to show.
+                    Some(diff) if row.method != options.baseline.unwrap_or_default() => {
                         if options.compact {
                             cells.push(if diff.ci95.is_nan() {
                                 format!("{:+.4}", diff.mean)

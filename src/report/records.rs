@@ -67,7 +67,7 @@ pub fn numeric_records(rows: &[Row], options: &TableOptions<'_>) -> Vec<Record> 
                     put(&mut record, format!("{metric}_seed{seed}"), value);
                 }
                 if options.baseline.is_some() {
-                    let diff = row.versus_baseline.get(metric).filter(|_| Some(row.label.as_str()) != options.baseline);
+                    let diff = row.versus_baseline.get(metric).filter(|_| Some(row.method.as_str()) != options.baseline);
                     put(&mut record, format!("delta_{metric}"), diff.map_or(Value::Null, |d| number(d.mean)));
                     put(&mut record, format!("delta_{metric}_ci_low"), diff.map_or(Value::Null, |d| ci(d, -1.0)));
                     put(&mut record, format!("delta_{metric}_ci_high"), diff.map_or(Value::Null, |d| ci(d, 1.0)));
