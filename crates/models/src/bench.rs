@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{LimamlConfig, MethodConfig, OuterRows, TrainConfig};
+use crate::config::{LimamlConfig, MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::inputs::{check_data, DataShape, Features};
 use crate::limaml::{
@@ -61,7 +61,6 @@ pub struct StepFlops {
     global_macs: f64,
     inner_steps: f64,
     second_order: bool,
-    outer_support_rows: bool,
 }
 
 fn macs(widths: &[usize]) -> f64 {
@@ -75,7 +74,6 @@ impl StepFlops {
             global_macs: macs(global_widths),
             inner_steps: config.inner_steps as f64,
             second_order: config.second_order,
-            outer_support_rows: config.outer_rows != OuterRows::Query,
         }
     }
 
@@ -85,12 +83,12 @@ impl StepFlops {
         2.0 * (2.0 * self.meta_macs * tasks + 2.0 * self.global_macs * support)
     }
 
-    /// One outer step: the inner loop, then forward and full backward (input and weight
-    /// gradients) of both blocks over the outer rows. Second-order adds, per inner step, a
-    /// Hessian-vector product priced at twice that step (forward-over-reverse).
-    pub fn outer_step(&self, tasks: usize, support: usize, query: usize) -> f64 {
-        let (t, s, q) = (tasks as f64, support as f64, query as f64);
-        let outer_rows = if self.outer_support_rows { s + q } else { q };
+    /// One outer step: the inner loop over `support` rows, then forward and full backward
+    /// (input and weight gradients) of both blocks over the `outer` rows the outer loss scores.
+    /// Second-order adds, per inner step, a Hessian-vector product priced at twice that step
+    /// (forward-over-reverse).
+    pub fn outer_step(&self, tasks: usize, support: usize, outer: usize) -> f64 {
+        let (t, s, outer_rows) = (tasks as f64, support as f64, outer as f64);
         let order = if self.second_order { 3.0 } else { 1.0 };
         order * self.inner_steps * self.inner_step(t, s) + 2.0 * 3.0 * (self.meta_macs * t + self.global_macs * outer_rows)
     }

@@ -286,9 +286,55 @@ pub fn logits(global: &GlobalBlock, row_part: &RowPart, meta_embedding: &[f32], 
     global.forward(row_part, meta_embedding, &rows.task_of_row).logits
 }
 
+/// Rows per tile of [`logits_per_row`]: a tile's activations (`SERVE_TILE x h` per layer) stay
+/// in the core's L2 cache between layers (bench/README.md, "Serving").
+pub const SERVE_TILE: usize = 256;
+
 /// Logits of rows each with its own meta embedding (`meta_per_row`, `rows x m`) and row
 /// inputs `x` (`rows x row_dim`): serving from stored embeddings.
+///
+/// The hidden layers run in tiles of [`SERVE_TILE`] rows, each tile through every hidden layer
+/// while it is in cache; within a tile, each run of consecutive rows with the same embedding
+/// (a user's rows) gets its first-layer term `e We` from one product row, added to each row of
+/// the run. The output layer (one column: `gemm`'s matrix-vector path, whose summation order
+/// depends on the number of rows) runs once over all `rows`. Every value is then the one the
+/// untiled, per-row computation gives, bit for bit: `gemm`'s matrix products accumulate each
+/// output element over `k` in the same order whatever the number of rows, and the additions
+/// happen in the same order (`((x Wx) + b0) + e We`); `serving_tiles_give_the_untiled_logits_bit_for_bit`
+/// checks it.
 pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
+    let stack = global.stack;
+    let n_layers = stack.n_layers();
+    if n_layers == 1 {
+        return untiled_logits_per_row(global, x, meta_per_row, rows);
+    }
+    let m = global.meta_dim();
+    let last_width = stack.widths[n_layers - 1];
+    let mut last_hidden = Vec::with_capacity(rows * last_width);
+    let mut counterpart = Vec::new();
+    let mut scratch = ServeScratch::default();
+    for start in (0..rows).step_by(SERVE_TILE) {
+        let n = SERVE_TILE.min(rows - start);
+        let x = &x[start * global.row_dim..(start + n) * global.row_dim];
+        let meta = &meta_per_row[start * m..(start + n) * m];
+        let (hidden, tile_counterpart) = tile_hidden(global, x, meta, n, &mut scratch);
+        last_hidden.extend_from_slice(&hidden);
+        counterpart.extend(tile_counterpart);
+    }
+    let mut logits = vec![0.0f32; rows];
+    let last = n_layers - 1;
+    matmul(&mut logits, false, &last_hidden, false, &stack.weights[last], false, rows, last_width, 1);
+    add_bias_rows(&mut logits, &stack.biases[last]);
+    if global.dot.is_some() {
+        let own_row: Vec<u32> = (0..rows as u32).collect();
+        add_dot(&mut logits, &counterpart, meta_per_row, &own_row, m);
+    }
+    logits
+}
+
+/// [`logits_per_row`] as one pass over all rows (the reference the tiles are tested against,
+/// and the path of a Global Block without hidden layers).
+pub fn untiled_logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
     let (h, m) = (global.first_width(), global.meta_dim());
     let RowPart { mut first, counterpart } = global.row_part(x, rows);
     matmul(&mut first, true, meta_per_row, false, global.meta_weight(), false, rows, m, h);
@@ -298,6 +344,60 @@ pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], row
         add_dot(&mut logits, &counterpart, meta_per_row, &own_row, m);
     }
     logits
+}
+
+/// Buffers reused across the tiles of [`logits_per_row`].
+#[derive(Default)]
+struct ServeScratch {
+    first_run: Vec<usize>,
+    distinct: Vec<f32>,
+    per_run: Vec<f32>,
+}
+
+/// One tile's last hidden layer output (`rows x width`) and its rows' counterpart
+/// representations (empty without the dot term).
+fn tile_hidden(global: &GlobalBlock, x: &[f32], meta: &[f32], rows: usize, scratch: &mut ServeScratch) -> (Vec<f32>, Vec<f32>) {
+    let stack = global.stack;
+    let (h, m) = (global.first_width(), global.meta_dim());
+    let RowPart { mut first, counterpart } = global.row_part(x, rows);
+    // Runs of equal embeddings (bitwise): the first row of each, and its embedding.
+    let ServeScratch { first_run, distinct, per_run } = scratch;
+    first_run.clear();
+    distinct.clear();
+    for (r, e) in meta.chunks_exact(m.max(1)).enumerate() {
+        if r == 0 || e.iter().map(|v| v.to_bits()).ne(meta[(r - 1) * m..r * m].iter().map(|v| v.to_bits())) {
+            first_run.push(r);
+            distinct.extend_from_slice(e);
+        }
+    }
+    let runs = first_run.len();
+    // Fewer than two product rows would take gemm's matrix-vector path (another summation
+    // order); few repeats save little: the per-row product then.
+    if m == 0 || runs < 2 || 2 * runs > rows {
+        matmul(&mut first, true, meta, false, global.meta_weight(), false, rows, m, h);
+    } else {
+        per_run.clear();
+        per_run.resize(runs * h, 0.0);
+        matmul(per_run, false, distinct, false, global.meta_weight(), false, runs, m, h);
+        let mut run = 0;
+        for (r, row) in first.chunks_exact_mut(h).enumerate() {
+            if run + 1 < runs && first_run[run + 1] == r {
+                run += 1;
+            }
+            row.iter_mut().zip(&per_run[run * h..][..h]).for_each(|(a, b)| *a += b);
+        }
+    }
+    let mut hidden = first;
+    relu_in_place(&mut hidden);
+    for layer in 1..stack.n_layers() - 1 {
+        let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
+        let mut out = vec![0.0f32; rows * fan_out];
+        matmul(&mut out, false, &hidden, false, &stack.weights[layer], false, rows, fan_in, fan_out);
+        add_bias_rows(&mut out, &stack.biases[layer]);
+        relu_in_place(&mut out);
+        hidden = out;
+    }
+    (hidden, counterpart)
 }
 
 /// The Global Block's forward-mode tangent from its first layer's pre-activation tangent
