@@ -5,6 +5,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use super::dense::{add_bias_rows, add_column_sums, matmul, relu_backward, relu_in_place, DenseStack};
 use super::rows::PackedRows;
 
@@ -305,22 +307,23 @@ pub const SERVE_TILE: usize = 256;
 pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
     let stack = global.stack;
     let n_layers = stack.n_layers();
-    if n_layers == 1 {
+    let m = global.meta_dim();
+    if n_layers == 1 || global.row_dim == 0 || m == 0 {
         return untiled_logits_per_row(global, x, meta_per_row, rows);
     }
-    let m = global.meta_dim();
     let last_width = stack.widths[n_layers - 1];
-    let mut last_hidden = Vec::with_capacity(rows * last_width);
-    let mut counterpart = Vec::new();
-    let mut scratch = ServeScratch::default();
-    for start in (0..rows).step_by(SERVE_TILE) {
-        let n = SERVE_TILE.min(rows - start);
-        let x = &x[start * global.row_dim..(start + n) * global.row_dim];
-        let meta = &meta_per_row[start * m..(start + n) * m];
-        let (hidden, tile_counterpart) = tile_hidden(global, x, meta, n, &mut scratch);
-        last_hidden.extend_from_slice(&hidden);
-        counterpart.extend(tile_counterpart);
-    }
+    // Tiles are independent: in parallel (nested in the caller's chunks, so that a few large
+    // chunks still keep every thread busy), each writing its rows of the last hidden layer.
+    let mut last_hidden = vec![0.0f32; rows * last_width];
+    let counterparts: Vec<Vec<f32>> = last_hidden
+        .par_chunks_mut(SERVE_TILE * last_width)
+        .zip(x.par_chunks(SERVE_TILE * global.row_dim))
+        .zip(meta_per_row.par_chunks(SERVE_TILE * m))
+        .map_init(ServeScratch::default, |scratch, ((out, x), meta)| {
+            tile_hidden(global, x, meta, x.len() / global.row_dim, scratch, out)
+        })
+        .collect();
+    let counterpart = counterparts.concat();
     let mut logits = vec![0.0f32; rows];
     let last = n_layers - 1;
     matmul(&mut logits, false, &last_hidden, false, &stack.weights[last], false, rows, last_width, 1);
@@ -346,25 +349,48 @@ pub fn untiled_logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f
     logits
 }
 
-/// Buffers reused across the tiles of [`logits_per_row`].
+/// Buffers reused across the tiles of [`logits_per_row`] (one set per thread).
 #[derive(Default)]
 struct ServeScratch {
     first_run: Vec<usize>,
     distinct: Vec<f32>,
     per_run: Vec<f32>,
+    layer: Vec<f32>,
+    next: Vec<f32>,
 }
 
-/// One tile's last hidden layer output (`rows x width`) and its rows' counterpart
-/// representations (empty without the dot term).
-fn tile_hidden(global: &GlobalBlock, x: &[f32], meta: &[f32], rows: usize, scratch: &mut ServeScratch) -> (Vec<f32>, Vec<f32>) {
+/// Writes one tile's last hidden layer output (`rows x width`) to `out`; returns its rows'
+/// counterpart representations (empty without the dot term). The operations, and their order,
+/// are [`GlobalBlock::row_part`]'s and [`global_forward`]'s.
+fn tile_hidden(
+    global: &GlobalBlock,
+    x: &[f32],
+    meta: &[f32],
+    rows: usize,
+    scratch: &mut ServeScratch,
+    out: &mut [f32],
+) -> Vec<f32> {
     let stack = global.stack;
     let (h, m) = (global.first_width(), global.meta_dim());
-    let RowPart { mut first, counterpart } = global.row_part(x, rows);
+    let ServeScratch { first_run, distinct, per_run, layer, next } = scratch;
+    layer.resize(rows * h, 0.0);
+    let first = &mut layer[..rows * h];
+    matmul(first, false, x, false, global.row_weight(), false, rows, global.row_dim, h);
+    add_bias_rows(first, &stack.biases[0]);
+    let counterpart = match &global.dot {
+        Some(dot) => {
+            let c = dot.columns.len() + 1;
+            let xc = columns_of(x, global.row_dim, &dot.columns);
+            let mut q = vec![0.0f32; rows * m];
+            matmul(&mut q, false, &xc, false, dot.weight, false, rows, c, m);
+            q
+        }
+        None => Vec::new(),
+    };
     // Runs of equal embeddings (bitwise): the first row of each, and its embedding.
-    let ServeScratch { first_run, distinct, per_run } = scratch;
     first_run.clear();
     distinct.clear();
-    for (r, e) in meta.chunks_exact(m.max(1)).enumerate() {
+    for (r, e) in meta.chunks_exact(m).enumerate() {
         if r == 0 || e.iter().map(|v| v.to_bits()).ne(meta[(r - 1) * m..r * m].iter().map(|v| v.to_bits())) {
             first_run.push(r);
             distinct.extend_from_slice(e);
@@ -373,11 +399,11 @@ fn tile_hidden(global: &GlobalBlock, x: &[f32], meta: &[f32], rows: usize, scrat
     let runs = first_run.len();
     // Fewer than two product rows would take gemm's matrix-vector path (another summation
     // order); few repeats save little: the per-row product then.
-    if m == 0 || runs < 2 || 2 * runs > rows {
-        matmul(&mut first, true, meta, false, global.meta_weight(), false, rows, m, h);
+    if runs < 2 || 2 * runs > rows {
+        matmul(first, true, meta, false, global.meta_weight(), false, rows, m, h);
     } else {
-        per_run.clear();
         per_run.resize(runs * h, 0.0);
+        let per_run = &mut per_run[..runs * h];
         matmul(per_run, false, distinct, false, global.meta_weight(), false, runs, m, h);
         let mut run = 0;
         for (r, row) in first.chunks_exact_mut(h).enumerate() {
@@ -387,17 +413,18 @@ fn tile_hidden(global: &GlobalBlock, x: &[f32], meta: &[f32], rows: usize, scrat
             row.iter_mut().zip(&per_run[run * h..][..h]).for_each(|(a, b)| *a += b);
         }
     }
-    let mut hidden = first;
-    relu_in_place(&mut hidden);
-    for layer in 1..stack.n_layers() - 1 {
-        let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
-        let mut out = vec![0.0f32; rows * fan_out];
-        matmul(&mut out, false, &hidden, false, &stack.weights[layer], false, rows, fan_in, fan_out);
-        add_bias_rows(&mut out, &stack.biases[layer]);
-        relu_in_place(&mut out);
-        hidden = out;
+    relu_in_place(first);
+    for hidden_layer in 1..stack.n_layers() - 1 {
+        let (fan_in, fan_out) = (stack.widths[hidden_layer], stack.widths[hidden_layer + 1]);
+        next.resize(rows * fan_out, 0.0);
+        let output = &mut next[..rows * fan_out];
+        matmul(output, false, &layer[..rows * fan_in], false, &stack.weights[hidden_layer], false, rows, fan_in, fan_out);
+        add_bias_rows(output, &stack.biases[hidden_layer]);
+        relu_in_place(output);
+        std::mem::swap(layer, next);
     }
-    (hidden, counterpart)
+    out.copy_from_slice(&layer[..out.len()]);
+    counterpart
 }
 
 /// The Global Block's forward-mode tangent from its first layer's pre-activation tangent
