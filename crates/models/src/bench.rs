@@ -315,3 +315,31 @@ pub fn bench_meta_training(
         score_flops_per_second: score_flops / score_seconds.max(1e-9),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flops(second_order: bool) -> StepFlops {
+        let config = LimamlConfig { inner_steps: 2, second_order, ..LimamlConfig::default() };
+        // Meta Block 10 -> 4 -> 3, Global Block 5 -> 6 -> 1.
+        StepFlops::new(&config, &[10, 4, 3], &[5, 6, 1])
+    }
+
+    #[test]
+    fn scoring_counts_two_flops_per_multiply_add_of_the_global_block() {
+        // (5 * 6 + 6 * 1) MACs a row.
+        assert_eq!(flops(false).score(10), 2.0 * 36.0 * 10.0);
+    }
+
+    #[test]
+    fn an_outer_step_counts_the_inner_steps_then_forward_and_full_backward_over_the_outer_rows() {
+        let (meta, global) = (10.0 * 4.0 + 4.0 * 3.0, 36.0);
+        let (t, s, q) = (3.0, 7.0, 5.0);
+        let inner = 2.0 * (2.0 * meta * t + 2.0 * global * s);
+        let outer = 6.0 * (meta * t + global * q);
+        assert_eq!(flops(false).outer_step(3, 7, 5), 2.0 * inner + outer);
+        assert_eq!(flops(true).outer_step(3, 7, 5), 3.0 * 2.0 * inner + outer);
+        assert_eq!(flops(false).export(3, 7), 2.0 * inner + 2.0 * meta * t);
+    }
+}
