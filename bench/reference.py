@@ -27,6 +27,23 @@ throughput ratios compare implementations of the *same* computation:
 * The timing protocol is bench.rs's: one warm-up outer step, then `meta_batches` timed steps
   over the meta-train tasks in task order (wrapping), batch building included; export over
   every task; scoring of every task's query rows.
+* Three implementations ("variants") of the same step, export and scoring, each measured; every
+  reported measure is the fastest variant's, and "variants" in the JSON keeps each (a variant
+  that fails says why there):
+  - eager: the code above, in both row layouts;
+  - func: torch.func, the way functional MAML code is written: the parameters as an nn.Module
+    called through `functional_call`, one task's loss written for one task and `vmap`ped over
+    the meta-batch (padded rows: vmap needs one shape), the inner gradient by `grad` (nested
+    inside the outer `grad` for second-order);
+  - compile: the eager packed step with its forward passes (Meta Block, Global Block)
+    compiled by `torch.compile` (inductor, CPU, dynamic shapes); second-order fails there
+    (AOTAutograd has no double backward), which the JSON records;
+  - func_compile: the func variant's whole outer gradient (`grad` of the `vmap`ped task losses)
+    compiled by `torch.compile`, export and scoring as func's; torch.compile specializes the
+    padded length there, so rows are padded to a power of two and every length pair the timed
+    steps meet is compiled before timing. These get three warm-up outer
+    steps and one warm-up export chunk and scoring chunk each, so that compilation is not
+    timed (the eager variant gets bench.rs's one warm-up step).
 
 Input: the folder `limaml bench` writes (data.json + raw little-endian arrays) and a config
 JSON (layer sizes, learning rates, thread count). Output: throughputs, as JSON with --json.
@@ -324,7 +341,7 @@ class LimamlReference:
         meta_input = self.meta_input(inner_params, batch)
         adapted = [p.unsqueeze(0).expand(batch.n_tasks, *p.shape) for p in self.meta_params(params)]
         for _ in range(self.config["inner_steps"]):
-            meta_embedding = mlp_forward(adapted, meta_input)
+            meta_embedding = _mlp_compiled(self, adapted, meta_input)
             logits = self.padded_logits(inner_params, meta_embedding, batch.support)
             support_loss = batch.support.loss_sum(logits)
             grads = torch.autograd.grad(support_loss, adapted, create_graph=second_order)
@@ -337,7 +354,7 @@ class LimamlReference:
         """One outer step: adapt on supports, mean query loss over tasks, AdamW."""
         params = self.params
         adapted = self.adapt(params, batch, second_order)
-        meta_embedding = mlp_forward(adapted, self.meta_input(params, batch))
+        meta_embedding = _mlp_compiled(self, adapted, self.meta_input(params, batch))
         logits = self.padded_logits(params, meta_embedding, batch.query)
         loss = batch.query.loss_sum(logits) / batch.n_tasks
         optimizer.zero_grad(set_to_none=True)
@@ -355,12 +372,12 @@ class LimamlReference:
                            for p in self.meta_params(params)]
                 meta_input = self.meta_input(params, batch)
                 for _ in range(self.config["inner_steps"]):
-                    logits = self.padded_logits(params, mlp_forward(adapted, meta_input), batch.support)
+                    logits = self.padded_logits(params, _mlp_compiled(self, adapted, meta_input), batch.support)
                     grads = torch.autograd.grad(batch.support.loss_sum(logits), adapted)
                     adapted = [(a - self.config["inner_lr"] * g).detach().requires_grad_()
                                for a, g in zip(adapted, grads)]
             with torch.no_grad():
-                out.append(mlp_forward(adapted, meta_input).reshape(batch.n_tasks, -1))
+                out.append(_mlp_compiled(self, adapted, meta_input).reshape(batch.n_tasks, -1))
         return torch.cat(out)
 
     @torch.no_grad()
@@ -379,14 +396,218 @@ class LimamlReference:
 
 
 # --------------------------------------------------------------------------------------------
+# The torch.func variant: functional_call + vmap over tasks + grad
+
+
+class FuncModule(torch.nn.Module):
+    """LimamlReference's parameters as an nn.Module (sharing their storage), so that one task's
+    logits are `functional_call(module, params, ...)`."""
+
+    def __init__(self, ref: LimamlReference):
+        super().__init__()
+        self.ref = ref
+        for i, p in enumerate(ref.params):
+            self.register_parameter(f"p{i}", torch.nn.Parameter(p.detach(), requires_grad=True))
+        self.names = [f"p{i}" for i in range(len(ref.params))]
+        self.meta_names = self.names[2: 2 + ref.n_meta]
+
+    def forward(self, entity_index, meta_features, users, items, meta_per_row=None):
+        """One task: its Meta Block input (entity-id row, features + activity) -> meta embedding;
+        the Global Block logits of its rows (L). With `meta_per_row` (serving: rows x m), the
+        Global Block logits of rows with those embeddings."""
+        params = [getattr(self, n) for n in self.names]
+        ref = self.ref
+        if meta_per_row is None:
+            meta_input = torch.cat([F.embedding(entity_index.unsqueeze(0), ref.entity_embedding(params)),
+                                    meta_features.unsqueeze(0)], 1)
+            meta_embedding = mlp_forward(ref.meta_params(params), meta_input)
+            meta_per_row = meta_embedding.expand(users.shape[0], meta_embedding.shape[1])
+        x = torch.cat([F.embedding(users, ref.data.user_features),
+                       F.embedding(items, ref.data.item_features),
+                       F.embedding(items, ref.item_embedding(params)),
+                       meta_per_row], 1)
+        return mlp_forward(ref.global_params(params), x).squeeze(1)
+
+
+def func_task_tensors(model: LimamlReference, batch: TaskBatch):
+    """Per-task (leading axis T) inputs of a padded batch: entity row, features + activity."""
+    features = torch.cat([model.data.user_features.index_select(0, batch.entity), batch.activity], 1)
+    return batch.entity_index, features
+
+
+def func_rows(rows: PaddedRows):
+    n, length = rows.n_tasks, rows.length
+    return (rows.users.reshape(n, length), rows.items.reshape(n, length), rows.labels, rows.mask,
+            rows.inv_count)
+
+
+class FuncVariant:
+    """The step, export and scoring written with torch.func over one task, vmapped."""
+
+    layout = "padded"
+
+    def __init__(self, model: LimamlReference, config: dict, compiled: bool = False):
+        from torch.func import functional_call, grad, vmap
+        self.model, self.config = model, config
+        self.module = FuncModule(model)
+        self.params = dict(self.module.named_parameters())
+        self.functional_call, self.grad, self.vmap = functional_call, grad, vmap
+        # compiled: the whole outer gradient (grad of the vmapped task losses, the inner grad
+        # nested in it) traced by torch.compile into one forward graph, so that second-order
+        # needs no double backward through a compiled graph.
+        self.compiled = compiled
+        self._outer_grad = {}
+        self._compiled_for = set()
+        # One graph per (support, query) padded length pair and order.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+
+    def optimizer(self):
+        c = self.config
+        return torch.optim.AdamW(list(self.params.values()), lr=c["learning_rate"], betas=(0.9, 0.999),
+                                 eps=1e-8, weight_decay=c["weight_decay"])
+
+    def _task_loss(self, params, entity_index, features, users, items, labels, mask, inv_count):
+        logits = self.functional_call(self.module, params, (entity_index, features, users, items))
+        per_row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * mask
+        return per_row.sum() * inv_count
+
+    def _adapt(self, params, second_order, entity_index, features, s_users, s_items, s_labels, s_mask, s_inv):
+        """One task's adapted Meta Block weights (dict), from `params`."""
+        inner = params if second_order else {k: v.detach() for k, v in params.items()}
+        meta = {k: params[k] for k in self.module.meta_names}
+        for _ in range(self.config["inner_steps"]):
+            def support_loss(meta_weights):
+                return self._task_loss({**inner, **meta_weights}, entity_index, features,
+                                       s_users, s_items, s_labels, s_mask, s_inv)
+            grads = self.grad(support_loss)(meta)
+            if not second_order:
+                grads = {k: g.detach() for k, g in grads.items()}
+            meta = {k: meta[k] - self.config["inner_lr"] * grads[k] for k in meta}
+        return meta
+
+    def outer_grad(self, second_order: bool):
+        """grad of the mean task loss with respect to the parameters (compiled or not)."""
+        if second_order in self._outer_grad:
+            return self._outer_grad[second_order]
+
+        def task_outer(params, entity_index, features, s_users, s_items, s_labels, s_mask, s_inv,
+                       q_users, q_items, q_labels, q_mask, q_inv):
+            adapted = self._adapt(params, second_order, entity_index, features,
+                                  s_users, s_items, s_labels, s_mask, s_inv)
+            return self._task_loss({**params, **adapted}, entity_index, features,
+                                   q_users, q_items, q_labels, q_mask, q_inv)
+
+        def batch_loss(params, *task_tensors):
+            losses = self.vmap(task_outer, in_dims=(None,) + (0,) * 12)(params, *task_tensors)
+            return losses.sum() / losses.shape[0]
+
+        outer = self.grad(batch_loss)
+        if self.compiled:
+            outer = torch.compile(outer, dynamic=True)
+        self._outer_grad[second_order] = outer
+        return outer
+
+    def task_rows(self, rows: PaddedRows):
+        """func_rows; compiled, padded further to a power of two: torch.compile specializes the
+        padded length of grad-of-vmap code (marking it dynamic fails), so a few static lengths."""
+        users, items, labels, mask, inv_count = func_rows(rows)
+        if not self.compiled:
+            return users, items, labels, mask, inv_count
+        extra = max(8, 1 << (rows.length - 1).bit_length()) - rows.length
+        return (F.pad(users, (0, extra)), F.pad(items, (0, extra)), F.pad(labels, (0, extra)),
+                F.pad(mask, (0, extra)), inv_count)
+
+    def compile_for(self, batch: TaskBatch, second_order: bool) -> None:
+        """Compiles (runs once, no update) the outer gradient for `batch`'s padded lengths."""
+        key = (second_order, self.task_rows(batch.support)[0].shape[1], self.task_rows(batch.query)[0].shape[1])
+        if key not in self._compiled_for:
+            self._compiled_for.add(key)
+            entity_index, features = func_task_tensors(self.model, batch)
+            self.outer_grad(second_order)(self.params, entity_index, features,
+                                          *self.task_rows(batch.support), *self.task_rows(batch.query))
+
+    def meta_train_step(self, optimizer, batch: TaskBatch, second_order: bool) -> float:
+        entity_index, features = func_task_tensors(self.model, batch)
+        support, query = self.task_rows(batch.support), self.task_rows(batch.query)
+        grads = self.outer_grad(second_order)(self.params, entity_index, features, *support, *query)
+        for name, p in self.params.items():
+            p.grad = grads[name]
+        optimizer.step()
+        return 0.0
+
+    def adapted_meta_embeddings(self, batches: list[TaskBatch]) -> torch.Tensor:
+        params = {k: v.detach() for k, v in self.params.items()}
+        ref = self.model
+
+        def task_embedding(entity_index, features, *support):
+            adapted = self._adapt(params, False, entity_index, features, *support)
+            meta_input = torch.cat([F.embedding(entity_index.unsqueeze(0), ref.entity_embedding(ref.params)),
+                                    features.unsqueeze(0)], 1)
+            return mlp_forward([adapted[k] for k in self.module.meta_names], meta_input).squeeze(0)
+
+        out = []
+        with torch.no_grad():
+            for batch in batches:
+                entity_index, features = func_task_tensors(ref, batch)
+                out.append(self.vmap(task_embedding)(entity_index, features, *func_rows(batch.support)))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def score_with_embeddings(self, users, items, meta_per_row, chunk):
+        params = {k: v.detach() for k, v in self.params.items()}
+        out = []
+        for start in range(0, len(users), chunk):
+            stop = start + chunk
+            logits = self.functional_call(self.module, params, (None, None, torch.from_numpy(users[start:stop]),
+                                                                torch.from_numpy(items[start:stop]),
+                                                                torch.from_numpy(meta_per_row[start:stop])))
+            out.append(torch.sigmoid(logits).numpy())
+        return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------------------------
+# The torch.compile variant: the eager packed step with compiled forward passes
+
+
+class CompiledReference(LimamlReference):
+    """LimamlReference whose Meta Block, Global Block and loss run compiled (inductor)."""
+
+    def __init__(self, config, data, generator):
+        super().__init__(config, data, generator)
+        # Second-order differentiates through the compiled backward (create_graph), which
+        # AOTAutograd's donated buffers forbid.
+        torch._functorch.config.donated_buffer = False
+        self._mlp = torch.compile(mlp_forward, dynamic=True)
+        self._global = torch.compile(self._global_logits_eager, dynamic=True)
+
+    def _global_logits_eager(self, global_params, item_embedding, users, items, meta_per_row):
+        x = torch.cat([self.data.user_features.index_select(0, users),
+                       self.data.item_features.index_select(0, items),
+                       item_embedding.index_select(0, items), meta_per_row], 1)
+        return mlp_forward(global_params, x).squeeze(1)
+
+    def global_logits(self, params, users, items, meta_per_row):
+        return self._global(self.global_params(params), self.item_embedding(params), users, items, meta_per_row)
+
+
+def _mlp_compiled(model, layers, x):
+    return model._mlp(layers, x) if isinstance(model, CompiledReference) else mlp_forward(layers, x)
+
+
+# --------------------------------------------------------------------------------------------
 # The benchmark (bench.rs's protocol)
 
 
-def bench(config: dict, data: TaskData, second_order: bool, layout: str) -> dict:
+def bench(config: dict, data: TaskData, second_order: bool, layout: str, variant: str = "eager") -> dict:
     generator = torch.Generator().manual_seed(config["seed"])
-    model = LimamlReference(config, data, generator)
-    optimizer = torch.optim.AdamW(model.params, lr=config["learning_rate"], betas=(0.9, 0.999),
-                                  eps=1e-8, weight_decay=config["weight_decay"])
+    if variant in ("func", "func_compile"):
+        model = FuncVariant(LimamlReference(config, data, generator), config, compiled=variant == "func_compile")
+        optimizer = model.optimizer()
+    else:
+        model = (CompiledReference if variant == "compile" else LimamlReference)(config, data, generator)
+        optimizer = torch.optim.AdamW(model.params, lr=config["learning_rate"], betas=(0.9, 0.999),
+                                      eps=1e-8, weight_decay=config["weight_decay"])
+    warm_ups = 1 if variant == "eager" else 3
     order = data.meta_train_order()
     meta_batch, max_support, max_query = config["meta_batch"], config["max_support"], config["max_query"]
 
@@ -397,10 +618,14 @@ def bench(config: dict, data: TaskData, second_order: bool, layout: str) -> dict
                                [data.latest_support(t, max_support) for t in picked],
                                [data.query[t][:max_query] for t in picked], layout)
 
-    model.meta_train_step(optimizer, batch_of(0), second_order)  # warm-up
+    for step in range(warm_ups):
+        model.meta_train_step(optimizer, batch_of(step), second_order)
+    if variant == "func_compile":  # compile every padded length pair the timed steps meet
+        for step in range(config["meta_batches"]):
+            model.compile_for(batch_of(step + warm_ups), second_order)
     started = time.perf_counter()
     for step in range(config["meta_batches"]):
-        model.meta_train_step(optimizer, batch_of(step + 1), second_order)
+        model.meta_train_step(optimizer, batch_of(step + warm_ups), second_order)
     train_seconds = time.perf_counter() - started
     trained_tasks = config["meta_batches"] * meta_batch
 
@@ -408,8 +633,16 @@ def bench(config: dict, data: TaskData, second_order: bool, layout: str) -> dict
     n_tasks = len(data.task_entity)
     supports = [data.latest_support(t, max_support) for t in range(n_tasks)]
     empty = np.zeros(0, dtype=np.int64)
-    started = time.perf_counter()
     chunk = config["export_chunk"]
+    if variant != "eager":  # compile (and first-call) warm-up of export and scoring
+        warm = TaskBatch.build(data, [int(e) for e in data.task_entity[:chunk]], supports[:chunk],
+                               [empty] * len(supports[:chunk]), layout)
+        model.adapted_meta_embeddings([warm])
+        warm_rows = np.concatenate(data.query)[: config["score_chunk"]]
+        model.score_with_embeddings(data.row_user[warm_rows], data.row_item[warm_rows],
+                                    np.zeros((len(warm_rows), config["meta_embedding_dim"]), np.float32),
+                                    config["score_chunk"])
+    started = time.perf_counter()
     batches = [TaskBatch.build(data, [int(e) for e in data.task_entity[s: s + chunk]],
                                supports[s: s + chunk], [empty] * len(supports[s: s + chunk]), layout)
                for s in range(0, n_tasks, chunk)]
@@ -428,6 +661,7 @@ def bench(config: dict, data: TaskData, second_order: bool, layout: str) -> dict
 
     return {
         "second_order": second_order,
+        "variant": variant,
         "layout": layout,
         "tasks_per_second": per_second(trained_tasks, train_seconds),
         "entities_per_second": per_second(n_tasks, export_seconds),
@@ -452,17 +686,40 @@ def main() -> int:
     data = TaskData.load(args.data)
     # Both row layouts; each measure reports the faster one (the comparison is against the best
     # reference we have), and "layouts" keeps both.
-    results = {"layouts": {}}
+    # Variants (eager in both layouts, torch.func, torch.compile): each measure reports the
+    # fastest that ran; "variants" keeps each, with the error of any that failed.
+    measures = ("tasks_per_second", "entities_per_second", "rows_per_second")
+    variants = {"eager": {}, "func": {}, "compile": {}, "func_compile": {}}
+    wanted = config.get("variants", list(variants))
+    results = {"layouts": {}, "variants": variants}
     for order, second_order in (("first_order", False), ("second_order", True)):
         runs = {layout: bench(config, data, second_order, layout) for layout in ("padded", "packed")}
         results["layouts"][order] = runs
         best = dict(runs["padded"])
-        for measure in ("tasks_per_second", "entities_per_second", "rows_per_second"):
+        for measure in measures:
             layout = max(runs, key=lambda name: runs[name][measure])
             best[measure] = runs[layout][measure]
             best[measure.replace("per_second", "layout")] = layout
         best.pop("layout")
-        results[order] = best
+        variants["eager"][order] = best
+        for variant, layout in (("func", "padded"), ("compile", "packed"), ("func_compile", "padded")):
+            if variant not in wanted:
+                variants[variant][order] = {"error": "not run (config `variants`)"}
+                continue
+            try:
+                variants[variant][order] = bench(config, data, second_order, layout, variant)
+            except Exception as error:  # noqa: BLE001 -- the JSON says why a variant failed
+                message = f"{type(error).__name__}: {error}".strip()
+                variants[variant][order] = {"error": message[:2000]}
+                print(f"reference: {variant} {order} failed: {message[:300]}", file=sys.stderr)
+        fastest = dict(best)
+        for measure in measures:
+            ran = {name: v[order][measure] for name, v in variants.items() if measure in v[order]}
+            name = max(ran, key=ran.get)
+            fastest[measure] = ran[name]
+            fastest[measure.replace("per_second", "variant")] = name
+        fastest.pop("variant", None)
+        results[order] = fastest
     results.update({
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),

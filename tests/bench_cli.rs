@@ -38,6 +38,22 @@ fn throughput_child_reports_positive_throughputs() {
     }
     assert_eq!(report["tasks"], 32);
     assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0);
+    for field in ["train_flops_per_second", "export_flops_per_second", "score_flops_per_second"] {
+        assert!(report[field].as_f64().unwrap() > 0.0, "{field}: {report}");
+    }
+}
+
+/// The GEMM-peak child measures both layouts and reports the faster as the peak.
+#[test]
+fn gemm_peak_child_reports_the_faster_layout_as_the_peak() {
+    let job = serde_json::json!({"kind": "gemm_peak", "threads": 1, "seconds": 0.05});
+    let output = limaml().arg("bench").env("LIMAML_BENCH_CHILD_JOB", job.to_string()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let independent = report["independent_flops_per_second"].as_f64().unwrap();
+    let split = report["split_flops_per_second"].as_f64().unwrap();
+    assert!(independent > 0.0 && split > 0.0, "{report}");
+    assert_eq!(report["peak_flops_per_second"].as_f64().unwrap(), independent.max(split));
 }
 
 /// An unknown model size in a child job is bad input (exit 2), not a crash.

@@ -1,7 +1,9 @@
 //! A throughput benchmark of LiMAML for `limaml bench`: meta-training tasks per second,
 //! export entities per second, serving rows per second.
 //!
-//! Owns [`bench_meta_training`] and [`BenchResult`]. Must not be used for results: it trains
+//! Owns [`bench_meta_training`] and [`BenchResult`], the FLOP counts of its phases
+//! ([`StepFlops`]) and the machine's sustained matrix-product throughput ([`measure_gemm_peak`],
+//! the ceiling the FLOP rates are compared against). Must not be used for results: it trains
 //! from a fresh initialization for a fixed number of outer steps and discards the model.
 
 use std::time::Instant;
@@ -34,6 +36,141 @@ pub struct BenchResult {
     pub tasks: usize,
     pub entities: usize,
     pub rows: usize,
+    /// Dense-layer FLOPs of the timed outer steps, the export and the scoring ([`StepFlops`]).
+    pub train_flops: f64,
+    pub export_flops: f64,
+    pub score_flops: f64,
+    /// Those FLOPs over each phase's wall time.
+    pub train_flops_per_second: f64,
+    pub export_flops_per_second: f64,
+    pub score_flops_per_second: f64,
+}
+
+/// FLOPs of the dense layers, counted from the layer shapes and the rows (bench/README.md):
+/// a layer `fan_in x fan_out` run forward over `n` rows costs `2 n fan_in fan_out`; its
+/// backward costs as much again for the input gradient and again for the weight gradient.
+/// The Global Block's first layer is counted whole for every row (`(row_dim + m) x h`), as the
+/// textbook computation does: limaml's row-part reuse and per-task `e We` make it execute
+/// fewer than counted in training and export, so the rates here are upper bounds there.
+/// Elementwise work (biases, ReLU, the loss, Adam) is not counted.
+#[derive(Debug, Clone)]
+pub struct StepFlops {
+    /// `sum fan_in * fan_out` of the Meta Block's layers: forward FLOPs per task / 2.
+    meta_macs: f64,
+    /// Of the Global Block's layers: forward FLOPs per row / 2.
+    global_macs: f64,
+    inner_steps: f64,
+    second_order: bool,
+}
+
+fn macs(widths: &[usize]) -> f64 {
+    widths.windows(2).map(|w| (w[0] * w[1]) as f64).sum()
+}
+
+impl StepFlops {
+    pub fn new(config: &LimamlConfig, meta_widths: &[usize], global_widths: &[usize]) -> StepFlops {
+        StepFlops {
+            meta_macs: macs(meta_widths),
+            global_macs: macs(global_widths),
+            inner_steps: config.inner_steps as f64,
+            second_order: config.second_order,
+        }
+    }
+
+    /// One inner SGD step of `tasks` tasks over `support` rows: Meta Block forward and its
+    /// weight gradient, Global Block forward and its input gradient (its weights are fixed).
+    fn inner_step(&self, tasks: f64, support: f64) -> f64 {
+        2.0 * (2.0 * self.meta_macs * tasks + 2.0 * self.global_macs * support)
+    }
+
+    /// One outer step: the inner loop over `support` rows, then forward and full backward
+    /// (input and weight gradients) of both blocks over the `outer` rows the outer loss scores.
+    /// Second-order adds, per inner step, a Hessian-vector product priced at twice that step
+    /// (forward-over-reverse).
+    pub fn outer_step(&self, tasks: usize, support: usize, outer: usize) -> f64 {
+        let (t, s, outer_rows) = (tasks as f64, support as f64, outer as f64);
+        let order = if self.second_order { 3.0 } else { 1.0 };
+        order * self.inner_steps * self.inner_step(t, s) + 2.0 * 3.0 * (self.meta_macs * t + self.global_macs * outer_rows)
+    }
+
+    /// Export of `tasks` tasks adapted on `support` rows: the inner loop, then the Meta Block
+    /// forward for the embedding.
+    pub fn export(&self, tasks: usize, support: usize) -> f64 {
+        let (t, s) = (tasks as f64, support as f64);
+        self.inner_steps * self.inner_step(t, s) + 2.0 * self.meta_macs * t
+    }
+
+    /// Scoring `rows` rows from stored embeddings: the Global Block forward.
+    pub fn score(&self, rows: usize) -> f64 {
+        2.0 * self.global_macs * rows as f64
+    }
+}
+
+/// The machine's sustained `f32` matrix-product throughput through `gemm` (the crate the
+/// models use), with `threads` threads, measured two ways: one single-threaded product per
+/// thread at once (how the models run their products) and one product split over all threads
+/// (`gemm`'s rayon mode). The peak is the faster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GemmPeak {
+    /// Square products of this size.
+    pub n: usize,
+    pub threads: usize,
+    /// FLOP/s of `threads` concurrent single-threaded products.
+    pub independent_flops_per_second: f64,
+    /// FLOP/s of one product split over `threads` threads.
+    pub split_flops_per_second: f64,
+    pub peak_flops_per_second: f64,
+}
+
+/// Runs `n x n x n` products for about `seconds` per layout (after a warm-up) and reports the
+/// FLOP/s (`2 n^3` per product) of each.
+pub fn measure_gemm_peak(n: usize, threads: usize, seconds: f64) -> GemmPeak {
+    use rayon::prelude::*;
+    let threads = threads.max(1);
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+    let flops = 2.0 * (n as f64).powi(3);
+    let timed = |run: &dyn Fn()| -> f64 {
+        run();
+        let started = Instant::now();
+        let mut products = 0usize;
+        while started.elapsed().as_secs_f64() < seconds {
+            run();
+            products += 1;
+        }
+        products as f64 / started.elapsed().as_secs_f64()
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+    let independent = pool.install(|| {
+        timed(&|| {
+            (0..threads).into_par_iter().for_each(|_| {
+                let mut out = vec![0.0f32; n * n];
+                crate::kernel::matmul(&mut out, false, &a, false, &b, false, n, n, n);
+                std::hint::black_box(&out);
+            })
+        })
+    }) * threads as f64
+        * flops;
+    let split = pool.install(|| {
+        timed(&|| {
+            let mut out = vec![0.0f32; n * n];
+            // SAFETY: `out`, `a`, `b` are n x n row-major, as the strides say.
+            unsafe {
+                gemm::gemm(
+                    n, n, n, out.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, n as isize, b.as_ptr(), 1,
+                    n as isize, 1.0, 1.0, false, false, false, gemm::Parallelism::Rayon(threads),
+                )
+            };
+            std::hint::black_box(&out);
+        })
+    }) * flops;
+    GemmPeak {
+        n,
+        threads,
+        independent_flops_per_second: independent,
+        split_flops_per_second: split,
+        peak_flops_per_second: independent.max(split),
+    }
 }
 
 /// Runs `meta_batches` outer steps (after one warm-up step), then exports an embedding for every
@@ -68,7 +205,9 @@ pub fn bench_meta_training(
     } else {
         InnerGradients::FirstOrder
     };
-    let batch_of = |step: usize| -> Result<(TaskBatch, usize), ModelError> {
+    let (meta_widths, global_widths) = net.layer_widths();
+    let step_flops = StepFlops::new(config, &meta_widths, &global_widths);
+    let batch_of = |step: usize| -> Result<(TaskBatch, usize, f64), ModelError> {
         let start = step * config.meta_batch;
         let picked: Vec<usize> = (0..config.meta_batch)
             .map(|k| order[(start + k) % order.len()])
@@ -94,16 +233,23 @@ pub fn bench_meta_training(
                 query: q,
             })
             .collect();
-        Ok((TaskBatch::new(&data, &members)?, picked.len()))
+        let flops = step_flops.outer_step(
+            picked.len(),
+            supports.iter().map(Vec::len).sum(),
+            queries.iter().map(Vec::len).sum(),
+        );
+        Ok((TaskBatch::new(&data, &members)?, picked.len(), flops))
     };
-    let (warm_up, _) = batch_of(0)?;
+    let (warm_up, _, _) = batch_of(0)?;
     net.meta_train_step(&store, &mut opt, &data, &warm_up, gradients)?;
     let started = Instant::now();
     let mut trained_tasks = 0;
+    let mut train_flops = 0.0;
     for step in 0..meta_batches {
-        let (batch, n) = batch_of(step + 1)?;
+        let (batch, n, flops) = batch_of(step + 1)?;
         net.meta_train_step(&store, &mut opt, &data, &batch, gradients)?;
         trained_tasks += n;
+        train_flops += flops;
     }
     let train_seconds = started.elapsed().as_secs_f64();
     opt.catch_up()?;
@@ -150,6 +296,8 @@ pub fn bench_meta_training(
     let score_seconds = started.elapsed().as_secs_f64();
 
     let per_second = |n: usize, s: f64| n as f64 / s.max(1e-9);
+    let export_flops = step_flops.export(members.len(), supports.iter().map(Vec::len).sum());
+    let score_flops = step_flops.score(rows.len());
     Ok(BenchResult {
         second_order: config.second_order,
         tasks_per_second: per_second(trained_tasks, train_seconds),
@@ -159,5 +307,39 @@ pub fn bench_meta_training(
         tasks: trained_tasks,
         entities: members.len(),
         rows: rows.len(),
+        train_flops,
+        export_flops,
+        score_flops,
+        train_flops_per_second: train_flops / train_seconds.max(1e-9),
+        export_flops_per_second: export_flops / export_seconds.max(1e-9),
+        score_flops_per_second: score_flops / score_seconds.max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flops(second_order: bool) -> StepFlops {
+        let config = LimamlConfig { inner_steps: 2, second_order, ..LimamlConfig::default() };
+        // Meta Block 10 -> 4 -> 3, Global Block 5 -> 6 -> 1.
+        StepFlops::new(&config, &[10, 4, 3], &[5, 6, 1])
+    }
+
+    #[test]
+    fn scoring_counts_two_flops_per_multiply_add_of_the_global_block() {
+        // (5 * 6 + 6 * 1) MACs a row.
+        assert_eq!(flops(false).score(10), 2.0 * 36.0 * 10.0);
+    }
+
+    #[test]
+    fn an_outer_step_counts_the_inner_steps_then_forward_and_full_backward_over_the_outer_rows() {
+        let (meta, global) = (10.0 * 4.0 + 4.0 * 3.0, 36.0);
+        let (t, s, q) = (3.0, 7.0, 5.0);
+        let inner = 2.0 * (2.0 * meta * t + 2.0 * global * s);
+        let outer = 6.0 * (meta * t + global * q);
+        assert_eq!(flops(false).outer_step(3, 7, 5), 2.0 * inner + outer);
+        assert_eq!(flops(true).outer_step(3, 7, 5), 3.0 * 2.0 * inner + outer);
+        assert_eq!(flops(false).export(3, 7), 2.0 * inner + 2.0 * meta * t);
+    }
 }

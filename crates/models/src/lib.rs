@@ -24,7 +24,7 @@ pub mod mlp;
 pub mod params;
 pub mod train;
 
-pub use bench::{bench_meta_training, BenchResult};
+pub use bench::{bench_meta_training, measure_gemm_peak, BenchResult, GemmPeak, StepFlops};
 pub use config::{
     CommandConfig, ConfigIssue, LimamlConfig, LogisticConfig, MetaInput, MetaInteraction, MethodConfig,
     OuterRows, TrainConfig,

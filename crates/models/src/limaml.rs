@@ -393,6 +393,16 @@ impl LimamlNet {
         ))
     }
 
+    /// The dense layers' widths: the Meta Block's (input, hidden..., meta embedding) and the
+    /// Global Block's (row input + meta embedding, hidden..., 1). For FLOP counts (`bench`).
+    pub fn layer_widths(&self) -> (Vec<usize>, Vec<usize>) {
+        let m = self.config.meta_embedding_dim;
+        let meta_in = Self::meta_input_dim(&self.config, &self.shape);
+        let meta = std::iter::once(meta_in).chain(self.config.meta_hidden.iter().copied()).chain([m]).collect();
+        let global = std::iter::once(self.row_dim() + m).chain(self.config.hidden.iter().copied()).chain([1]).collect();
+        (meta, global)
+    }
+
     fn meta_input_dim(config: &LimamlConfig, shape: &DataShape) -> usize {
         config
             .meta_inputs

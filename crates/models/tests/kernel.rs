@@ -252,3 +252,49 @@ fn serving_logits_match_the_autograd_global_block() {
     let hand = Tensor::from_vec(hand, rows.len(), &candle_core::Device::Cpu).unwrap();
     assert_close("serving logits", &hand, &reference);
 }
+
+/// A dense stack of `widths` with deterministic pseudo-random weights and biases.
+fn pseudo_random_stack(widths: &[usize], seed: usize) -> limaml_models::kernel::DenseStack {
+    let value = |k: usize| (((k * 2654435761 + seed * 40503) % 1999) as f32 - 999.0) / 1500.0;
+    limaml_models::kernel::DenseStack {
+        widths: widths.to_vec(),
+        weights: widths.windows(2).enumerate().map(|(l, w)| (0..w[0] * w[1]).map(|k| value(k + 7 * l)).collect()).collect(),
+        biases: widths[1..].iter().enumerate().map(|(l, &w)| (0..w).map(|k| value(k + 11 * l) / 10.0).collect()).collect(),
+    }
+}
+
+#[test]
+fn serving_tiles_give_the_untiled_logits_bit_for_bit() {
+    use limaml_models::kernel::{logits_per_row, untiled_logits_per_row, DotTerm, GlobalBlock, SERVE_TILE};
+    let (row_dim, m) = (9, 6);
+    // Rows in runs of equal embeddings (a user's rows), a few single rows, a partial last tile.
+    let rows = 3 * SERVE_TILE + 37;
+    let mut meta = Vec::with_capacity(rows * m);
+    let mut run = 0;
+    while meta.len() < rows * m {
+        let length = [1, 13, 2, 40, 1, 7][run % 6];
+        for _ in 0..length.min(rows - meta.len() / m) {
+            meta.extend((0..m).map(|k| ((run * 31 + k * 17) % 23) as f32 / 7.0 - 1.5));
+        }
+        run += 1;
+    }
+    let x: Vec<f32> = (0..rows * row_dim).map(|k| ((k * 7919 % 211) as f32 - 105.0) / 50.0).collect();
+    let dot_weight: Vec<f32> = (0..4 * m).map(|k| (k as f32 - 11.0) / 9.0).collect();
+    for hidden in [vec![16, 12], vec![20], vec![8, 8, 8]] {
+        let widths: Vec<usize> = std::iter::once(row_dim + m).chain(hidden.clone()).chain([1]).collect();
+        let stack = pseudo_random_stack(&widths, hidden.len());
+        for with_dot in [false, true] {
+            let global = GlobalBlock {
+                stack: &stack,
+                row_dim,
+                dot: with_dot.then(|| DotTerm { weight: &dot_weight, columns: 2..5 }),
+            };
+            for n in [rows, SERVE_TILE, 5, 1] {
+                let tiled = logits_per_row(&global, &x[..n * row_dim], &meta[..n * m], n);
+                let untiled = untiled_logits_per_row(&global, &x[..n * row_dim], &meta[..n * m], n);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&tiled), bits(&untiled), "hidden {hidden:?}, dot {with_dot}, {n} rows");
+            }
+        }
+    }
+}

@@ -5,6 +5,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use super::dense::{add_bias_rows, add_column_sums, matmul, relu_backward, relu_in_place, DenseStack};
 use super::rows::PackedRows;
 
@@ -286,9 +288,56 @@ pub fn logits(global: &GlobalBlock, row_part: &RowPart, meta_embedding: &[f32], 
     global.forward(row_part, meta_embedding, &rows.task_of_row).logits
 }
 
+/// Rows per tile of [`logits_per_row`]: a tile's activations (`SERVE_TILE x h` per layer) stay
+/// in the core's L2 cache between layers (bench/README.md, "Serving").
+pub const SERVE_TILE: usize = 256;
+
 /// Logits of rows each with its own meta embedding (`meta_per_row`, `rows x m`) and row
 /// inputs `x` (`rows x row_dim`): serving from stored embeddings.
+///
+/// The hidden layers run in tiles of [`SERVE_TILE`] rows, each tile through every hidden layer
+/// while it is in cache; within a tile, each run of consecutive rows with the same embedding
+/// (a user's rows) gets its first-layer term `e We` from one product row, added to each row of
+/// the run. The output layer (one column: `gemm`'s matrix-vector path, whose summation order
+/// depends on the number of rows) runs once over all `rows`. Every value is then the one the
+/// untiled, per-row computation gives, bit for bit: `gemm`'s matrix products accumulate each
+/// output element over `k` in the same order whatever the number of rows, and the additions
+/// happen in the same order (`((x Wx) + b0) + e We`); `serving_tiles_give_the_untiled_logits_bit_for_bit`
+/// checks it.
 pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
+    let stack = global.stack;
+    let n_layers = stack.n_layers();
+    let m = global.meta_dim();
+    if n_layers == 1 || global.row_dim == 0 || m == 0 {
+        return untiled_logits_per_row(global, x, meta_per_row, rows);
+    }
+    let last_width = stack.widths[n_layers - 1];
+    // Tiles are independent: in parallel (nested in the caller's chunks, so that a few large
+    // chunks still keep every thread busy), each writing its rows of the last hidden layer.
+    let mut last_hidden = vec![0.0f32; rows * last_width];
+    let counterparts: Vec<Vec<f32>> = last_hidden
+        .par_chunks_mut(SERVE_TILE * last_width)
+        .zip(x.par_chunks(SERVE_TILE * global.row_dim))
+        .zip(meta_per_row.par_chunks(SERVE_TILE * m))
+        .map_init(ServeScratch::default, |scratch, ((out, x), meta)| {
+            tile_hidden(global, x, meta, x.len() / global.row_dim, scratch, out)
+        })
+        .collect();
+    let counterpart = counterparts.concat();
+    let mut logits = vec![0.0f32; rows];
+    let last = n_layers - 1;
+    matmul(&mut logits, false, &last_hidden, false, &stack.weights[last], false, rows, last_width, 1);
+    add_bias_rows(&mut logits, &stack.biases[last]);
+    if global.dot.is_some() {
+        let own_row: Vec<u32> = (0..rows as u32).collect();
+        add_dot(&mut logits, &counterpart, meta_per_row, &own_row, m);
+    }
+    logits
+}
+
+/// [`logits_per_row`] as one pass over all rows (the reference the tiles are tested against,
+/// and the path of a Global Block without hidden layers).
+pub fn untiled_logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
     let (h, m) = (global.first_width(), global.meta_dim());
     let RowPart { mut first, counterpart } = global.row_part(x, rows);
     matmul(&mut first, true, meta_per_row, false, global.meta_weight(), false, rows, m, h);
@@ -298,6 +347,84 @@ pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], row
         add_dot(&mut logits, &counterpart, meta_per_row, &own_row, m);
     }
     logits
+}
+
+/// Buffers reused across the tiles of [`logits_per_row`] (one set per thread).
+#[derive(Default)]
+struct ServeScratch {
+    first_run: Vec<usize>,
+    distinct: Vec<f32>,
+    per_run: Vec<f32>,
+    layer: Vec<f32>,
+    next: Vec<f32>,
+}
+
+/// Writes one tile's last hidden layer output (`rows x width`) to `out`; returns its rows'
+/// counterpart representations (empty without the dot term). The operations, and their order,
+/// are [`GlobalBlock::row_part`]'s and [`global_forward`]'s.
+fn tile_hidden(
+    global: &GlobalBlock,
+    x: &[f32],
+    meta: &[f32],
+    rows: usize,
+    scratch: &mut ServeScratch,
+    out: &mut [f32],
+) -> Vec<f32> {
+    let stack = global.stack;
+    let (h, m) = (global.first_width(), global.meta_dim());
+    let ServeScratch { first_run, distinct, per_run, layer, next } = scratch;
+    layer.resize(rows * h, 0.0);
+    let first = &mut layer[..rows * h];
+    matmul(first, false, x, false, global.row_weight(), false, rows, global.row_dim, h);
+    add_bias_rows(first, &stack.biases[0]);
+    let counterpart = match &global.dot {
+        Some(dot) => {
+            let c = dot.columns.len() + 1;
+            let xc = columns_of(x, global.row_dim, &dot.columns);
+            let mut q = vec![0.0f32; rows * m];
+            matmul(&mut q, false, &xc, false, dot.weight, false, rows, c, m);
+            q
+        }
+        None => Vec::new(),
+    };
+    // Runs of equal embeddings (bitwise): the first row of each, and its embedding.
+    first_run.clear();
+    distinct.clear();
+    for (r, e) in meta.chunks_exact(m).enumerate() {
+        if r == 0 || e.iter().map(|v| v.to_bits()).ne(meta[(r - 1) * m..r * m].iter().map(|v| v.to_bits())) {
+            first_run.push(r);
+            distinct.extend_from_slice(e);
+        }
+    }
+    let runs = first_run.len();
+    // Fewer than two product rows would take gemm's matrix-vector path (another summation
+    // order); few repeats save little: the per-row product then.
+    if runs < 2 || 2 * runs > rows {
+        matmul(first, true, meta, false, global.meta_weight(), false, rows, m, h);
+    } else {
+        per_run.resize(runs * h, 0.0);
+        let per_run = &mut per_run[..runs * h];
+        matmul(per_run, false, distinct, false, global.meta_weight(), false, runs, m, h);
+        let mut run = 0;
+        for (r, row) in first.chunks_exact_mut(h).enumerate() {
+            if run + 1 < runs && first_run[run + 1] == r {
+                run += 1;
+            }
+            row.iter_mut().zip(&per_run[run * h..][..h]).for_each(|(a, b)| *a += b);
+        }
+    }
+    relu_in_place(first);
+    for hidden_layer in 1..stack.n_layers() - 1 {
+        let (fan_in, fan_out) = (stack.widths[hidden_layer], stack.widths[hidden_layer + 1]);
+        next.resize(rows * fan_out, 0.0);
+        let output = &mut next[..rows * fan_out];
+        matmul(output, false, &layer[..rows * fan_in], false, &stack.weights[hidden_layer], false, rows, fan_in, fan_out);
+        add_bias_rows(output, &stack.biases[hidden_layer]);
+        relu_in_place(output);
+        std::mem::swap(layer, next);
+    }
+    out.copy_from_slice(&layer[..out.len()]);
+    counterpart
 }
 
 /// The Global Block's forward-mode tangent from its first layer's pre-activation tangent

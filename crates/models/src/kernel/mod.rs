@@ -33,7 +33,7 @@ mod meta_block;
 mod rows;
 
 pub use dense::{matmul, DenseStack};
-pub use global_block::{logits, logits_per_row, DotTerm, GlobalBlock, GlobalPass, RowPart};
+pub use global_block::{logits, logits_per_row, untiled_logits_per_row, DotTerm, GlobalBlock, GlobalPass, RowPart, SERVE_TILE};
 pub use maml::{adapt, outer_gradients, Adapted, OuterGradients, OuterStep};
 pub use meta_block::{meta_backward, meta_forward, MetaPass, RankOne, TaskStacks};
 pub use rows::PackedRows;
