@@ -4,17 +4,6 @@
 mod common;
 use common::{stderr, stdout, Workspace, TINY_SPEC};
 
-/// Debian's chromium: under CI its absence fails the test; elsewhere the test says it skipped.
-fn chromium() -> Option<&'static str> {
-    let found = std::process::Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var("CI").is_err(), "chromium is needed for the HTML report test under CI");
-        eprintln!("SKIPPED: chromium not found");
-        return None;
-    }
-    Some("chromium")
-}
-
 fn headless(browser: &str, profile: &std::path::Path) -> std::process::Command {
     let mut command = std::process::Command::new(browser);
     command.args([
@@ -33,7 +22,10 @@ fn headless(browser: &str, profile: &std::path::Path) -> std::process::Command {
 
 #[test]
 fn the_report_page_renders_every_table_and_plot_in_a_browser() {
-    let Some(browser) = chromium() else { return };
+    if !common::required_tool("chromium") {
+        return;
+    }
+    let browser = "chromium";
     let ws = Workspace::new();
     ws.write("two.toml", &TINY_SPEC.replace("seeds = [1]", "seeds = [1, 2]"));
     ws.run_json("two.toml", &[]);

@@ -98,20 +98,11 @@ fn show_json_lists_each_stages_artifacts() {
     assert!(csv["bytes"].as_u64().unwrap() > 0 && csv["digest"].as_str().unwrap().len() == 64);
 }
 
-/// python3 for the independent check: under CI its absence fails the test.
-fn python() -> Option<&'static str> {
-    let found = std::process::Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var("CI").is_err(), "python3 is needed for the independent metric check under CI");
-        eprintln!("SKIPPED: python3 not found");
-        return None;
-    }
-    Some("python3")
-}
-
 #[test]
 fn exported_predictions_reproduce_auc_gauc_and_ndcg_in_an_independent_implementation() {
-    let Some(python) = python() else { return };
+    if !common::required_tool("python3") {
+        return;
+    }
     let ws = Workspace::new();
     ws.write("two.toml", &two_seed_spec());
     let (_, json) = ws.run_json("two.toml", &[]);
@@ -123,7 +114,7 @@ fn exported_predictions_reproduce_auc_gauc_and_ndcg_in_an_independent_implementa
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/check_metrics.py");
-    let check = std::process::Command::new(python).args([script, out.to_str().unwrap(), run_json.to_str().unwrap()]).output().unwrap();
+    let check = std::process::Command::new("python3").args([script, out.to_str().unwrap(), run_json.to_str().unwrap()]).output().unwrap();
     assert!(check.status.success(), "{}{}", stdout(&check), stderr(&check));
     // Three methods (global, limaml, oracle) x two seeds x three metrics.
     assert!(stdout(&check).contains("checked 18 numbers"), "{}", stdout(&check));

@@ -233,7 +233,7 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
     let data_dir = work_dir.join("data");
     fs::create_dir_all(&data_dir)?;
     progress(args, &format!("generating {} synthetic users", plan.users));
-    let (dataset, tasks) = synthetic_task_set(plan.users, 0)?;
+    let (dataset, tasks) = synthetic_task_set(plan.users, SYNTHETIC_ITEMS, 0)?;
     let data_summary = write_task_set(&data_dir, &dataset.interactions, &tasks)?;
     let reference = TorchReference::locate();
     if let Err(why) = &reference {
@@ -398,10 +398,11 @@ fn per_thousand_users(points: &[ScalingPoint]) -> Vec<Value> {
 
 /// The synthetic world of `users` users (and [`SYNTHETIC_ITEMS`] items), sliced with the default
 /// split (user tasks, time split, a quarter of each user's rows as query).
-fn synthetic_task_set(users: usize, seed: u64) -> Result<(Dataset, TaskSet), Failure> {
+/// Synthetic data of `users` x `items`, sliced with the default split (every bench's data).
+pub(super) fn synthetic_task_set(users: usize, items: usize, seed: u64) -> Result<(Dataset, TaskSet), Failure> {
     let config = DataConfig {
         source: DataSource::Synthetic,
-        synthetic: SyntheticConfig { seed, n_users: users, n_items: SYNTHETIC_ITEMS, ..SyntheticConfig::default() },
+        synthetic: SyntheticConfig { seed, n_users: users, n_items: items, ..SyntheticConfig::default() },
         ..DataConfig::default()
     };
     let dataset = limaml_data::load(&config, Path::new(".")).map_err(|e| Failure::Failed(e.to_string()))?;

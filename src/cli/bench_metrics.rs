@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use limaml_data::{DataConfig, DataSource, Dataset, SplitConfig, SyntheticConfig, TaskRole, TaskSet};
+use limaml_data::{Dataset, TaskRole, TaskSet};
 use limaml_models::{EvalConfig, MethodConfig, TrainConfig, TrainedModel};
 use serde_json::{json, Value};
 
@@ -52,17 +52,6 @@ fn movielens() -> Result<Option<(Dataset, TaskSet, MethodConfig, TrainConfig)>, 
     let tasks = limaml_data::slice(&dataset, &cell.split, 1).map_err(failed)?;
     let method = cell.methods.get("global").cloned().unwrap_or_else(|| MethodConfig::default_for("global").expect("known"));
     Ok(Some((dataset, tasks, method, cell.train.clone())))
-}
-
-fn synthetic(users: usize, items: usize) -> Result<(Dataset, TaskSet), Failure> {
-    let config = DataConfig {
-        source: DataSource::Synthetic,
-        synthetic: SyntheticConfig { seed: 7, n_users: users, n_items: items, ..SyntheticConfig::default() },
-        ..DataConfig::default()
-    };
-    let dataset = limaml_data::load(&config, Path::new(".")).map_err(failed)?;
-    let tasks = limaml_data::slice(&dataset, &SplitConfig::default(), 1).map_err(failed)?;
-    Ok((dataset, tasks))
 }
 
 /// A `global` model trained for `epochs` (the timings need its shape, not its quality).
@@ -128,7 +117,7 @@ pub fn metrics_bench(args: &BenchArgs) -> Result<Value, Failure> {
         Some((dataset, tasks, method, train)) => ("ml-100k", dataset, tasks, method, train),
         None => {
             progress("ML-100K not found: synthetic data of its size instead");
-            let (dataset, tasks) = synthetic(943, 1682)?;
+            let (dataset, tasks) = super::bench::synthetic_task_set(943, 1682, 7)?;
             ("synthetic 943 users x 1682 items", dataset, tasks, MethodConfig::default_for("global").expect("known"), TrainConfig::default())
         }
     };
@@ -137,7 +126,7 @@ pub fn metrics_bench(args: &BenchArgs) -> Result<Value, Failure> {
 
     let users = if args.quick { 10_000 } else { 100_000 };
     progress(&format!("metrics: full catalogue, {users} users x {CATALOGUE_ITEMS} items"));
-    let (dataset, tasks) = synthetic(users, CATALOGUE_ITEMS)?;
+    let (dataset, tasks) = super::bench::synthetic_task_set(users, CATALOGUE_ITEMS, 7)?;
     let method = MethodConfig::default_for("global").expect("known");
     let model = quick_model(&dataset, &tasks, &method, &TrainConfig::default(), 1)?;
     let started = Instant::now();

@@ -110,8 +110,6 @@ fn observe(store: &Store, name: &str, evaluation: &StageRecord) -> Result<Option
     }))
 }
 
-/// Fields of a metrics block that are counts, not metrics.
-const COUNTS: [&str; 4] = ["rows", "tasks", "skipped_tasks", "ranked_tasks"];
 
 /// Every metric of an evaluation's record, by the name `compare --metrics` takes: `auc`,
 /// `ndcg@10`, ... overall; `<slice>.<metric>` per segment, state and window (`low.auc`,
@@ -121,7 +119,7 @@ pub fn metric_values(report: &serde_json::Value) -> BTreeMap<String, f64> {
     let mut metrics = BTreeMap::new();
     let mut block = |prefix: &str, value: Option<&serde_json::Value>| {
         for (name, v) in value.and_then(|v| v.as_object()).into_iter().flatten() {
-            if let (Some(v), false) = (v.as_f64(), COUNTS.contains(&name.as_str())) {
+            if let (Some(v), false) = (v.as_f64(), limaml_models::eval::COUNT_FIELDS.contains(&name.as_str())) {
                 metrics.insert(format!("{prefix}{name}"), v);
             }
         }

@@ -52,7 +52,7 @@ impl TableData {
         table.load_style(presets::UTF8_FULL_CONDENSED).set_header(self.header.clone());
         table.set_content_arrangement(if wide { ContentArrangement::Disabled } else { ContentArrangement::Dynamic });
         // Off a terminal (a pipe, a test), fit $COLUMNS or 80 columns unless --wide.
-        let width = (!wide).then(terminal_width).flatten();
+        let width = (!wide).then(terminal_width);
         if let (Some(width), false) = (width, table.is_tty()) {
             table.set_width(width as u16);
         }
@@ -159,8 +159,8 @@ impl TableData {
 }
 
 /// The width to fit when stdout is not a terminal: `$COLUMNS`, else 80.
-fn terminal_width() -> Option<usize> {
-    Some(std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c: &usize| c >= 20).unwrap_or(80))
+pub fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c: &usize| c >= 20).unwrap_or(80)
 }
 
 /// `text` broken at spaces into lines of at most `width` characters (longer words stay whole).

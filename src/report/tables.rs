@@ -13,8 +13,7 @@ fn new_table(header: Vec<&str>) -> Table {
         .set_header(header);
     // Off a terminal, fit $COLUMNS (else 80) columns.
     if !table.is_tty() {
-        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c: &u16| c >= 20).unwrap_or(80);
-        table.set_width(width);
+        table.set_width(super::table::terminal_width() as u16);
     }
     table
 }

@@ -29,8 +29,6 @@ impl Report {
 /// The role prefix of a search's selection among the report's inputs.
 pub const SEARCH_ROLE: &str = "search:";
 
-/// Fields of an evaluation's metrics block that are counts, not metrics.
-const COUNTS: [&str; 4] = ["rows", "tasks", "skipped_tasks", "ranked_tasks"];
 
 impl Stage for Report {
     fn kind(&self) -> &'static str {
@@ -174,7 +172,7 @@ fn summarize(seeds: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
             .values()
             .filter_map(|report| report.pointer(pointer).and_then(|m| m.as_object()))
             .flat_map(|m| m.iter().filter(|(_, v)| v.is_number()).map(|(k, _)| k.clone()))
-            .filter(|k| !COUNTS.contains(&k.as_str()))
+            .filter(|k| !limaml_models::eval::COUNT_FIELDS.contains(&k.as_str()))
             .collect();
         for metric in &names {
             let values = collect(pointer, metric);

@@ -309,12 +309,7 @@ impl Store {
             Some(trees) => trees.stages.get(key.as_bytes()).map_err(|e| self.db_error(e))?.map(|b| b.to_vec()),
             None => self.mirror.stage(key)?,
         };
-        match bytes {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::BadRecord { key: key.to_string(), message: e.to_string() }),
-        }
+        decode_record(key, bytes)
     }
 
     /// Drops a stage record (e.g. one whose artifact is corrupted), so the stage runs again.
@@ -351,12 +346,7 @@ impl Store {
             Some(trees) => trees.runs.get(id.as_bytes()).map_err(|e| self.db_error(e))?.map(|b| b.to_vec()),
             None => self.mirror.run(id)?,
         };
-        match bytes {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::BadRecord { key: id.to_string(), message: e.to_string() }),
-        }
+        decode_record(id, bytes)
     }
 
     /// All runs, oldest first.
@@ -456,6 +446,14 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// A record's JSON, when present, as `T`; unreadable JSON is `BadRecord` naming `key`.
+fn decode_record<T: serde::de::DeserializeOwned>(key: &str, bytes: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {
+    bytes
+        .map(|bytes| serde_json::from_slice(&bytes))
+        .transpose()
+        .map_err(|e| StoreError::BadRecord { key: key.to_string(), message: e.to_string() })
 }
 
 fn is_lock_error(e: &std::io::Error) -> bool {

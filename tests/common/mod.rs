@@ -94,3 +94,14 @@ pub fn stdout(output: &Output) -> String {
 pub fn methods(json: &serde_json::Value) -> serde_json::Value {
     json["methods"].clone()
 }
+
+/// Whether the external `program` runs (`program --version`). Under CI its absence fails the
+/// calling test; elsewhere the test prints that it skipped and returns.
+pub fn required_tool(program: &str) -> bool {
+    let found = Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var("CI").is_err(), "{program} is needed under CI");
+        eprintln!("SKIPPED: {program} not found");
+    }
+    found
+}

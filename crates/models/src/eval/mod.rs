@@ -85,6 +85,9 @@ impl Default for EvalConfig {
     }
 }
 
+/// Fields of a [`Metrics`] block that are counts, not metrics.
+pub const COUNT_FIELDS: [&str; 4] = ["rows", "tasks", "skipped_tasks", "ranked_tasks"];
+
 /// The prefix of full-catalogue ranking metrics (`full_ndcg@10`).
 pub const CATALOGUE_PREFIX: &str = "full_";
 
