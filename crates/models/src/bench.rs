@@ -173,8 +173,37 @@ pub fn measure_gemm_peak(n: usize, threads: usize, seconds: f64) -> GemmPeak {
     }
 }
 
-/// Runs `meta_batches` outer steps (after one warm-up step), then exports an embedding for every
-/// task and scores every query row from them, timing each phase.
+/// Passes of a timed phase: at least this many, and at least [`TIMING_MIN_SECONDS`] in all.
+pub const TIMING_MIN_PASSES: usize = 3;
+/// The least total time of a phase's passes (one pass of the small model's scoring is ~6 ms,
+/// too short to time once).
+pub const TIMING_MIN_SECONDS: f64 = 0.5;
+/// The most passes of a phase, however short they are.
+const TIMING_MAX_PASSES: usize = 50;
+
+/// Runs `pass(k)` for k = 0, 1, ... until [`TIMING_MIN_PASSES`] passes and
+/// [`TIMING_MIN_SECONDS`] in all (at most [`TIMING_MAX_PASSES`]); each pass returns its own
+/// seconds and what it measured. Returns the fastest pass's seconds and measurements, the
+/// convention of `timeit` (`reference.py` times its phases the same way): the fastest pass is
+/// the one the least disturbed by other work on the machine.
+fn fastest_pass<T>(mut pass: impl FnMut(usize) -> Result<(f64, T), ModelError>) -> Result<(f64, T), ModelError> {
+    let (mut best, mut total): (Option<(f64, T)>, f64) = (None, 0.0);
+    for k in 0..TIMING_MAX_PASSES {
+        if k >= TIMING_MIN_PASSES && total >= TIMING_MIN_SECONDS {
+            break;
+        }
+        let (seconds, measured) = pass(k)?;
+        total += seconds;
+        if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
+            best = Some((seconds, measured));
+        }
+    }
+    Ok(best.expect("at least one pass"))
+}
+
+/// Times `meta_batches` outer steps (after one warm-up step), an export of an embedding for
+/// every task and the scoring of every query row from them, each phase as its fastest of
+/// several passes ([`fastest_pass`]).
 pub fn bench_meta_training(
     config: &LimamlConfig,
     train: &TrainConfig,
@@ -242,16 +271,19 @@ pub fn bench_meta_training(
     };
     let (warm_up, _, _) = batch_of(0)?;
     net.meta_train_step(&store, &mut opt, &data, &warm_up, gradients)?;
-    let started = Instant::now();
-    let mut trained_tasks = 0;
-    let mut train_flops = 0.0;
-    for step in 0..meta_batches {
-        let (batch, n, flops) = batch_of(step + 1)?;
-        net.meta_train_step(&store, &mut opt, &data, &batch, gradients)?;
-        trained_tasks += n;
-        train_flops += flops;
-    }
-    let train_seconds = started.elapsed().as_secs_f64();
+    // Each pass: the next `meta_batches` outer steps (training goes on from pass to pass).
+    let (train_seconds, (trained_tasks, train_flops)) = fastest_pass(|pass| {
+        let started = Instant::now();
+        let (mut tasks_in_pass, mut flops_in_pass) = (0, 0.0);
+        for step in 0..meta_batches {
+            let (batch, n, flops) = batch_of(1 + pass * meta_batches + step)?;
+            net.meta_train_step(&store, &mut opt, &data, &batch, gradients)?;
+            tasks_in_pass += n;
+            flops_in_pass += flops;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Ok((seconds, (tasks_in_pass, flops_in_pass)))
+    })?;
     opt.catch_up()?;
 
     let supports: Vec<Vec<u32>> = tasks
@@ -270,9 +302,12 @@ pub fn bench_meta_training(
             query: &[],
         })
         .collect();
-    let started = Instant::now();
-    let embeddings = net.adapted_meta_embeddings(&store.tensors(), &data, &members)?;
-    let export_seconds = started.elapsed().as_secs_f64();
+    let mut embeddings = Vec::new();
+    let (export_seconds, ()) = fastest_pass(|_| {
+        let started = Instant::now();
+        embeddings = net.adapted_meta_embeddings(&store.tensors(), &data, &members)?;
+        Ok((started.elapsed().as_secs_f64(), ()))
+    })?;
 
     let m = config.meta_embedding_dim;
     let mut rows = Vec::new();
@@ -284,16 +319,11 @@ pub fn bench_meta_training(
         }
     }
     let features = Features::new(&tasks.features)?;
-    let started = Instant::now();
-    score_with_embeddings(
-        &net,
-        &store.tensors(),
-        &features,
-        interactions,
-        &rows,
-        &per_row,
-    )?;
-    let score_seconds = started.elapsed().as_secs_f64();
+    let (score_seconds, ()) = fastest_pass(|_| {
+        let started = Instant::now();
+        score_with_embeddings(&net, &store.tensors(), &features, interactions, &rows, &per_row)?;
+        Ok((started.elapsed().as_secs_f64(), ()))
+    })?;
 
     let per_second = |n: usize, s: f64| n as f64 / s.max(1e-9);
     let export_flops = step_flops.export(members.len(), supports.iter().map(Vec::len).sum());

@@ -293,22 +293,27 @@ impl<'a> LogisticTrainer<'a> {
             ..
         } = self;
         let (mut total, mut batches) = (0.0, 0usize);
+        let mut row_features: Vec<(usize, f32)> = Vec::new();
         for batch in order.chunks(batch_size) {
             let mut batch_loss = 0.0;
             for &r in batch {
                 let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
                 let label = interactions.label[r as usize] as f64;
-                let z = net.logit(weights, tables, u, i);
+                // The row's features once, for the logit and the gradient (the sums run in the
+                // order `logit` uses).
+                row_features.clear();
+                net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
+                let z: f64 = row_features.iter().fold(0.0, |sum, &(j, x)| sum + weights[j] as f64 * x as f64);
                 // Log loss from the logit, stable for large |z|.
                 batch_loss += z.max(0.0) - z * label + (-z.abs()).exp().ln_1p();
                 let error = 1.0 / (1.0 + (-z).exp()) - label;
-                net.for_each_feature(tables, u, i, |j, x| {
+                for &(j, x) in row_features.iter() {
                     gradient[j] += error * x as f64 + penalty[j] * weights[j] as f64;
                     if !in_batch[j] {
                         in_batch[j] = true;
                         touched.push(j);
                     }
-                });
+                }
             }
             let scale = 1.0 / batch.len() as f64;
             for &j in touched.iter() {
@@ -364,22 +369,28 @@ impl L2Candidate {
 
 /// Trains one model per pair of `config.l2` and `config.cross_l2` values with `train_one` (each
 /// sees a config whose lists hold that pair alone) and keeps the one with the best validation
-/// AUC. The kept model
-/// carries the full `config` and the search in [`TrainedModel::l2_search`].
+/// AUC. The kept model carries the full `config` and the search in [`TrainedModel::l2_search`].
+///
+/// The candidates are independent (each trains from zero weights with the same seed), so they
+/// train in parallel on rayon's threads; each is the model a sequential search would train, and
+/// the kept one is the one it would keep (ties go to the earlier candidate, as in order), so the
+/// result does not depend on the thread count. Only the best model so far is held, not every
+/// candidate's.
 pub(crate) fn train_with_l2_search(
     config: &LogisticConfig,
     interactions: &Interactions,
     tasks: &TaskSet,
-    train_one: &mut dyn FnMut(&MethodConfig) -> Result<TrainedModel, ModelError>,
+    train_one: &(dyn Fn(&MethodConfig) -> Result<TrainedModel, ModelError> + Sync),
 ) -> Result<TrainedModel, ModelError> {
+    use rayon::prelude::*;
     let pairs: Vec<(f64, f64)> = config
         .l2
         .iter()
         .flat_map(|&l2| config.cross_l2.iter().map(move |&cross_l2| (l2, cross_l2)))
         .collect();
-    let mut candidates = Vec::with_capacity(pairs.len());
-    let mut best: Option<(TrainedModel, usize)> = None;
-    for (l2, cross_l2) in pairs {
+    let candidates: std::sync::Mutex<Vec<Option<L2Candidate>>> = std::sync::Mutex::new(vec![None; pairs.len()]);
+    let best: std::sync::Mutex<Option<(usize, TrainedModel)>> = std::sync::Mutex::new(None);
+    pairs.par_iter().enumerate().try_for_each(|(index, &(l2, cross_l2))| -> Result<(), ModelError> {
         let single = MethodConfig::Logistic(LogisticConfig {
             l2: vec![l2],
             cross_l2: vec![cross_l2],
@@ -401,16 +412,26 @@ pub(crate) fn train_with_l2_search(
             candidate.validation_auc,
             candidate.validation_logloss
         );
-        let keep = match &best {
+        let mut candidates = candidates.lock().expect("no candidate panicked");
+        let mut best = best.lock().expect("no candidate panicked");
+        let keep = match &*best {
             None => true,
-            Some((_, k)) => candidate.beats(&candidates[*k]),
+            Some((kept, _)) => {
+                let kept_candidate = candidates[*kept].as_ref().expect("the kept candidate is recorded");
+                // In order, a later candidate replaces the kept one only if it beats it; an
+                // earlier one also if it ties (it would have been kept first).
+                candidate.beats(kept_candidate) || (index < *kept && !kept_candidate.beats(&candidate))
+            }
         };
-        candidates.push(candidate);
+        candidates[index] = Some(candidate);
         if keep {
-            best = Some((model, candidates.len() - 1));
+            *best = Some((index, model));
         }
-    }
-    let (model, kept) = best.ok_or_else(|| {
+        Ok(())
+    })?;
+    let candidates: Vec<L2Candidate> =
+        candidates.into_inner().expect("no candidate panicked").into_iter().flatten().collect();
+    let (kept, model) = best.into_inner().expect("no candidate panicked").ok_or_else(|| {
         ModelError::InvalidConfig(vec![crate::config::ConfigIssue {
             field: "l2".into(),
             message: "lists no value".into(),

@@ -147,3 +147,24 @@ fn a_stronger_l2_gives_smaller_weights() {
     let (weak, strong) = (with(1e-5), with(1e-1));
     assert!(strong < 0.5 * weak, "|w|^2 {strong:.4} at l2 0.1 vs {weak:.4} at 1e-5");
 }
+
+#[test]
+fn the_parallel_l2_search_gives_the_sequential_searchs_model() {
+    // The candidates train on rayon's threads: with one thread they run in order, as a
+    // sequential search would; with four they finish in any order. Same model either way.
+    let (interactions, tasks) = synthetic(3);
+    let config = LogisticConfig {
+        l2: vec![1e-5, 1e-4, 1e-3],
+        cross_l2: vec![1e-4, 1e-2],
+        ..LogisticConfig::default()
+    };
+    let with_threads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| train_logistic(config.clone(), &interactions, &tasks))
+    };
+    let sequential = with_threads(1);
+    let parallel = with_threads(4);
+    assert_eq!(sequential.l2_search, parallel.l2_search);
+    assert_eq!(sequential.weights, parallel.weights);
+    assert_eq!(sequential.l2_search.as_ref().unwrap().candidates.len(), 6);
+}

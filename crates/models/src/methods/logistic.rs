@@ -38,8 +38,22 @@ impl Method for Logistic {
         on_epoch: &mut dyn FnMut(&EpochRecord),
     ) -> Result<TrainedModel, ModelError> {
         let MethodConfig::Logistic(c) = config else { unreachable!("the registry gives logistic its own config") };
-        train_with_l2_search(c, interactions, tasks, &mut |single| {
-            train_one(single, train, interactions, tasks, seed, on_epoch)
+        // The candidates train on rayon's threads; their epochs come back over a channel, so
+        // `on_epoch` (progress, not `Send`) runs here, as they end.
+        let (sender, receiver) = std::sync::mpsc::channel::<EpochRecord>();
+        std::thread::scope(|scope| {
+            let search = scope.spawn(move || {
+                train_with_l2_search(c, interactions, tasks, &|single| {
+                    train_one(single, train, interactions, tasks, seed, &mut |record| {
+                        // The receiver lives until the search ends.
+                        let _ = sender.send(record.clone());
+                    })
+                })
+            });
+            for record in receiver {
+                on_epoch(&record);
+            }
+            search.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 }
