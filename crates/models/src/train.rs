@@ -248,13 +248,7 @@ fn train_one_from(
         };
         on_epoch(&record);
         curve.push(record);
-        let improved = match (&best, validation_auc) {
-            (None, _) => true,
-            (Some((_, None, _)), _) => true,
-            (Some((_, Some(_), _)), None) => false,
-            (Some((_, Some(b), _)), Some(a)) => a > *b,
-        };
-        if improved {
+        if improves(best.as_ref().map(|b| b.1), validation_auc) {
             best = Some((epoch, validation_auc, store.snapshot()?));
         } else if epoch - best.as_ref().map_or(0, |b| b.0) >= train.patience {
             break;
@@ -273,6 +267,17 @@ fn train_one_from(
         l2_search: None,
         meta_embeddings: None,
     })
+}
+
+/// The early-stopping rule's test: whether an epoch with `validation_auc` improves on the best
+/// kept so far (`None`: nothing kept yet; `Some(None)`: kept without an AUC). An epoch without
+/// an AUC never replaces one with an AUC; ties keep the earlier epoch.
+pub(crate) fn improves(best: Option<Option<f64>>, validation_auc: Option<f64>) -> bool {
+    match (best, validation_auc) {
+        (None, _) | (Some(None), _) => true,
+        (Some(Some(_)), None) => false,
+        (Some(Some(b)), Some(a)) => a > b,
+    }
 }
 
 /// Probabilities of query rows (`rows[k]` of task `task_index[k]`), for validation and

@@ -149,22 +149,27 @@ fn a_stronger_l2_gives_smaller_weights() {
 }
 
 #[test]
-fn the_parallel_l2_search_gives_the_sequential_searchs_model() {
-    // The candidates train on rayon's threads: with one thread they run in order, as a
-    // sequential search would; with four they finish in any order. Same model either way.
+fn the_lockstep_search_trains_each_pair_as_it_trains_alone() {
+    // The grid trains every pair at once; one pair alone goes through the shared epoch loop
+    // with its own trainer. Each candidate must be that model, bit for bit.
     let (interactions, tasks) = synthetic(3);
     let config = LogisticConfig {
-        l2: vec![1e-5, 1e-4, 1e-3],
+        l2: vec![1e-5, 1e-3, 1e-1],
         cross_l2: vec![1e-4, 1e-2],
         ..LogisticConfig::default()
     };
-    let with_threads = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| train_logistic(config.clone(), &interactions, &tasks))
-    };
-    let sequential = with_threads(1);
-    let parallel = with_threads(4);
-    assert_eq!(sequential.l2_search, parallel.l2_search);
-    assert_eq!(sequential.weights, parallel.weights);
-    assert_eq!(sequential.l2_search.as_ref().unwrap().candidates.len(), 6);
+    let grid = train_logistic(config.clone(), &interactions, &tasks);
+    let search = grid.l2_search.clone().unwrap();
+    assert_eq!(search.candidates.len(), 6);
+    for candidate in &search.candidates {
+        let single = LogisticConfig { l2: vec![candidate.l2], cross_l2: vec![candidate.cross_l2], ..config.clone() };
+        let alone = train_logistic(single, &interactions, &tasks);
+        let alone_candidate = &alone.l2_search.as_ref().unwrap().candidates[0];
+        assert_eq!(candidate, alone_candidate, "l2 {} cross_l2 {}", candidate.l2, candidate.cross_l2);
+        if (candidate.l2, candidate.cross_l2) == (search.l2, search.cross_l2) {
+            assert_eq!(grid.weights, alone.weights);
+            assert_eq!(grid.curve, alone.curve);
+            assert_eq!(grid.best_epoch, alone.best_epoch);
+        }
+    }
 }

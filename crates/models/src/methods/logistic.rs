@@ -11,7 +11,7 @@ use super::{EpochInputs, EpochStep, Method, Network, ScoreInputs};
 use crate::config::{MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::inputs::DataShape;
-use crate::logistic::{train_with_l2_search, LogisticNet, LogisticTrainer};
+use crate::logistic::{train_grid, train_with_l2_search, LogisticNet, LogisticTrainer};
 use crate::params::ParamStore;
 use crate::train::{train_one, EpochRecord, TrainedModel};
 
@@ -38,23 +38,14 @@ impl Method for Logistic {
         on_epoch: &mut dyn FnMut(&EpochRecord),
     ) -> Result<TrainedModel, ModelError> {
         let MethodConfig::Logistic(c) = config else { unreachable!("the registry gives logistic its own config") };
-        // The candidates train on rayon's threads; their epochs come back over a channel, so
-        // `on_epoch` (progress, not `Send`) runs here, as they end.
-        let (sender, receiver) = std::sync::mpsc::channel::<EpochRecord>();
-        std::thread::scope(|scope| {
-            let search = scope.spawn(move || {
-                train_with_l2_search(c, interactions, tasks, &|single| {
-                    train_one(single, train, interactions, tasks, seed, &mut |record| {
-                        // The receiver lives until the search ends.
-                        let _ = sender.send(record.clone());
-                    })
-                })
-            });
-            for record in receiver {
-                on_epoch(&record);
-            }
-            search.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        let pairs = c.l2.len() * c.cross_l2.len();
+        let models = if pairs == 1 {
+            // One candidate: the shared epoch loop with its own trainer (as `resume` continues it).
+            vec![train_one(config, train, interactions, tasks, seed, on_epoch)?]
+        } else {
+            train_grid(c, train, interactions, tasks, seed, on_epoch)?
+        };
+        train_with_l2_search(c, interactions, tasks, models)
     }
 }
 

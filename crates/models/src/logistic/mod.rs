@@ -59,6 +59,10 @@ use crate::mlp::sigmoid;
 use crate::params::ParamStore;
 use crate::train::TrainedModel;
 
+mod grid;
+
+pub(crate) use grid::train_grid;
+
 /// Name of the one flat weight tensor in the [`ParamStore`] (blocks as in [`Offsets`]).
 const WEIGHTS: &str = "logistic.weights";
 
@@ -367,36 +371,23 @@ impl L2Candidate {
     }
 }
 
-/// Trains one model per pair of `config.l2` and `config.cross_l2` values with `train_one` (each
-/// sees a config whose lists hold that pair alone) and keeps the one with the best validation
-/// AUC. The kept model carries the full `config` and the search in [`TrainedModel::l2_search`].
-///
-/// The candidates are independent (each trains from zero weights with the same seed), so they
-/// train in parallel on rayon's threads; each is the model a sequential search would train, and
-/// the kept one is the one it would keep (ties go to the earlier candidate, as in order), so the
-/// result does not depend on the thread count. Only the best model so far is held, not every
-/// candidate's.
+/// Keeps, of `models` (one per pair of `config.l2` and `config.cross_l2` values, `l2` in the
+/// config's order, then `cross_l2`, as [`train_grid`] returns them), the one with the best
+/// validation AUC; ties go to the earlier. The kept model carries the full `config` and the
+/// search in [`TrainedModel::l2_search`].
 pub(crate) fn train_with_l2_search(
     config: &LogisticConfig,
     interactions: &Interactions,
     tasks: &TaskSet,
-    train_one: &(dyn Fn(&MethodConfig) -> Result<TrainedModel, ModelError> + Sync),
+    models: Vec<TrainedModel>,
 ) -> Result<TrainedModel, ModelError> {
-    use rayon::prelude::*;
-    let pairs: Vec<(f64, f64)> = config
-        .l2
-        .iter()
-        .flat_map(|&l2| config.cross_l2.iter().map(move |&cross_l2| (l2, cross_l2)))
-        .collect();
-    let candidates: std::sync::Mutex<Vec<Option<L2Candidate>>> = std::sync::Mutex::new(vec![None; pairs.len()]);
-    let best: std::sync::Mutex<Option<(usize, TrainedModel)>> = std::sync::Mutex::new(None);
-    pairs.par_iter().enumerate().try_for_each(|(index, &(l2, cross_l2))| -> Result<(), ModelError> {
-        let single = MethodConfig::Logistic(LogisticConfig {
-            l2: vec![l2],
-            cross_l2: vec![cross_l2],
-            ..config.clone()
-        });
-        let model = train_one(&single)?;
+    let mut candidates = Vec::with_capacity(models.len());
+    let mut best: Option<(TrainedModel, usize)> = None;
+    for model in models {
+        let MethodConfig::Logistic(single) = &model.method else {
+            unreachable!("the grid trains logistic models")
+        };
+        let (l2, cross_l2) = (single.l2[0], single.cross_l2[0]);
         let validation = predict(&model, interactions, tasks, None, &[TaskRole::Validation])?;
         let metrics = evaluate(&validation, interactions, tasks).overall;
         let candidate = L2Candidate {
@@ -412,26 +403,16 @@ pub(crate) fn train_with_l2_search(
             candidate.validation_auc,
             candidate.validation_logloss
         );
-        let mut candidates = candidates.lock().expect("no candidate panicked");
-        let mut best = best.lock().expect("no candidate panicked");
-        let keep = match &*best {
+        let keep = match &best {
             None => true,
-            Some((kept, _)) => {
-                let kept_candidate = candidates[*kept].as_ref().expect("the kept candidate is recorded");
-                // In order, a later candidate replaces the kept one only if it beats it; an
-                // earlier one also if it ties (it would have been kept first).
-                candidate.beats(kept_candidate) || (index < *kept && !kept_candidate.beats(&candidate))
-            }
+            Some((_, k)) => candidate.beats(&candidates[*k]),
         };
-        candidates[index] = Some(candidate);
+        candidates.push(candidate);
         if keep {
-            *best = Some((index, model));
+            best = Some((model, candidates.len() - 1));
         }
-        Ok(())
-    })?;
-    let candidates: Vec<L2Candidate> =
-        candidates.into_inner().expect("no candidate panicked").into_iter().flatten().collect();
-    let (kept, model) = best.into_inner().expect("no candidate panicked").ok_or_else(|| {
+    }
+    let (model, kept) = best.ok_or_else(|| {
         ModelError::InvalidConfig(vec![crate::config::ConfigIssue {
             field: "l2".into(),
             message: "lists no value".into(),

@@ -1,0 +1,229 @@
+//! The logistic search's candidates trained in lockstep: every pair of strengths over the same
+//! minibatches at once, each weight's candidates side by side in memory.
+//!
+//! Owns [`train_grid`]. Must not choose among the candidates (`train_with_l2_search` does) nor
+//! change what a candidate computes: each model it returns is, bit for bit, the model
+//! [`LogisticTrainer`](super::LogisticTrainer) and the shared epoch loop (`train::train_one`)
+//! train for that pair alone (a test checks it).
+//!
+//! Why: the candidates differ only in their strengths. They start from the same zero weights,
+//! shuffle with the same seed (so they see the same minibatches) and read the same weights per
+//! row. Trained one after another, every candidate pays the row's feature enumeration and, at
+//! scale, a cache miss per user-id and user-tag weight (tens of millions of weights at 1M
+//! users); side by side (`weights[j * C + c]` for weight `j` of candidate `c`), one enumeration
+//! and one miss serve all `C` candidates, and the per-candidate arithmetic runs over contiguous
+//! lanes. Each candidate's own operations, and their order, are the sequential trainer's; a
+//! candidate that stops early keeps its best epoch's weights while the others go on.
+
+use candle_core::{Device, Tensor};
+use limaml_data::{Interactions, TaskRole, TaskSet};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::{LogisticNet, ADAGRAD_EPS};
+use crate::config::{LogisticConfig, MethodConfig, TrainConfig};
+use crate::error::ModelError;
+use crate::eval::{auc, query_rows};
+use crate::inputs::DataShape;
+use crate::mlp::sigmoid;
+use crate::train::{improves, EpochRecord, TrainedModel};
+
+/// A slot not taken in the current minibatch.
+const FREE: u32 = u32::MAX;
+
+/// One candidate's early-stopping state.
+struct Candidate {
+    config: MethodConfig,
+    curve: Vec<EpochRecord>,
+    /// The best epoch so far, its validation AUC and its weights.
+    best: Option<(usize, Option<f64>, Vec<f32>)>,
+    stopped: bool,
+}
+
+/// Trains one logistic model per pair of `config.l2` and `config.cross_l2` values (`l2` in the
+/// config's order, then `cross_l2`), all at once; returns them in that order, each as
+/// `train_one` trains it given a config listing that pair alone (see the module docs).
+pub(crate) fn train_grid(
+    config: &LogisticConfig,
+    train: &TrainConfig,
+    interactions: &Interactions,
+    tasks: &TaskSet,
+    seed: u64,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<Vec<TrainedModel>, ModelError> {
+    let rows = tasks.baseline_train_rows.as_slice();
+    if rows.is_empty() {
+        return Err(ModelError::NoTrainingData("baseline_train_rows is empty".into()));
+    }
+    let shape = DataShape::of(tasks);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for &l2 in &config.l2 {
+        for &cross_l2 in &config.cross_l2 {
+            let single = LogisticConfig { l2: vec![l2], cross_l2: vec![cross_l2], ..config.clone() };
+            candidates.push(Candidate {
+                config: MethodConfig::Logistic(single),
+                curve: Vec::new(),
+                best: None,
+                stopped: false,
+            });
+        }
+    }
+    let lanes = candidates.len();
+    let (net, _) = LogisticNet::create(config, shape)?;
+    let tables = &tasks.features;
+    let size = net.offsets.total;
+
+    // Per weight: how many training rows read it (the penalty's denominator, as the sequential
+    // trainer counts it), and `N * l2` per candidate for each of the two strength classes.
+    let mut occurrences = vec![0u64; size];
+    for &r in rows {
+        let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+        net.for_each_feature(tables, u, i, |j, _| occurrences[j] += 1);
+    }
+    let n = rows.len() as f64;
+    let (mut n_l2, mut n_cross_l2) = (Vec::with_capacity(lanes), Vec::with_capacity(lanes));
+    for candidate in &candidates {
+        let MethodConfig::Logistic(c) = &candidate.config else { unreachable!("built above") };
+        n_l2.push(n * c.l2[0]);
+        n_cross_l2.push(n * c.cross_l2[0]);
+    }
+    // The penalty gradient per occurrence per unit of weight, `N l2_j / n_j` (0 for the bias
+    // and for weights no row reads), of weight `j` for every candidate, into `out`.
+    let penalty_of = |j: usize, out: &mut [f64]| {
+        let count = occurrences[j];
+        if j == 0 || count == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let class = if j >= net.offsets.user_tag { &n_cross_l2 } else { &n_l2 };
+        out.iter_mut().zip(class).for_each(|(p, nl2)| *p = nl2 / count as f64);
+    };
+
+    let mut weights = vec![0f32; size * lanes];
+    let mut squared_gradients = vec![0f64; size * lanes];
+    // The minibatch's gradient sums, one block of lanes per weight it touched (in first-touch
+    // order), and each weight's block (FREE: untouched).
+    let mut slot = vec![FREE; size];
+    let mut touched: Vec<usize> = Vec::new();
+    let mut gradient: Vec<f64> = Vec::new();
+    let mut penalty: Vec<f64> = Vec::new();
+    let mut row_features: Vec<(usize, f32)> = Vec::new();
+    let (mut logit, mut error, mut batch_loss, mut total) =
+        (vec![0f64; lanes], vec![0f64; lanes], vec![0f64; lanes], vec![0f64; lanes]);
+
+    let (val_rows, _) = query_rows(tasks, &[TaskRole::Validation]);
+    let val_labels: Vec<f32> = val_rows.iter().map(|&r| interactions.label[r as usize]).collect();
+    let learning_rate = net.learning_rate;
+    let mut rng = StdRng::seed_from_u64(seed);
+    for epoch in 1..=train.epochs {
+        let mut order = rows.to_vec();
+        order.shuffle(&mut rng);
+        total.fill(0.0);
+        let mut batches = 0usize;
+        for batch in order.chunks(train.batch_size) {
+            batch_loss.fill(0.0);
+            for &r in batch {
+                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+                let label = interactions.label[r as usize] as f64;
+                row_features.clear();
+                net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
+                logit.fill(0.0);
+                for &(j, x) in &row_features {
+                    let w = &weights[j * lanes..(j + 1) * lanes];
+                    logit.iter_mut().zip(w).for_each(|(z, &w)| *z += w as f64 * x as f64);
+                }
+                for ((z, e), loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
+                    // Log loss from the logit, stable for large |z|.
+                    *loss += z.max(0.0) - z * label + (-z.abs()).exp().ln_1p();
+                    *e = 1.0 / (1.0 + (-z).exp()) - label;
+                }
+                for &(j, x) in &row_features {
+                    if slot[j] == FREE {
+                        slot[j] = touched.len() as u32;
+                        touched.push(j);
+                        gradient.resize(touched.len() * lanes, 0.0);
+                        penalty.resize(touched.len() * lanes, 0.0);
+                        penalty_of(j, &mut penalty[(touched.len() - 1) * lanes..touched.len() * lanes]);
+                    }
+                    let s = slot[j] as usize;
+                    let g = &mut gradient[s * lanes..(s + 1) * lanes];
+                    let p = &penalty[s * lanes..(s + 1) * lanes];
+                    let w = &weights[j * lanes..(j + 1) * lanes];
+                    for c in 0..lanes {
+                        g[c] += error[c] * x as f64 + p[c] * w[c] as f64;
+                    }
+                }
+            }
+            let scale = 1.0 / batch.len() as f64;
+            for (s, &j) in touched.iter().enumerate() {
+                let g = &gradient[s * lanes..(s + 1) * lanes];
+                let w = &mut weights[j * lanes..(j + 1) * lanes];
+                let sq = &mut squared_gradients[j * lanes..(j + 1) * lanes];
+                for c in 0..lanes {
+                    let g = g[c] * scale;
+                    sq[c] += g * g;
+                    let step = learning_rate * g / (sq[c].sqrt() + ADAGRAD_EPS);
+                    w[c] = (w[c] as f64 - step) as f32;
+                }
+                slot[j] = FREE;
+            }
+            touched.clear();
+            gradient.clear();
+            total.iter_mut().zip(&batch_loss).for_each(|(t, l)| *t += l * scale);
+            batches += 1;
+        }
+
+        let validation_auc: Vec<Option<f64>> = if val_rows.is_empty() {
+            vec![None; lanes]
+        } else {
+            let mut scores = vec![Vec::with_capacity(val_rows.len()); lanes];
+            for &r in &val_rows {
+                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+                logit.fill(0.0);
+                net.for_each_feature(tables, u, i, |j, x| {
+                    let w = &weights[j * lanes..(j + 1) * lanes];
+                    logit.iter_mut().zip(w).for_each(|(z, &w)| *z += w as f64 * x as f64);
+                });
+                scores.iter_mut().zip(&logit).for_each(|(s, &z)| s.push(sigmoid(z as f32)));
+            }
+            scores.iter().map(|s| auc(s, &val_labels)).collect()
+        };
+        for (c, candidate) in candidates.iter_mut().enumerate().filter(|(_, k)| !k.stopped) {
+            let record =
+                EpochRecord { epoch, train_loss: total[c] / batches.max(1) as f64, validation_auc: validation_auc[c] };
+            on_epoch(&record);
+            candidate.curve.push(record);
+            if improves(candidate.best.as_ref().map(|b| b.1), validation_auc[c]) {
+                let lane: Vec<f32> = (0..size).map(|j| weights[j * lanes + c]).collect();
+                candidate.best = Some((epoch, validation_auc[c], lane));
+            } else if epoch - candidate.best.as_ref().map_or(0, |b| b.0) >= train.patience {
+                candidate.stopped = true;
+            }
+        }
+        if candidates.iter().all(|c| c.stopped) {
+            break;
+        }
+    }
+
+    candidates
+        .into_iter()
+        .map(|candidate| {
+            let MethodConfig::Logistic(single) = &candidate.config else { unreachable!("built above") };
+            let (best_epoch, _, kept) = candidate.best.expect("at least one epoch");
+            let (_, store) = LogisticNet::create(single, shape)?;
+            store.vars()[0].set(&Tensor::from_vec(kept, size, &Device::Cpu)?)?;
+            Ok(TrainedModel {
+                method: candidate.config.clone(),
+                train: train.clone(),
+                seed,
+                shape,
+                weights: store.to_safetensors_bytes()?,
+                curve: candidate.curve,
+                best_epoch,
+                l2_search: None,
+                meta_embeddings: None,
+            })
+        })
+        .collect()
+}
