@@ -37,7 +37,6 @@ impl Network for BaselineNetwork {
             self.net.train_epoch(
                 &self.store,
                 opt,
-                inputs.features,
                 inputs.interactions,
                 inputs.tasks,
                 inputs.train.batch_size,
