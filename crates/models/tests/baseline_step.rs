@@ -1,11 +1,12 @@
 //! The baselines' hand-written training step (`baselines::step`) against candle's autograd: the
 //! same loss and the same gradient of every dense weight and every gathered id row, for each
-//! layout `BaselineNet::create` builds; and training that is bit-for-bit reproducible.
+//! layout `BaselineNet::create` builds; the hand-written scoring pass against candle's logits;
+//! and training that is bit-for-bit reproducible.
 
 mod common;
 
 use candle_core::Tensor;
-use limaml_models::baselines::BaselineNet;
+use limaml_models::baselines::{BaselineNet, RowSupports};
 use limaml_models::inputs::{DataShape, Features};
 use limaml_models::lazy_adam::Optimizers;
 use limaml_models::{MethodConfig, TrainConfig};
@@ -123,5 +124,33 @@ fn training_twice_with_the_same_seed_gives_bit_identical_weights() {
         let first = weights_after_two_epochs(&config, 9);
         assert_eq!(first, weights_after_two_epochs(&config, 9), "{}", config.kind_name());
         assert_ne!(first, weights_after_two_epochs(&config, 10), "{}: the seed matters", config.kind_name());
+    }
+}
+
+/// The logits of every task's query rows (activity summarised over the task's support), both
+/// ways.
+fn compare_scoring(config: &MethodConfig) {
+    let (interactions, tasks) = common::synthetic(5);
+    let features = Features::new(&tasks.features).unwrap();
+    let (net, store, _) = trained_one_epoch(config);
+    let params = store.tensors();
+    let (mut rows, mut task_index) = (Vec::new(), Vec::new());
+    for (t, task) in tasks.tasks.iter().enumerate() {
+        rows.extend_from_slice(&task.query);
+        task_index.extend(std::iter::repeat_n(t as u32, task.query.len()));
+    }
+    let support_of = |t: u32| tasks.tasks[t as usize].support.clone();
+    let supports = || Some(RowSupports { task_index: &task_index, support_of: &support_of });
+    let expected = net.logits(&params, &features, &interactions, &tasks, &rows, supports()).unwrap();
+    let weights = net.scoring_weights(&params).unwrap();
+    let logits = net.forward_logits(&weights, &interactions, &tasks, &rows, supports());
+    let logits = Tensor::from_vec(logits, rows.len(), &candle_core::Device::Cpu).unwrap();
+    assert_close(&format!("{} logits", config.kind_name()), &logits, &expected);
+}
+
+#[test]
+fn hand_written_scoring_matches_candle_logits_for_every_layout() {
+    for config in [global(false), global(true), with_hidden("id_embedding", &[20]), with_hidden("wide_deep", &[24, 16])] {
+        compare_scoring(&config);
     }
 }

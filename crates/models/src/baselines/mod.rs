@@ -189,6 +189,78 @@ impl BaselineNet {
         rows: &[u32],
         supports: Option<RowSupports>,
     ) -> Result<Tensor, ModelError> {
+        let ids = self.scored_ids(interactions, tasks, rows, supports);
+        let table_rows = TableRows {
+            items: u32_tensor(ids.items.clone())?,
+            users: u32_tensor(ids.user_ids.clone())?,
+            wide: u32_tensor(ids.wide.clone())?,
+        };
+        self.logits_of(params, features, &ids, &table_rows)
+    }
+
+    /// [`BaselineNet::logits`] through the hand-written forward pass ([`step`]) over
+    /// `weights` (from [`BaselineNet::scoring_weights`]); equal up to float rounding.
+    pub fn forward_logits(
+        &self,
+        weights: &ScoringWeights,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        rows: &[u32],
+        supports: Option<RowSupports>,
+    ) -> Vec<f32> {
+        let ids = self.scored_ids(interactions, tasks, rows, supports);
+        let f = &tasks.features;
+        let step_weights = StepWeights {
+            layout: weights.layout,
+            user_features: &f.user_features,
+            item_features: &f.item_features,
+            item_embedding: &weights.item_embedding,
+            user_embedding: &weights.user_embedding,
+            wide: &weights.wide,
+            deep: &weights.deep,
+        };
+        let step_rows = StepRows {
+            users: &ids.users,
+            items: &ids.items,
+            item_rows: &ids.items,
+            user_rows: &ids.user_ids,
+            activity: &ids.activity,
+            wide: &ids.wide,
+            wide_mask: &ids.wide_mask,
+            wide_per_row: ids.wide_per_row,
+            labels: &[],
+        };
+        step::logits(&step_weights, &step_rows)
+    }
+
+    /// `params` as the plain vectors [`BaselineNet::forward_logits`] reads (whole id tables:
+    /// copy once, score many chunks).
+    pub fn scoring_weights(&self, params: &[Tensor]) -> Result<ScoringWeights, ModelError> {
+        let values = |table: Option<usize>| -> Result<Vec<f32>, ModelError> {
+            match table {
+                Some(t) => Ok(params[t].flatten_all()?.to_vec1::<f32>()?),
+                None => Ok(Vec::new()),
+            }
+        };
+        Ok(ScoringWeights {
+            layout: self.step_layout(params)?,
+            deep: dense_stack(self.deep.params(params))?,
+            item_embedding: values(self.item_embedding)?,
+            user_embedding: values(self.user_embedding)?,
+            wide: values(self.wide)?,
+        })
+    }
+
+    /// The ids scored rows look up (no id dropout), with their activity summaries when the
+    /// model reads them: per task over `supports`, or (without) over each training row's own
+    /// history.
+    fn scored_ids(
+        &self,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        rows: &[u32],
+        supports: Option<RowSupports>,
+    ) -> RowIds {
         let mut ids = self.row_ids(interactions, tasks, rows, None);
         if self.reads_activity() {
             ids.activity = match supports {
@@ -206,12 +278,7 @@ impl BaselineNet {
                 None => self.history_activity(interactions, tasks, rows),
             };
         }
-        let table_rows = TableRows {
-            items: u32_tensor(ids.items.clone())?,
-            users: u32_tensor(ids.user_ids.clone())?,
-            wide: u32_tensor(ids.wide.clone())?,
-        };
-        self.logits_of(params, features, &ids, &table_rows)
+        ids
     }
 
     /// The row of `user` in the user-id tables: its own if it has training rows, else the
@@ -540,6 +607,16 @@ impl BaselineNet {
             activity_dim: self.activity_dim,
         })
     }
+}
+
+/// A baseline's weights as plain vectors for [`BaselineNet::forward_logits`]: the deep
+/// layers and the whole id tables (row-major; empty where the model has none).
+pub struct ScoringWeights {
+    layout: StepLayout,
+    deep: crate::kernel::DenseStack,
+    item_embedding: Vec<f32>,
+    user_embedding: Vec<f32>,
+    wide: Vec<f32>,
 }
 
 /// What one training step on a minibatch reads ([`BaselineNet::gather_step`]).

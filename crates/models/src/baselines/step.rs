@@ -4,7 +4,8 @@
 //! wide entries.
 //!
 //! Owns [`StepLayout`] (which columns a row input has), [`StepRows`] (what a minibatch reads),
-//! [`StepWeights`] (the weights it reads, as vectors) and [`train_step`]. Must not gather rows,
+//! [`StepWeights`] (the weights it reads, as vectors), [`train_step`] and the forward pass alone
+//! for scoring ([`logits`]). Must not gather rows,
 //! draw random numbers or step the optimizer (`baselines` does, in the same order as before),
 //! and must not change the maths: candle's autograd path (`BaselineNet::logits_of` with
 //! `bce_with_logits`) stays the reference the tests compare it with.
@@ -131,6 +132,11 @@ fn forward(weights: &StepWeights, rows: &StepRows) -> (Vec<Vec<f32>>, Vec<f32>) 
         }
     }
     (activations, logits)
+}
+
+/// The logits (`N`) of the rows: the forward pass alone (labels are not read).
+pub(crate) fn logits(weights: &StepWeights, rows: &StepRows) -> Vec<f32> {
+    forward(weights, rows).1
 }
 
 /// The mean logistic loss of the rows and its gradient with respect to every weight the step
