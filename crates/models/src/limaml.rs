@@ -1076,7 +1076,7 @@ impl LimamlNet {
 }
 
 /// An MLP's layers (`[w0, b0, w1, b1, ...]`) as plain vectors.
-fn dense_stack(layers: &[Tensor]) -> Result<DenseStack, ModelError> {
+pub(crate) fn dense_stack(layers: &[Tensor]) -> Result<DenseStack, ModelError> {
     let (mut widths, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
     for pair in layers.chunks(2) {
         let (fan_in, fan_out) = pair[0].dims2()?;

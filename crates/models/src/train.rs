@@ -214,7 +214,7 @@ fn train_one_from(
     let mut optimizer = Optimizers::new(store, train, &net.embedding_tables())?;
     let features = Features::new(&tasks.features)?;
     let data = LimamlData::new(interactions, tasks, net.evaluation_support_tasks())?;
-    let epoch_inputs = EpochInputs { train, interactions, tasks, features: &features, data: &data };
+    let epoch_inputs = EpochInputs { train, interactions, tasks, data: &data };
     let mut epoch_step = net.epoch_step(&epoch_inputs)?;
 
     let (val_rows, val_tasks) = query_rows(tasks, &[TaskRole::Validation]);

@@ -1,10 +1,11 @@
 //! The non-meta baselines: `global`, `id_embedding` and `wide_deep`, as one row-level network
-//! (the serve-time refresh of a user row is in `refresh`).
+//! (the serve-time refresh of a user row is in `refresh`, the hand-written training step in `step`).
 //!
 //! Owns [`BaselineNet`]: parameter layout, the forward pass from rows to logits and one epoch of
 //! minibatch training on `TaskSet::baseline_train_rows`. Must not decide when to stop or what to
 //! report: `train` drives epochs and early stopping.
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use limaml_data::{Interactions, TaskSet};
 use rand::rngs::StdRng;
@@ -16,11 +17,14 @@ use crate::error::ModelError;
 use crate::inputs::{
     entity_of_row, row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features,
 };
-use crate::lazy_adam::Optimizers;
+use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
+use crate::limaml::dense_stack;
 use crate::mlp::{bce_with_logits, mlp_forward, Mlp};
 use crate::params::ParamStore;
+use step::{StepLayout, StepRows, StepWeights};
 
 mod refresh;
+mod step;
 
 /// Layout of a baseline's parameters in its [`ParamStore`].
 #[derive(Debug, Clone)]
@@ -185,6 +189,78 @@ impl BaselineNet {
         rows: &[u32],
         supports: Option<RowSupports>,
     ) -> Result<Tensor, ModelError> {
+        let ids = self.scored_ids(interactions, tasks, rows, supports);
+        let table_rows = TableRows {
+            items: u32_tensor(ids.items.clone())?,
+            users: u32_tensor(ids.user_ids.clone())?,
+            wide: u32_tensor(ids.wide.clone())?,
+        };
+        self.logits_of(params, features, &ids, &table_rows)
+    }
+
+    /// [`BaselineNet::logits`] through the hand-written forward pass ([`step`]) over
+    /// `weights` (from [`BaselineNet::scoring_weights`]); equal up to float rounding.
+    pub fn forward_logits(
+        &self,
+        weights: &ScoringWeights,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        rows: &[u32],
+        supports: Option<RowSupports>,
+    ) -> Vec<f32> {
+        let ids = self.scored_ids(interactions, tasks, rows, supports);
+        let f = &tasks.features;
+        let step_weights = StepWeights {
+            layout: weights.layout,
+            user_features: &f.user_features,
+            item_features: &f.item_features,
+            item_embedding: &weights.item_embedding,
+            user_embedding: &weights.user_embedding,
+            wide: &weights.wide,
+            deep: &weights.deep,
+        };
+        let step_rows = StepRows {
+            users: &ids.users,
+            items: &ids.items,
+            item_rows: &ids.items,
+            user_rows: &ids.user_ids,
+            activity: &ids.activity,
+            wide: &ids.wide,
+            wide_mask: &ids.wide_mask,
+            wide_per_row: ids.wide_per_row,
+            labels: &[],
+        };
+        step::logits(&step_weights, &step_rows)
+    }
+
+    /// `params` as the plain vectors [`BaselineNet::forward_logits`] reads (whole id tables:
+    /// copy once, score many chunks).
+    pub fn scoring_weights(&self, params: &[Tensor]) -> Result<ScoringWeights, ModelError> {
+        let values = |table: Option<usize>| -> Result<Vec<f32>, ModelError> {
+            match table {
+                Some(t) => Ok(params[t].flatten_all()?.to_vec1::<f32>()?),
+                None => Ok(Vec::new()),
+            }
+        };
+        Ok(ScoringWeights {
+            layout: self.step_layout(params)?,
+            deep: dense_stack(self.deep.params(params))?,
+            item_embedding: values(self.item_embedding)?,
+            user_embedding: values(self.user_embedding)?,
+            wide: values(self.wide)?,
+        })
+    }
+
+    /// The ids scored rows look up (no id dropout), with their activity summaries when the
+    /// model reads them: per task over `supports`, or (without) over each training row's own
+    /// history.
+    fn scored_ids(
+        &self,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        rows: &[u32],
+        supports: Option<RowSupports>,
+    ) -> RowIds {
         let mut ids = self.row_ids(interactions, tasks, rows, None);
         if self.reads_activity() {
             ids.activity = match supports {
@@ -202,12 +278,7 @@ impl BaselineNet {
                 None => self.history_activity(interactions, tasks, rows),
             };
         }
-        let table_rows = TableRows {
-            items: u32_tensor(ids.items.clone())?,
-            users: u32_tensor(ids.user_ids.clone())?,
-            wide: u32_tensor(ids.wide.clone())?,
-        };
-        self.logits_of(params, features, &ids, &table_rows)
+        ids
     }
 
     /// The row of `user` in the user-id tables: its own if it has training rows, else the
@@ -361,13 +432,13 @@ impl BaselineNet {
     ///
     /// Each minibatch gathers the id-table rows it reads into small variables that stand in for
     /// the tables, so its gradient and (lazy Adam) update touch only those rows: a step costs
-    /// O(batch size), not O(users + items).
-    #[allow(clippy::too_many_arguments)]
+    /// O(batch size), not O(users + items). The loss and gradients come from the hand-written
+    /// step ([`BaselineNet::step_gradients`]); candle's autograd
+    /// ([`BaselineNet::autograd_step_loss`]) is their test reference.
     pub fn train_epoch(
         &self,
         store: &ParamStore,
         optimizer: &mut Optimizers,
-        features: &Features,
         interactions: &Interactions,
         tasks: &TaskSet,
         batch_size: usize,
@@ -378,53 +449,191 @@ impl BaselineNet {
         let mut total = 0.0;
         let mut batches = 0;
         for batch in rows.chunks(batch_size) {
-            let mut params = store.tensors();
-            let mut ids = self.row_ids(interactions, tasks, batch, Some(&mut *rng));
-            if self.reads_activity() {
-                ids.activity = self.history_activity(interactions, tasks, batch);
-            }
-            let mut gathered = Vec::new();
-            let mut gather = |table: Option<usize>,
-                              ids: &[u32],
-                              is_real: &dyn Fn(usize) -> bool|
-             -> Result<Tensor, ModelError> {
-                let Some(t) = table else {
-                    return u32_tensor(Vec::new());
-                };
-                let real_ids = ids
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, _)| is_real(*k))
-                    .map(|(_, &id)| id);
-                let rows = optimizer.gather(t, real_ids)?;
-                let local = u32_tensor(rows.localize(ids, is_real))?;
-                gathered.push(rows);
-                Ok(local)
-            };
-            let table_rows = TableRows {
-                items: gather(self.item_embedding, &ids.items, &|_| true)?,
-                users: gather(self.user_embedding, &ids.user_ids, &|_| true)?,
-                wide: gather(self.wide, &ids.wide, &|k| ids.wide_mask[k] > 0.0)?,
-            };
-            for g in &gathered {
-                params[g.table] = g.values.as_tensor().clone();
-            }
-            let logits = self.logits_of(&params, features, &ids, &table_rows)?;
-            let labels = Tensor::from_vec(
-                batch
-                    .iter()
-                    .map(|&r| interactions.label[r as usize])
-                    .collect::<Vec<_>>(),
-                batch.len(),
-                &Device::Cpu,
-            )?;
-            let loss = bce_with_logits(&logits, &labels)?.mean_all()?;
-            optimizer.backward_step(&loss, &gathered)?;
-            total += loss.to_scalar::<f32>()? as f64;
+            let step = self.gather_step(optimizer, interactions, tasks, batch, rng)?;
+            let (loss, grads) = self.step_gradients(store, tasks, &step)?;
+            optimizer.step_with(&grads, &step.gathered)?;
+            total += loss;
             batches += 1;
         }
         Ok(total / batches.max(1) as f64)
     }
+
+    /// What one training step on the minibatch `batch` reads: its ids (drawing the id dropout
+    /// from `rng`), activity summaries and the id-table rows it reads, gathered (brought up to
+    /// date) by `optimizer`.
+    pub fn gather_step(
+        &self,
+        optimizer: &mut Optimizers,
+        interactions: &Interactions,
+        tasks: &TaskSet,
+        batch: &[u32],
+        rng: &mut StdRng,
+    ) -> Result<TrainingStep, ModelError> {
+        let mut ids = self.row_ids(interactions, tasks, batch, Some(rng));
+        if self.reads_activity() {
+            ids.activity = self.history_activity(interactions, tasks, batch);
+        }
+        let mut gathered = Vec::new();
+        let mut gather =
+            |table: Option<usize>, ids: &[u32], is_real: &dyn Fn(usize) -> bool| -> Result<Vec<u32>, ModelError> {
+                let Some(t) = table else {
+                    return Ok(Vec::new());
+                };
+                let real_ids = ids.iter().enumerate().filter(|(k, _)| is_real(*k)).map(|(_, &id)| id);
+                let rows = optimizer.gather(t, real_ids)?;
+                let local = rows.localize(ids, is_real);
+                gathered.push(rows);
+                Ok(local)
+            };
+        let items = gather(self.item_embedding, &ids.items, &|_| true)?;
+        let users = gather(self.user_embedding, &ids.user_ids, &|_| true)?;
+        let wide = gather(self.wide, &ids.wide, &|k| ids.wide_mask[k] > 0.0)?;
+        let labels = batch.iter().map(|&r| interactions.label[r as usize]).collect();
+        Ok(TrainingStep {
+            ids,
+            local_rows: LocalRows { items, users, wide },
+            gathered,
+            labels,
+        })
+    }
+
+    /// The parameters a step reads: `store`'s, with each gathered table replaced by its
+    /// gathered rows.
+    fn step_params(&self, store: &ParamStore, step: &TrainingStep) -> Vec<Tensor> {
+        let mut params = store.tensors();
+        for g in &step.gathered {
+            params[g.table] = g.values.as_tensor().clone();
+        }
+        params
+    }
+
+    /// The step's mean logistic loss as a candle graph over `store`'s variables and the
+    /// gathered rows (the reference for [`BaselineNet::step_gradients`]).
+    pub fn autograd_step_loss(
+        &self,
+        store: &ParamStore,
+        features: &Features,
+        step: &TrainingStep,
+    ) -> Result<Tensor, ModelError> {
+        let params = self.step_params(store, step);
+        let table_rows = TableRows {
+            items: u32_tensor(step.local_rows.items.clone())?,
+            users: u32_tensor(step.local_rows.users.clone())?,
+            wide: u32_tensor(step.local_rows.wide.clone())?,
+        };
+        let logits = self.logits_of(&params, features, &step.ids, &table_rows)?;
+        let labels = Tensor::from_slice(&step.labels, step.labels.len(), &Device::Cpu)?;
+        Ok(bce_with_logits(&logits, &labels)?.mean_all()?)
+    }
+
+    /// The step's mean logistic loss and its gradients through the hand-written pass
+    /// ([`step::train_step`]), keyed as [`Optimizers::step_with`] reads them: the dense
+    /// layers by their variables, the tables by their gathered rows.
+    pub fn step_gradients(
+        &self,
+        store: &ParamStore,
+        tasks: &TaskSet,
+        step: &TrainingStep,
+    ) -> Result<(f64, GradStore), ModelError> {
+        let params = self.step_params(store, step);
+        let deep = dense_stack(self.deep.params(&params))?;
+        let values = |table: Option<usize>| -> Result<Vec<f32>, ModelError> {
+            match table {
+                Some(t) => Ok(params[t].flatten_all()?.to_vec1::<f32>()?),
+                None => Ok(Vec::new()),
+            }
+        };
+        let (item_embedding, user_embedding, wide) =
+            (values(self.item_embedding)?, values(self.user_embedding)?, values(self.wide)?);
+        let f = &tasks.features;
+        let weights = StepWeights {
+            layout: self.step_layout(&params)?,
+            user_features: &f.user_features,
+            item_features: &f.item_features,
+            item_embedding: &item_embedding,
+            user_embedding: &user_embedding,
+            wide: &wide,
+            deep: &deep,
+        };
+        let ids = &step.ids;
+        let rows = StepRows {
+            users: &ids.users,
+            items: &ids.items,
+            item_rows: &step.local_rows.items,
+            user_rows: &step.local_rows.users,
+            activity: &ids.activity,
+            wide: &step.local_rows.wide,
+            wide_mask: &ids.wide_mask,
+            wide_per_row: ids.wide_per_row,
+            labels: &step.labels,
+        };
+        let gradients = step::train_step(&weights, &rows);
+        let mut grads = gradient_store()?;
+        for layer in 0..deep.n_layers() {
+            let (fan_in, fan_out) = (deep.widths[layer], deep.widths[layer + 1]);
+            let (w, b) = (self.deep.first + 2 * layer, self.deep.first + 2 * layer + 1);
+            let weight = Tensor::from_slice(&gradients.deep.weights[layer], (fan_in, fan_out), &Device::Cpu)?;
+            let bias = Tensor::from_slice(&gradients.deep.biases[layer], (1, fan_out), &Device::Cpu)?;
+            grads.insert(store.vars()[w].as_tensor(), weight);
+            grads.insert(store.vars()[b].as_tensor(), bias);
+        }
+        let table_gradients = [
+            (self.item_embedding, gradients.item_embedding),
+            (self.user_embedding, gradients.user_embedding),
+            (self.wide, gradients.wide),
+        ];
+        for (table, gradient) in table_gradients {
+            let Some(table) = table else { continue };
+            let g = step.gathered.iter().find(|g| g.table == table).expect("every table of the model was gathered");
+            let shape = g.values.as_tensor().shape().clone();
+            grads.insert(g.values.as_tensor(), Tensor::from_vec(gradient, shape, &Device::Cpu)?);
+        }
+        Ok((gradients.loss, grads))
+    }
+
+    /// The columns of this model's row inputs (the id-embedding widths read from `params`).
+    fn step_layout(&self, params: &[Tensor]) -> Result<StepLayout, ModelError> {
+        let width = |table: Option<usize>| -> Result<usize, ModelError> {
+            match table {
+                Some(t) => Ok(params[t].dims2()?.1),
+                None => Ok(0),
+            }
+        };
+        Ok(StepLayout {
+            user_dim: self.shape.user_dim,
+            item_dim: self.shape.item_dim,
+            item_embedding_dim: width(self.item_embedding)?,
+            user_embedding_dim: width(self.user_embedding)?,
+            activity_dim: self.activity_dim,
+        })
+    }
+}
+
+/// A baseline's weights as plain vectors for [`BaselineNet::forward_logits`]: the deep
+/// layers and the whole id tables (row-major; empty where the model has none).
+pub struct ScoringWeights {
+    layout: StepLayout,
+    deep: crate::kernel::DenseStack,
+    item_embedding: Vec<f32>,
+    user_embedding: Vec<f32>,
+    wide: Vec<f32>,
+}
+
+/// What one training step on a minibatch reads ([`BaselineNet::gather_step`]).
+pub struct TrainingStep {
+    ids: RowIds,
+    local_rows: LocalRows,
+    /// The id-table rows the minibatch reads (item, user, wide: those the model has).
+    pub gathered: Vec<GatheredRows>,
+    labels: Vec<f32>,
+}
+
+/// Positions in a step's gathered rows of each row's item and user (wide: of each wide
+/// entry; padding points at 0). Empty for tables the model lacks.
+struct LocalRows {
+    items: Vec<u32>,
+    users: Vec<u32>,
+    wide: Vec<u32>,
 }
 
 /// Which task each scored row belongs to, and what a task's support is: what a model that

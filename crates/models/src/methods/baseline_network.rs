@@ -1,7 +1,7 @@
 //! The network of the three baselines (`global`, `id_embedding`, `wide_deep`): a
 //! [`BaselineNet`] with its parameters, trained by minibatch Adam on
-//! `TaskSet::baseline_train_rows` and scored row by row (after a serve-time refresh of the
-//! user rows when the method has one). Must not choose the layout (`baselines` does).
+//! `TaskSet::baseline_train_rows` and scored in chunks through the hand-written forward pass
+//! (through candle, after a serve-time refresh of the user rows, when the method has one). Must not choose the layout (`baselines` does).
 
 use candle_core::Tensor;
 
@@ -37,7 +37,6 @@ impl Network for BaselineNetwork {
             self.net.train_epoch(
                 &self.store,
                 opt,
-                inputs.features,
                 inputs.interactions,
                 inputs.tasks,
                 inputs.train.batch_size,
@@ -58,10 +57,11 @@ impl Network for BaselineNetwork {
             scores.extend(logits.into_iter().map(sigmoid));
             return Ok(scores);
         }
+        let weights = self.net.scoring_weights(&params)?;
         for (chunk, chunk_tasks) in rows.chunks(CHUNK).zip(task_index.chunks(CHUNK)) {
             let supports =
                 self.net.reads_activity().then_some(RowSupports { task_index: chunk_tasks, support_of: &support_of });
-            let logits = self.net.logits(&params, features, interactions, tasks, chunk, supports)?.to_vec1::<f32>()?;
+            let logits = self.net.forward_logits(&weights, interactions, tasks, chunk, supports);
             scores.extend(logits.into_iter().map(sigmoid));
         }
         Ok(scores)

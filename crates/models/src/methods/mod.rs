@@ -56,7 +56,6 @@ pub(crate) struct EpochInputs<'a> {
     pub train: &'a TrainConfig,
     pub interactions: &'a Interactions,
     pub tasks: &'a TaskSet,
-    pub features: &'a Features,
     pub data: &'a LimamlData<'a>,
 }
 
