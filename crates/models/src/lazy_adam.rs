@@ -77,12 +77,45 @@ struct TableState {
     up_to_step: Vec<i32>,
 }
 
-/// Adam's bias corrections by step (index 0 unused): `1 / (1 - beta1^t)` and
-/// `sqrt(1 / (1 - beta2^t))`, kept so that replaying a step costs no `powi`.
+/// Adam's bias corrections by step (index 0 unused): `1 / (1 - beta1^t)`, `1 / (1 - beta2^t)`
+/// and its square root, kept so that a step or a replayed step costs no `powi`.
 #[derive(Default)]
 struct BiasCorrections {
     scale_m: Vec<f64>,
+    scale_v: Vec<f64>,
     scale_v_sqrt: Vec<f64>,
+    /// The first step from which both corrections are exactly 1 (`beta^t` below half an f64
+    /// ulp of 1: about step 37 000 for `beta2 = 0.999`); `None` until the tables reach it.
+    steady_from: Option<usize>,
+    /// From `steady_from` on, the replay sums `(w1, w2)` of `n` skipped steps depend on `n`
+    /// alone: entry `n - 1`, for `n` up to the replay limit (filled on first use, by the
+    /// loop [`replay_sums_over`] runs, so the values are the ones it would compute).
+    steady_sums: Vec<(f64, f64)>,
+    /// By step `from`: the replay sums of a row last updated at `from` and read again `limit`
+    /// or more steps later (the usual case for user rows: every row a minibatch updated shares
+    /// them). Filled on first use.
+    full_limit_sums: Vec<Option<(f64, f64)>>,
+    /// `(beta1^n, beta2^n, d^n)` for `n` = 1 up to the replay limit, `d` the weight decay.
+    powers: Vec<(f64, f64, f64)>,
+}
+
+/// The largest replay limit the caches of [`BiasCorrections`] serve (about 220 for Adam's usual
+/// betas); a larger one (degenerate betas) computes every replay afresh.
+const MAX_CACHED_LIMIT: i32 = 10_000;
+
+/// The replay sums `(w1, w2)` over skipped steps whose bias corrections are `scale_m` and
+/// `scale_v_sqrt` (see [`TableState::replay`]).
+fn replay_sums_over(params: &ParamsAdamW, scale_m: &[f64], scale_v_sqrt: &[f64]) -> (f64, f64) {
+    let decay = 1.0 - params.lr * params.weight_decay;
+    let (ratio1, ratio2) = (params.beta1 / params.beta2.sqrt(), params.beta1 / params.beta2);
+    let (mut w1, mut w2, mut r1, mut r2) = (0.0, 0.0, 1.0, 1.0);
+    for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
+        r1 *= ratio1;
+        r2 *= ratio2;
+        w1 = w1 * decay + r1 * sm / sv;
+        w2 = w2 * decay + r2 * sm / (sv * sv);
+    }
+    (w1, w2)
 }
 
 impl BiasCorrections {
@@ -90,14 +123,64 @@ impl BiasCorrections {
     fn cover(&mut self, params: &ParamsAdamW, step_t: i32) {
         if self.scale_m.is_empty() {
             self.scale_m.push(f64::NAN);
+            self.scale_v.push(f64::NAN);
             self.scale_v_sqrt.push(f64::NAN);
         }
         while self.scale_m.len() <= step_t as usize {
             let t = self.scale_m.len() as i32;
-            self.scale_m.push(1.0 / (1.0 - params.beta1.powi(t)));
-            self.scale_v_sqrt
-                .push((1.0 / (1.0 - params.beta2.powi(t))).sqrt());
+            let (scale_m, scale_v) = (1.0 / (1.0 - params.beta1.powi(t)), 1.0 / (1.0 - params.beta2.powi(t)));
+            self.scale_m.push(scale_m);
+            self.scale_v.push(scale_v);
+            self.scale_v_sqrt.push(scale_v.sqrt());
+            // `beta^t` only shrinks with t, so once both corrections are 1 they stay 1.
+            if self.steady_from.is_none() && scale_m == 1.0 && scale_v == 1.0 {
+                self.steady_from = Some(t as usize);
+            }
         }
+    }
+
+    /// The replay sums of the skipped steps `from + 1 ..= replayed_to` (at most `limit`), as
+    /// [`replay_sums_over`] computes them, from a cache where the same sums recur.
+    fn replay_sums(&mut self, params: &ParamsAdamW, from: i32, replayed_to: i32, limit: i32) -> (f64, f64) {
+        let n = replayed_to - from;
+        let steps = (from + 1) as usize..=replayed_to as usize;
+        if limit > MAX_CACHED_LIMIT {
+            return replay_sums_over(params, &self.scale_m[steps.clone()], &self.scale_v_sqrt[steps]);
+        }
+        let cached_limit = limit as usize;
+        if self.steady_from.is_some_and(|steady_from| from as usize + 1 >= steady_from) {
+            // Every skipped step's corrections are 1: the sums depend on `n` alone.
+            if self.steady_sums.is_empty() {
+                let ones = vec![1.0; cached_limit];
+                self.steady_sums = (1..=cached_limit).map(|k| replay_sums_over(params, &ones[..k], &ones[..k])).collect();
+            }
+            return self.steady_sums[n as usize - 1];
+        }
+        if n == limit {
+            if self.full_limit_sums.len() <= from as usize {
+                self.full_limit_sums.resize(from as usize + 1, None);
+            }
+            if let Some(sums) = self.full_limit_sums[from as usize] {
+                return sums;
+            }
+            let sums = replay_sums_over(params, &self.scale_m[steps.clone()], &self.scale_v_sqrt[steps]);
+            self.full_limit_sums[from as usize] = Some(sums);
+            return sums;
+        }
+        replay_sums_over(params, &self.scale_m[steps.clone()], &self.scale_v_sqrt[steps])
+    }
+
+    /// `(beta1^n, beta2^n, d^n)`, `d` the weight decay factor, cached for `n` up to `limit`.
+    fn powers(&mut self, params: &ParamsAdamW, limit: i32, n: i32) -> (f64, f64, f64) {
+        let decay = 1.0 - params.lr * params.weight_decay;
+        let of = |n: i32| (params.beta1.powi(n), params.beta2.powi(n), decay.powi(n));
+        if limit > MAX_CACHED_LIMIT || n > limit {
+            return of(n);
+        }
+        if self.powers.is_empty() {
+            self.powers = (1..=limit).map(of).collect();
+        }
+        self.powers[n as usize - 1]
     }
 }
 
@@ -177,7 +260,7 @@ impl LazyAdam {
         }
         let (params, step_t, limit) = (self.params.clone(), self.step_t, self.replay_limit());
         self.bias.cover(&params, step_t);
-        let bias = &self.bias;
+        let bias = &mut self.bias;
         let state = self
             .tables
             .iter_mut()
@@ -210,7 +293,7 @@ impl LazyAdam {
     pub fn catch_up(&mut self) -> Result<(), ModelError> {
         let (params, step_t, limit) = (self.params.clone(), self.step_t, self.replay_limit());
         self.bias.cover(&params, step_t);
-        let bias = &self.bias;
+        let bias = &mut self.bias;
         for state in &mut self.tables {
             let stale: Vec<u32> = (0..state.up_to_step.len() as u32)
                 .filter(|&row| state.up_to_step[row as usize] < step_t)
@@ -234,6 +317,8 @@ impl LazyAdam {
     pub fn step(&mut self, grads: &GradStore, gathered: &[GatheredRows]) -> Result<(), ModelError> {
         self.step_t += 1;
         let (params, step_t) = (self.params.clone(), self.step_t);
+        self.bias.cover(&params, step_t);
+        let corrections = (self.bias.scale_m[step_t as usize], self.bias.scale_v[step_t as usize]);
         for g in gathered {
             let state = self.state(g.table)?;
             let dim = state.dim;
@@ -244,7 +329,7 @@ impl LazyAdam {
             let mut values = g.values.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             for (k, &row) in g.rows.iter().enumerate() {
                 let here = k * dim;
-                state.adam_step(&params, step_t, row, &mut values[here..here + dim], |j| {
+                state.adam_step(&params, corrections, row, &mut values[here..here + dim], |j| {
                     grad[here + j] as f64
                 });
                 state.up_to_step[row as usize] = step_t;
@@ -256,19 +341,18 @@ impl LazyAdam {
 }
 
 impl TableState {
-    /// AdamW's update of table row `row` (current value `value`) at step `step_t` with
-    /// gradient `grad(j)` for column `j`; updates the row's moments.
+    /// AdamW's update of table row `row` (current value `value`) with gradient `grad(j)` for
+    /// column `j`, at the step whose bias corrections are `(scale_m, scale_v)`
+    /// (`1 / (1 - beta1^t)`, `1 / (1 - beta2^t)`); updates the row's moments.
     fn adam_step(
         &mut self,
         params: &ParamsAdamW,
-        step_t: i32,
+        (scale_m, scale_v): (f64, f64),
         row: u32,
         value: &mut [f32],
         grad: impl Fn(usize) -> f64,
     ) {
         let (beta1, beta2) = (params.beta1, params.beta2);
-        let scale_m = 1.0 / (1.0 - beta1.powi(step_t));
-        let scale_v = 1.0 / (1.0 - beta2.powi(step_t));
         let decay = 1.0 - params.lr * params.weight_decay;
         for (j, x) in value.iter_mut().enumerate() {
             let at = row as usize * self.dim + j;
@@ -290,7 +374,7 @@ impl TableState {
     fn replay_rows(
         &mut self,
         params: &ParamsAdamW,
-        bias: &BiasCorrections,
+        bias: &mut BiasCorrections,
         step_t: i32,
         limit: i32,
         rows: &[u32],
@@ -306,7 +390,7 @@ impl TableState {
     fn replay(
         &mut self,
         params: &ParamsAdamW,
-        bias: &BiasCorrections,
+        bias: &mut BiasCorrections,
         step_t: i32,
         limit: i32,
         row: u32,
@@ -317,29 +401,18 @@ impl TableState {
             return;
         }
         let replayed_to = step_t.min(from.saturating_add(limit));
-        let steps = (from + 1) as usize..=replayed_to as usize;
-        let (scale_m, scale_v_sqrt) = (&bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
-        let decay = 1.0 - params.lr * params.weight_decay;
         let n = replayed_to - from;
+        let decay = 1.0 - params.lr * params.weight_decay;
         // With g = 0 the moments only decay (m_k = beta1^k m, v_k = beta2^k v), so the k-th
         // replayed update is m beta1^k c1 / (sqrt(v) beta2^(k/2) c2 + eps), c1 and c2 the bias
         // corrections. Expanding 1 / (a + eps) = 1 / a - eps / a^2 + O(eps^2 / a^3) gives
         // sums shared by every column of the row, each update weighted by the weight decay
         // still to come:
         //   theta_n = d^n theta - lr (m / sqrt(v)) (w1 - (eps / sqrt(v)) w2).
-        let (ratio1, ratio2) = (
-            params.beta1 / params.beta2.sqrt(),
-            params.beta1 / params.beta2,
-        );
-        let (mut w1, mut w2, mut r1, mut r2) = (0.0, 0.0, 1.0, 1.0);
-        for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
-            r1 *= ratio1;
-            r2 *= ratio2;
-            w1 = w1 * decay + r1 * sm / sv;
-            w2 = w2 * decay + r2 * sm / (sv * sv);
-        }
-        let (m_decay, v_decay, theta_decay) =
-            (params.beta1.powi(n), params.beta2.powi(n), decay.powi(n));
+        let (w1, w2) = bias.replay_sums(params, from, replayed_to, limit);
+        let (m_decay, v_decay, theta_decay) = bias.powers(params, limit, n);
+        let steps = (from + 1) as usize..=replayed_to as usize;
+        let (scale_m, scale_v_sqrt) = (&bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
         for (j, x) in value.iter_mut().enumerate() {
             let at = row as usize * self.dim + j;
             let (m0, v0) = (self.first_moment[at] as f64, self.second_moment[at] as f64);
