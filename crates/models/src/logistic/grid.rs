@@ -16,7 +16,7 @@
 //! candidate that stops early keeps its best epoch's weights while the others go on.
 
 use candle_core::{Device, Tensor};
-use limaml_data::{Interactions, TaskRole, TaskSet};
+use limaml_data::{FeatureTables, Interactions, TaskRole, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -88,91 +88,38 @@ pub(crate) fn train_grid(
         n_l2.push(n * c.l2[0]);
         n_cross_l2.push(n * c.cross_l2[0]);
     }
-    // The penalty gradient per occurrence per unit of weight, `N l2_j / n_j` (0 for the bias
-    // and for weights no row reads), of weight `j` for every candidate, into `out`.
-    let penalty_of = |j: usize, out: &mut [f64]| {
-        let count = occurrences[j];
-        if j == 0 || count == 0 {
-            out.fill(0.0);
-            return;
-        }
-        let class = if j >= net.offsets.user_tag { &n_cross_l2 } else { &n_l2 };
-        out.iter_mut().zip(class).for_each(|(p, nl2)| *p = nl2 / count as f64);
+    let mut lanes_state = Lanes {
+        lanes,
+        weights: vec![0f32; size * lanes],
+        squared_gradients: vec![0f64; size * lanes],
+        slot: vec![FREE; size],
+        touched: Vec::new(),
+        gradient: Vec::new(),
+        penalty: Vec::new(),
+        row_features: Vec::new(),
+        logit: vec![0f64; lanes],
+        error: vec![0f64; lanes],
+        batch_loss: vec![0f64; lanes],
+        total: vec![0f64; lanes],
     };
-
-    let mut weights = vec![0f32; size * lanes];
-    let mut squared_gradients = vec![0f64; size * lanes];
-    // The minibatch's gradient sums, one block of lanes per weight it touched (in first-touch
-    // order), and each weight's block (FREE: untouched).
-    let mut slot = vec![FREE; size];
-    let mut touched: Vec<usize> = Vec::new();
-    let mut gradient: Vec<f64> = Vec::new();
-    let mut penalty: Vec<f64> = Vec::new();
-    let mut row_features: Vec<(usize, f32)> = Vec::new();
-    let (mut logit, mut error, mut batch_loss, mut total) =
-        (vec![0f64; lanes], vec![0f64; lanes], vec![0f64; lanes], vec![0f64; lanes]);
+    let context = EpochContext {
+        net: &net,
+        tables,
+        interactions,
+        occurrences: &occurrences,
+        n_l2: &n_l2,
+        n_cross_l2: &n_cross_l2,
+        batch_size: train.batch_size,
+    };
 
     let (val_rows, _) = query_rows(tasks, &[TaskRole::Validation]);
     let val_labels: Vec<f32> = val_rows.iter().map(|&r| interactions.label[r as usize]).collect();
-    let learning_rate = net.learning_rate;
     let mut rng = StdRng::seed_from_u64(seed);
     for epoch in 1..=train.epochs {
         let mut order = rows.to_vec();
         order.shuffle(&mut rng);
-        total.fill(0.0);
-        let mut batches = 0usize;
-        for batch in order.chunks(train.batch_size) {
-            batch_loss.fill(0.0);
-            for &r in batch {
-                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
-                let label = interactions.label[r as usize] as f64;
-                row_features.clear();
-                net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
-                logit.fill(0.0);
-                for &(j, x) in &row_features {
-                    let w = &weights[j * lanes..(j + 1) * lanes];
-                    logit.iter_mut().zip(w).for_each(|(z, &w)| *z += w as f64 * x as f64);
-                }
-                for ((z, e), loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
-                    // Log loss from the logit, stable for large |z|.
-                    *loss += z.max(0.0) - z * label + (-z.abs()).exp().ln_1p();
-                    *e = 1.0 / (1.0 + (-z).exp()) - label;
-                }
-                for &(j, x) in &row_features {
-                    if slot[j] == FREE {
-                        slot[j] = touched.len() as u32;
-                        touched.push(j);
-                        gradient.resize(touched.len() * lanes, 0.0);
-                        penalty.resize(touched.len() * lanes, 0.0);
-                        penalty_of(j, &mut penalty[(touched.len() - 1) * lanes..touched.len() * lanes]);
-                    }
-                    let s = slot[j] as usize;
-                    let g = &mut gradient[s * lanes..(s + 1) * lanes];
-                    let p = &penalty[s * lanes..(s + 1) * lanes];
-                    let w = &weights[j * lanes..(j + 1) * lanes];
-                    for c in 0..lanes {
-                        g[c] += error[c] * x as f64 + p[c] * w[c] as f64;
-                    }
-                }
-            }
-            let scale = 1.0 / batch.len() as f64;
-            for (s, &j) in touched.iter().enumerate() {
-                let g = &gradient[s * lanes..(s + 1) * lanes];
-                let w = &mut weights[j * lanes..(j + 1) * lanes];
-                let sq = &mut squared_gradients[j * lanes..(j + 1) * lanes];
-                for c in 0..lanes {
-                    let g = g[c] * scale;
-                    sq[c] += g * g;
-                    let step = learning_rate * g / (sq[c].sqrt() + ADAGRAD_EPS);
-                    w[c] = (w[c] as f64 - step) as f32;
-                }
-                slot[j] = FREE;
-            }
-            touched.clear();
-            gradient.clear();
-            total.iter_mut().zip(&batch_loss).for_each(|(t, l)| *t += l * scale);
-            batches += 1;
-        }
+        let batches = lanes_state.epoch(&context, &order);
+        let Lanes { weights, logit, total, .. } = &mut lanes_state;
 
         let validation_auc: Vec<Option<f64>> = if val_rows.is_empty() {
             vec![None; lanes]
@@ -185,7 +132,7 @@ pub(crate) fn train_grid(
                     let w = &weights[j * lanes..(j + 1) * lanes];
                     logit.iter_mut().zip(w).for_each(|(z, &w)| *z += w as f64 * x as f64);
                 });
-                scores.iter_mut().zip(&logit).for_each(|(s, &z)| s.push(sigmoid(z as f32)));
+                scores.iter_mut().zip(logit.iter()).for_each(|(s, &z)| s.push(sigmoid(z as f32)));
             }
             scores.iter().map(|s| auc(s, &val_labels)).collect()
         };
@@ -226,4 +173,146 @@ pub(crate) fn train_grid(
             })
         })
         .collect()
+}
+
+/// What an epoch of the lanes reads.
+struct EpochContext<'a> {
+    net: &'a LogisticNet,
+    tables: &'a FeatureTables,
+    interactions: &'a Interactions,
+    /// Per weight: how many training rows read it.
+    occurrences: &'a [u64],
+    /// `N * l2` and `N * cross_l2` per candidate.
+    n_l2: &'a [f64],
+    n_cross_l2: &'a [f64],
+    batch_size: usize,
+}
+
+/// The candidates' weights and Adagrad state side by side (`[j * lanes + c]`), and the
+/// scratch of a minibatch.
+struct Lanes {
+    lanes: usize,
+    weights: Vec<f32>,
+    squared_gradients: Vec<f64>,
+    /// Per weight: its block in `gradient` and `penalty` in the current minibatch (FREE: not
+    /// touched yet), and the touched weights in first-touch order.
+    slot: Vec<u32>,
+    touched: Vec<usize>,
+    gradient: Vec<f64>,
+    penalty: Vec<f64>,
+    row_features: Vec<(usize, f32)>,
+    logit: Vec<f64>,
+    error: Vec<f64>,
+    batch_loss: Vec<f64>,
+    /// Per candidate: the epoch's sum of mean minibatch losses.
+    total: Vec<f64>,
+}
+
+impl Lanes {
+    /// One pass over the rows in `order`, in minibatches; returns the number of minibatches.
+    /// Runs with AVX2 where the CPU has it: wider lanes for the same operations in the same
+    /// order (no fused multiply-add), so the same bits.
+    fn epoch(&mut self, context: &EpochContext, order: &[u32]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                return unsafe { self.epoch_avx2(context, order) };
+            }
+        }
+        self.epoch_portable(context, order)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn epoch_avx2(&mut self, context: &EpochContext, order: &[u32]) -> usize {
+        self.epoch_portable(context, order)
+    }
+
+    #[inline(always)]
+    fn epoch_portable(&mut self, context: &EpochContext, order: &[u32]) -> usize {
+        let EpochContext { net, tables, interactions, occurrences, n_l2, n_cross_l2, batch_size } = *context;
+        let Lanes {
+            lanes,
+            weights,
+            squared_gradients,
+            slot,
+            touched,
+            gradient,
+            penalty,
+            row_features,
+            logit,
+            error,
+            batch_loss,
+            total,
+        } = self;
+        let lanes = *lanes;
+        let learning_rate = net.learning_rate;
+        // The penalty gradient per occurrence per unit of weight, `N l2_j / n_j` (0 for the
+        // bias and for weights no row reads), of weight `j` for every candidate, into `out`.
+        let penalty_of = |j: usize, out: &mut [f64]| {
+            let count = occurrences[j];
+            if j == 0 || count == 0 {
+                out.fill(0.0);
+                return;
+            }
+            let class = if j >= net.offsets.user_tag { n_cross_l2 } else { n_l2 };
+            out.iter_mut().zip(class).for_each(|(p, nl2)| *p = nl2 / count as f64);
+        };
+        total.fill(0.0);
+        let mut batches = 0usize;
+        for batch in order.chunks(batch_size) {
+            batch_loss.fill(0.0);
+            for &r in batch {
+                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+                let label = interactions.label[r as usize] as f64;
+                row_features.clear();
+                net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
+                logit.fill(0.0);
+                for &(j, x) in row_features.iter() {
+                    let w = &weights[j * lanes..(j + 1) * lanes];
+                    logit.iter_mut().zip(w).for_each(|(z, &w)| *z += w as f64 * x as f64);
+                }
+                for ((z, e), loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
+                    // Log loss from the logit, stable for large |z|.
+                    *loss += z.max(0.0) - z * label + (-z.abs()).exp().ln_1p();
+                    *e = 1.0 / (1.0 + (-z).exp()) - label;
+                }
+                for &(j, x) in row_features.iter() {
+                    if slot[j] == FREE {
+                        slot[j] = touched.len() as u32;
+                        touched.push(j);
+                        gradient.resize(touched.len() * lanes, 0.0);
+                        penalty.resize(touched.len() * lanes, 0.0);
+                        penalty_of(j, &mut penalty[(touched.len() - 1) * lanes..touched.len() * lanes]);
+                    }
+                    let s = slot[j] as usize;
+                    let g = &mut gradient[s * lanes..(s + 1) * lanes];
+                    let p = &penalty[s * lanes..(s + 1) * lanes];
+                    let w = &weights[j * lanes..(j + 1) * lanes];
+                    for ((g, &e), (&p, &w)) in g.iter_mut().zip(error.iter()).zip(p.iter().zip(w)) {
+                        *g += e * x as f64 + p * w as f64;
+                    }
+                }
+            }
+            let scale = 1.0 / batch.len() as f64;
+            for (s, &j) in touched.iter().enumerate() {
+                let g = &gradient[s * lanes..(s + 1) * lanes];
+                let w = &mut weights[j * lanes..(j + 1) * lanes];
+                let sq = &mut squared_gradients[j * lanes..(j + 1) * lanes];
+                for ((w, sq), &g) in w.iter_mut().zip(sq.iter_mut()).zip(g) {
+                    let g = g * scale;
+                    *sq += g * g;
+                    let step = learning_rate * g / (sq.sqrt() + ADAGRAD_EPS);
+                    *w = (*w as f64 - step) as f32;
+                }
+                slot[j] = FREE;
+            }
+            touched.clear();
+            gradient.clear();
+            total.iter_mut().zip(batch_loss.iter()).for_each(|(t, l)| *t += l * scale);
+            batches += 1;
+        }
+        batches
+    }
 }
