@@ -29,7 +29,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::ParamsAdamW;
 
 use crate::config::TrainConfig;
 use crate::error::ModelError;
@@ -470,10 +470,84 @@ impl TableState {
     }
 }
 
+/// candle-nn's `AdamW`, element for element (the same `f32` operations in the same order, so the
+/// same bits), over plain vectors: candle's runs about fifteen whole-tensor operations per
+/// parameter per step, each allocating its result, which on the large meta-training step was
+/// a serial share of the step as large as the parallel passes (bench/README.md). Elements are
+/// independent, so large parameters update in parallel without changing a bit.
+struct DenseAdamW {
+    params: ParamsAdamW,
+    step_t: i32,
+    vars: Vec<DenseVar>,
+}
+
+struct DenseVar {
+    var: Var,
+    first_moment: Vec<f32>,
+    second_moment: Vec<f32>,
+}
+
+impl DenseAdamW {
+    fn new(vars: Vec<Var>, params: ParamsAdamW) -> DenseAdamW {
+        let vars = vars
+            .into_iter()
+            .map(|var| {
+                let n = var.as_tensor().elem_count();
+                DenseVar { var, first_moment: vec![0.0; n], second_moment: vec![0.0; n] }
+            })
+            .collect();
+        DenseAdamW { params, step_t: 0, vars }
+    }
+
+    /// One AdamW step of every parameter that has a gradient in `grads` (as candle-nn's
+    /// `AdamW::step`: `Tensor * f64` is `x * (c as f32) + 0`, `Tensor + f64` is `x * 1 + c`).
+    fn step(&mut self, grads: &GradStore) -> Result<(), ModelError> {
+        use rayon::prelude::*;
+        self.step_t += 1;
+        let p = &self.params;
+        let (lr, lr_lambda) = (p.lr, p.lr * p.weight_decay);
+        let scale_m = 1f64 / (1f64 - p.beta1.powi(self.step_t));
+        let scale_v = 1f64 / (1f64 - p.beta2.powi(self.step_t));
+        let (beta1, one_minus_beta1) = (p.beta1 as f32, (1.0 - p.beta1) as f32);
+        let (beta2, one_minus_beta2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
+        let (scale_m, scale_v, decay) = (scale_m as f32, scale_v as f32, (1f64 - lr_lambda) as f32);
+        let (eps, lr) = (p.eps as f32, lr as f32);
+        let update = |theta: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
+            let next_m = (*m * beta1 + 0.0) + (g * one_minus_beta1 + 0.0);
+            let next_v = (*v * beta2 + 0.0) + ((g * g) * one_minus_beta2 + 0.0);
+            let m_hat = next_m * scale_m + 0.0;
+            let v_hat = next_v * scale_v + 0.0;
+            let next_theta = *theta * decay + 0.0;
+            let adjusted = m_hat / (v_hat.sqrt() * 1.0 + eps);
+            *theta = next_theta - (adjusted * lr + 0.0);
+            (*m, *v) = (next_m, next_v);
+        };
+        for dense in &mut self.vars {
+            let Some(gradient) = grads.get(dense.var.as_tensor()) else { continue };
+            let gradient = gradient.flatten_all()?.to_vec1::<f32>()?;
+            let mut theta = dense.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            const CHUNK: usize = 1 << 14;
+            theta
+                .par_chunks_mut(CHUNK)
+                .zip(dense.first_moment.par_chunks_mut(CHUNK))
+                .zip(dense.second_moment.par_chunks_mut(CHUNK))
+                .zip(gradient.par_chunks(CHUNK))
+                .for_each(|(((theta, m), v), g)| {
+                    for (((theta, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
+                        update(theta, m, v, g);
+                    }
+                });
+            let shape = dense.var.as_tensor().shape().clone();
+            dense.var.set(&Tensor::from_vec(theta, shape, &Device::Cpu)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// AdamW for every parameter but the id tables, lazy Adam for the tables; both with
 /// `[train]`'s learning rate and `l2`, stepping together.
 pub struct Optimizers {
-    dense: AdamW,
+    dense: DenseAdamW,
     embeddings: LazyAdam,
 }
 
@@ -499,7 +573,7 @@ impl Optimizers {
             .map(|(_, v)| v.clone())
             .collect();
         Ok(Optimizers {
-            dense: AdamW::new(dense_vars, params.clone())?,
+            dense: DenseAdamW::new(dense_vars, params.clone()),
             embeddings: LazyAdam::new(store, tables, params)?,
         })
     }
