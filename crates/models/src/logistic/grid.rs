@@ -76,11 +76,7 @@ pub(crate) fn train_grid(
 
     // Per weight: how many training rows read it (the penalty's denominator, as the sequential
     // trainer counts it), and `N * l2` per candidate for each of the two strength classes.
-    let mut occurrences = vec![0u64; size];
-    for &r in rows {
-        let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
-        net.for_each_feature(tables, u, i, |j, _| occurrences[j] += 1);
-    }
+    let occurrences = net.occurrences(tables, interactions, rows);
     let n = rows.len() as f64;
     let (mut n_l2, mut n_cross_l2) = (Vec::with_capacity(lanes), Vec::with_capacity(lanes));
     for candidate in &candidates {

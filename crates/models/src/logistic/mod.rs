@@ -179,6 +179,16 @@ impl LogisticNet {
         }
     }
 
+    /// Per weight: how many of `rows` read it (the L2 penalty's denominator `n_j`).
+    fn occurrences(&self, tables: &FeatureTables, interactions: &Interactions, rows: &[u32]) -> Vec<u64> {
+        let mut occurrences = vec![0u64; self.offsets.total];
+        for &r in rows {
+            let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+            self.for_each_feature(tables, u, i, |j, _| occurrences[j] += 1);
+        }
+        occurrences
+    }
+
     /// The logit of the row of `user` and `item` under `weights`.
     fn logit(&self, weights: &[f32], tables: &FeatureTables, user: u32, item: u32) -> f64 {
         let mut sum = 0.0f64;
@@ -242,11 +252,7 @@ impl<'a> LogisticTrainer<'a> {
         let rows = tasks.baseline_train_rows.as_slice();
         let tables = &tasks.features;
         let size = net.offsets.total;
-        let mut occurrences = vec![0u64; size];
-        for &r in rows {
-            let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
-            net.for_each_feature(tables, u, i, |j, _| occurrences[j] += 1);
-        }
+        let occurrences = net.occurrences(tables, interactions, rows);
         let n = rows.len() as f64;
         let penalty = occurrences
             .iter()
