@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::{LogisticNet, ADAGRAD_EPS};
+use super::{adagrad_step, log_loss_and_error, penalty_per_occurrence, LogisticNet};
 use crate::config::{LogisticConfig, MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
@@ -124,10 +124,7 @@ pub(crate) fn train_grid(
             for &r in &val_rows {
                 let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
                 logit.fill(0.0);
-                net.for_each_feature(tables, u, i, |j, x| {
-                    let w = &weights[j * lanes..(j + 1) * lanes];
-                    logit.iter_mut().zip(w).for_each(|(z, &w)| *z += w as f64 * x as f64);
-                });
+                net.for_each_feature(tables, u, i, |j, x| add_to_logits(logit, &weights[j * lanes..(j + 1) * lanes], x));
                 scores.iter_mut().zip(logit.iter()).for_each(|(s, &z)| s.push(sigmoid(z as f32)));
             }
             scores.iter().map(|s| auc(s, &val_labels)).collect()
@@ -169,6 +166,13 @@ pub(crate) fn train_grid(
             })
         })
         .collect()
+}
+
+/// Adds feature value `x` times its weight in each candidate (`weights`, one per lane) to the
+/// candidates' logits, in `f64` as `LogisticNet::logit` sums.
+#[inline(always)]
+fn add_to_logits(logit: &mut [f64], weights: &[f32], x: f32) {
+    logit.iter_mut().zip(weights).for_each(|(z, &w)| *z += w as f64 * x as f64);
 }
 
 /// What an epoch of the lanes reads.
@@ -247,13 +251,8 @@ impl Lanes {
         // The penalty gradient per occurrence per unit of weight, `N l2_j / n_j` (0 for the
         // bias and for weights no row reads), of weight `j` for every candidate, into `out`.
         let penalty_of = |j: usize, out: &mut [f64]| {
-            let count = occurrences[j];
-            if j == 0 || count == 0 {
-                out.fill(0.0);
-                return;
-            }
-            let class = if j >= net.offsets.user_tag { n_cross_l2 } else { n_l2 };
-            out.iter_mut().zip(class).for_each(|(p, nl2)| *p = nl2 / count as f64);
+            let class = if net.is_cross(j) { n_cross_l2 } else { n_l2 };
+            out.iter_mut().zip(class).for_each(|(p, &nl2)| *p = penalty_per_occurrence(j, occurrences[j], nl2));
         };
         total.fill(0.0);
         let mut batches = 0usize;
@@ -266,13 +265,12 @@ impl Lanes {
                 net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
                 logit.fill(0.0);
                 for &(j, x) in row_features.iter() {
-                    let w = &weights[j * lanes..(j + 1) * lanes];
-                    logit.iter_mut().zip(w).for_each(|(z, &w)| *z += w as f64 * x as f64);
+                    add_to_logits(logit, &weights[j * lanes..(j + 1) * lanes], x);
                 }
-                for ((z, e), loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
-                    // Log loss from the logit, stable for large |z|.
-                    *loss += z.max(0.0) - z * label + (-z.abs()).exp().ln_1p();
-                    *e = 1.0 / (1.0 + (-z).exp()) - label;
+                for ((&z, e), batch_loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
+                    let (loss, row_error) = log_loss_and_error(z, label);
+                    *batch_loss += loss;
+                    *e = row_error;
                 }
                 for &(j, x) in row_features.iter() {
                     if slot[j] == FREE {
@@ -297,10 +295,7 @@ impl Lanes {
                 let w = &mut weights[j * lanes..(j + 1) * lanes];
                 let sq = &mut squared_gradients[j * lanes..(j + 1) * lanes];
                 for ((w, sq), &g) in w.iter_mut().zip(sq.iter_mut()).zip(g) {
-                    let g = g * scale;
-                    *sq += g * g;
-                    let step = learning_rate * g / (sq.sqrt() + ADAGRAD_EPS);
-                    *w = (*w as f64 - step) as f32;
+                    adagrad_step(w, sq, g * scale, learning_rate);
                 }
                 slot[j] = FREE;
             }

@@ -3,8 +3,9 @@
 //! item tag; a well-tuned simple baseline for the neural methods.
 //!
 //! Owns [`LogisticNet`] (the weight layout and the logit of a row), [`LogisticTrainer`] (one
-//! epoch of minibatch Adagrad on an honest L2 objective) and [`train_with_l2_search`] (one model
-//! per pair of `l2` and `cross_l2` values, the best on validation kept, recorded as an
+//! epoch of minibatch Adagrad on an honest L2 objective, for one pair of strengths), `grid`
+//! (every pair of `l2` and `cross_l2` values trained in lockstep, each as the trainer trains it
+//! alone) and [`train_with_l2_search`] (the best on validation kept, recorded as an
 //! [`L2Search`]). Must not read test
 //! rows (the search scores validation query rows only) nor decide when to stop: `train` drives
 //! each candidate's epochs and early stopping, with the rules of every method.
@@ -179,6 +180,12 @@ impl LogisticNet {
         }
     }
 
+    /// Whether weight `j` is a cross (user id x tag, user features x tag), penalised with
+    /// `cross_l2`; the others (bias aside) take `l2`.
+    fn is_cross(&self, j: usize) -> bool {
+        j >= self.offsets.user_tag
+    }
+
     /// Per weight: how many of `rows` read it (the L2 penalty's denominator `n_j`).
     fn occurrences(&self, tables: &FeatureTables, interactions: &Interactions, rows: &[u32]) -> Vec<u64> {
         let mut occurrences = vec![0u64; self.offsets.total];
@@ -258,16 +265,8 @@ impl<'a> LogisticTrainer<'a> {
             .iter()
             .enumerate()
             .map(|(j, &count)| {
-                let l2 = if j >= net.offsets.user_tag {
-                    net.cross_l2
-                } else {
-                    net.l2
-                };
-                if j == 0 || count == 0 {
-                    0.0
-                } else {
-                    n * l2 / count as f64
-                }
+                let l2 = if net.is_cross(j) { net.cross_l2 } else { net.l2 };
+                penalty_per_occurrence(j, count, n * l2)
             })
             .collect();
         Ok(LogisticTrainer {
@@ -314,9 +313,8 @@ impl<'a> LogisticTrainer<'a> {
                 row_features.clear();
                 net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
                 let z: f64 = row_features.iter().fold(0.0, |sum, &(j, x)| sum + weights[j] as f64 * x as f64);
-                // Log loss from the logit, stable for large |z|.
-                batch_loss += z.max(0.0) - z * label + (-z.abs()).exp().ln_1p();
-                let error = 1.0 / (1.0 + (-z).exp()) - label;
+                let (loss, error) = log_loss_and_error(z, label);
+                batch_loss += loss;
                 for &(j, x) in row_features.iter() {
                     gradient[j] += error * x as f64 + penalty[j] * weights[j] as f64;
                     if !in_batch[j] {
@@ -327,10 +325,7 @@ impl<'a> LogisticTrainer<'a> {
             }
             let scale = 1.0 / batch.len() as f64;
             for &j in touched.iter() {
-                let g = gradient[j] * scale;
-                squared_gradients[j] += g * g;
-                let step = net.learning_rate * g / (squared_gradients[j].sqrt() + ADAGRAD_EPS);
-                weights[j] = (weights[j] as f64 - step) as f32;
+                adagrad_step(&mut weights[j], &mut squared_gradients[j], gradient[j] * scale, net.learning_rate);
                 gradient[j] = 0.0;
                 in_batch[j] = false;
             }
@@ -342,6 +337,29 @@ impl<'a> LogisticTrainer<'a> {
         self.store.vars()[0].set(&values)?;
         Ok(total / batches.max(1) as f64)
     }
+}
+
+/// The penalty gradient per occurrence per unit of weight of weight `j`, read by `count`
+/// training rows, for a strength `l2_j` given as `n_l2 = N l2_j`: `N l2_j / n_j` (see the
+/// module docs); 0 for the bias and for weights no row reads.
+fn penalty_per_occurrence(j: usize, count: u64, n_l2: f64) -> f64 {
+    if j == 0 || count == 0 {
+        0.0
+    } else {
+        n_l2 / count as f64
+    }
+}
+
+/// A row's log loss (stable for large `|z|`) and the logit's gradient `sigmoid(z) - label`.
+fn log_loss_and_error(z: f64, label: f64) -> (f64, f64) {
+    (z.max(0.0) - z * label + (-z.abs()).exp().ln_1p(), 1.0 / (1.0 + (-z).exp()) - label)
+}
+
+/// Adagrad's update of a weight with minibatch gradient `g` (its sum of squares in `squared`).
+fn adagrad_step(weight: &mut f32, squared: &mut f64, g: f64, learning_rate: f64) {
+    *squared += g * g;
+    let step = learning_rate * g / (squared.sqrt() + ADAGRAD_EPS);
+    *weight = (*weight as f64 - step) as f32;
 }
 
 /// The L2 strengths a logistic model was chosen among, on validation query rows only.
