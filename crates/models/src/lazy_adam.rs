@@ -312,13 +312,20 @@ impl LazyAdam {
         Ok(())
     }
 
+    /// The bias corrections `(1 / (1 - beta1^t), 1 / (1 - beta2^t))` of the last step taken
+    /// (the dense AdamW steps with the same `t`).
+    fn bias_corrections(&self) -> (f64, f64) {
+        let t = self.step_t as usize;
+        (self.bias.scale_m[t], self.bias.scale_v[t])
+    }
+
     /// One step: AdamW on each gathered row with its gradient from `grads` (rows without a
     /// gradient get a zero-gradient step), written back into its table.
     pub fn step(&mut self, grads: &GradStore, gathered: &[GatheredRows]) -> Result<(), ModelError> {
         self.step_t += 1;
         let (params, step_t) = (self.params.clone(), self.step_t);
         self.bias.cover(&params, step_t);
-        let corrections = (self.bias.scale_m[step_t as usize], self.bias.scale_v[step_t as usize]);
+        let corrections = self.bias_corrections();
         for g in gathered {
             let state = self.state(g.table)?;
             let dim = state.dim;
@@ -366,9 +373,6 @@ impl TableState {
         }
     }
 
-    /// Replays row `row`'s zero-gradient steps after its last update up to `step_t`: the
-    /// first `limit` one by one (AdamW with `g = 0`, bias corrections from `bias`), the rest
-    /// as moment and weight decay only.
     /// Replays the skipped steps of `rows` (whose current values are `values`, row-major) and
     /// writes them back into the table.
     fn replay_rows(
@@ -387,6 +391,9 @@ impl TableState {
         self.write_rows(rows, values)
     }
 
+    /// Replays row `row`'s zero-gradient steps after its last update up to `step_t`: the
+    /// first `limit` one by one (AdamW with `g = 0`, bias corrections from `bias`), the rest
+    /// as moment and weight decay only.
     fn replay(
         &mut self,
         params: &ParamsAdamW,
@@ -477,7 +484,6 @@ impl TableState {
 /// independent, so large parameters update in parallel without changing a bit.
 struct DenseAdamW {
     params: ParamsAdamW,
-    step_t: i32,
     vars: Vec<DenseVar>,
 }
 
@@ -496,18 +502,16 @@ impl DenseAdamW {
                 DenseVar { var, first_moment: vec![0.0; n], second_moment: vec![0.0; n] }
             })
             .collect();
-        DenseAdamW { params, step_t: 0, vars }
+        DenseAdamW { params, vars }
     }
 
-    /// One AdamW step of every parameter that has a gradient in `grads` (as candle-nn's
-    /// `AdamW::step`: `Tensor * f64` is `x * (c as f32) + 0`, `Tensor + f64` is `x * 1 + c`).
-    fn step(&mut self, grads: &GradStore) -> Result<(), ModelError> {
+    /// One AdamW step of every parameter that has a gradient in `grads`, at the step whose bias
+    /// corrections are `(scale_m, scale_v)` (as candle-nn's `AdamW::step`: `Tensor * f64` is
+    /// `x * (c as f32) + 0`, `Tensor + f64` is `x * 1 + c`).
+    fn step(&mut self, grads: &GradStore, (scale_m, scale_v): (f64, f64)) -> Result<(), ModelError> {
         use rayon::prelude::*;
-        self.step_t += 1;
         let p = &self.params;
         let (lr, lr_lambda) = (p.lr, p.lr * p.weight_decay);
-        let scale_m = 1f64 / (1f64 - p.beta1.powi(self.step_t));
-        let scale_v = 1f64 / (1f64 - p.beta2.powi(self.step_t));
         let (beta1, one_minus_beta1) = (p.beta1 as f32, (1.0 - p.beta1) as f32);
         let (beta2, one_minus_beta2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
         let (scale_m, scale_v, decay) = (scale_m as f32, scale_v as f32, (1f64 - lr_lambda) as f32);
@@ -608,8 +612,10 @@ impl Optimizers {
     /// Steps from gradients computed elsewhere (keyed by the variables' tensors, and by the
     /// [`GatheredRows::values`] of the tables).
     pub fn step_with(&mut self, grads: &GradStore, gathered: &[GatheredRows]) -> Result<(), ModelError> {
-        self.dense.step(grads)?;
-        self.embeddings.step(grads, gathered)
+        // One step count for both: the tables' optimizer advances it and the dense one reads
+        // its bias corrections.
+        self.embeddings.step(grads, gathered)?;
+        self.dense.step(grads, self.embeddings.bias_corrections())
     }
 }
 
