@@ -142,7 +142,7 @@ fn compare_scoring(config: &MethodConfig) {
     let support_of = |t: u32| tasks.tasks[t as usize].support.clone();
     let supports = || Some(RowSupports { task_index: &task_index, support_of: &support_of });
     let expected = net.logits(&params, &features, &interactions, &tasks, &rows, supports()).unwrap();
-    let weights = net.scoring_weights(&params).unwrap();
+    let weights = net.plain_weights(&params).unwrap();
     let logits = net.forward_logits(&weights, &interactions, &tasks, &rows, supports());
     let logits = Tensor::from_vec(logits, rows.len(), &candle_core::Device::Cpu).unwrap();
     assert_close(&format!("{} logits", config.kind_name()), &logits, &expected);

@@ -7,7 +7,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
-use limaml_data::{Interactions, TaskSet};
+use limaml_data::{FeatureTables, Interactions, TaskSet};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -199,26 +199,17 @@ impl BaselineNet {
     }
 
     /// [`BaselineNet::logits`] through the hand-written forward pass ([`step`]) over
-    /// `weights` (from [`BaselineNet::scoring_weights`]); equal up to float rounding.
+    /// `weights` (from [`BaselineNet::plain_weights`]); equal up to float rounding.
     pub fn forward_logits(
         &self,
-        weights: &ScoringWeights,
+        weights: &PlainWeights,
         interactions: &Interactions,
         tasks: &TaskSet,
         rows: &[u32],
         supports: Option<RowSupports>,
     ) -> Vec<f32> {
         let ids = self.scored_ids(interactions, tasks, rows, supports);
-        let f = &tasks.features;
-        let step_weights = StepWeights {
-            layout: weights.layout,
-            user_features: &f.user_features,
-            item_features: &f.item_features,
-            item_embedding: &weights.item_embedding,
-            user_embedding: &weights.user_embedding,
-            wide: &weights.wide,
-            deep: &weights.deep,
-        };
+        let step_weights = weights.step_weights(&tasks.features);
         let step_rows = StepRows {
             users: &ids.users,
             items: &ids.items,
@@ -233,16 +224,16 @@ impl BaselineNet {
         step::logits(&step_weights, &step_rows)
     }
 
-    /// `params` as the plain vectors [`BaselineNet::forward_logits`] reads (whole id tables:
-    /// copy once, score many chunks).
-    pub fn scoring_weights(&self, params: &[Tensor]) -> Result<ScoringWeights, ModelError> {
+    /// `params` as the plain vectors the hand-written passes read: for scoring, the whole id
+    /// tables (copy once, score many chunks); in a training step, the gathered rows.
+    pub fn plain_weights(&self, params: &[Tensor]) -> Result<PlainWeights, ModelError> {
         let values = |table: Option<usize>| -> Result<Vec<f32>, ModelError> {
             match table {
                 Some(t) => Ok(params[t].flatten_all()?.to_vec1::<f32>()?),
                 None => Ok(Vec::new()),
             }
         };
-        Ok(ScoringWeights {
+        Ok(PlainWeights {
             layout: self.step_layout(params)?,
             deep: dense_stack(self.deep.params(params))?,
             item_embedding: values(self.item_embedding)?,
@@ -535,26 +526,10 @@ impl BaselineNet {
         tasks: &TaskSet,
         step: &TrainingStep,
     ) -> Result<(f64, GradStore), ModelError> {
-        let params = self.step_params(store, step);
-        let deep = dense_stack(self.deep.params(&params))?;
-        let values = |table: Option<usize>| -> Result<Vec<f32>, ModelError> {
-            match table {
-                Some(t) => Ok(params[t].flatten_all()?.to_vec1::<f32>()?),
-                None => Ok(Vec::new()),
-            }
-        };
-        let (item_embedding, user_embedding, wide) =
-            (values(self.item_embedding)?, values(self.user_embedding)?, values(self.wide)?);
-        let f = &tasks.features;
-        let weights = StepWeights {
-            layout: self.step_layout(&params)?,
-            user_features: &f.user_features,
-            item_features: &f.item_features,
-            item_embedding: &item_embedding,
-            user_embedding: &user_embedding,
-            wide: &wide,
-            deep: &deep,
-        };
+        // The dense layers and the gathered table rows, as plain vectors.
+        let plain = self.plain_weights(&self.step_params(store, step))?;
+        let weights = plain.step_weights(&tasks.features);
+        let deep = &plain.deep;
         let ids = &step.ids;
         let rows = StepRows {
             users: &ids.users,
@@ -609,14 +584,29 @@ impl BaselineNet {
     }
 }
 
-/// A baseline's weights as plain vectors for [`BaselineNet::forward_logits`]: the deep
-/// layers and the whole id tables (row-major; empty where the model has none).
-pub struct ScoringWeights {
+/// A baseline's weights as plain vectors ([`BaselineNet::plain_weights`]): the deep layers and
+/// the id tables or their gathered rows (row-major; empty where the model has none).
+pub struct PlainWeights {
     layout: StepLayout,
     deep: crate::kernel::DenseStack,
     item_embedding: Vec<f32>,
     user_embedding: Vec<f32>,
     wide: Vec<f32>,
+}
+
+impl PlainWeights {
+    /// The weights as [`step`]'s passes read them, with the feature tables of `features`.
+    fn step_weights<'a>(&'a self, features: &'a FeatureTables) -> StepWeights<'a> {
+        StepWeights {
+            layout: self.layout,
+            user_features: &features.user_features,
+            item_features: &features.item_features,
+            item_embedding: &self.item_embedding,
+            user_embedding: &self.user_embedding,
+            wide: &self.wide,
+            deep: &self.deep,
+        }
+    }
 }
 
 /// What one training step on a minibatch reads ([`BaselineNet::gather_step`]).

@@ -57,7 +57,7 @@ impl Network for BaselineNetwork {
             scores.extend(logits.into_iter().map(sigmoid));
             return Ok(scores);
         }
-        let weights = self.net.scoring_weights(&params)?;
+        let weights = self.net.plain_weights(&params)?;
         for (chunk, chunk_tasks) in rows.chunks(CHUNK).zip(task_index.chunks(CHUNK)) {
             let supports =
                 self.net.reads_activity().then_some(RowSupports { task_index: chunk_tasks, support_of: &support_of });
