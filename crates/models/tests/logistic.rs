@@ -161,6 +161,9 @@ fn the_lockstep_search_trains_each_pair_as_it_trains_alone() {
     let grid = train_logistic(config.clone(), &interactions, &tasks);
     let search = grid.l2_search.clone().unwrap();
     assert_eq!(search.candidates.len(), 6);
+    // Candidates that stop at different epochs leave the lockstep at different times.
+    let best_epochs: std::collections::BTreeSet<usize> = search.candidates.iter().map(|c| c.best_epoch).collect();
+    assert!(best_epochs.len() > 1, "every candidate stopped at the same epoch: {best_epochs:?}");
     for candidate in &search.candidates {
         let single = LogisticConfig { l2: vec![candidate.l2], cross_l2: vec![candidate.cross_l2], ..config.clone() };
         let alone = train_logistic(single, &interactions, &tasks);

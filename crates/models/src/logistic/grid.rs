@@ -13,7 +13,8 @@
 //! users); side by side (`weights[j * C + c]` for weight `j` of candidate `c`), one enumeration
 //! and one miss serve all `C` candidates, and the per-candidate arithmetic runs over contiguous
 //! lanes. Each candidate's own operations, and their order, are the sequential trainer's; a
-//! candidate that stops early keeps its best epoch's weights while the others go on.
+//! candidate that stops early keeps its best epoch's weights and leaves the lanes (they are
+//! packed again without it), so the epochs after it cost only the candidates still training.
 
 use candle_core::{Device, Tensor};
 use limaml_data::{FeatureTables, Interactions, TaskRole, TaskSet};
@@ -86,6 +87,7 @@ pub(crate) fn train_grid(
     }
     let mut lanes_state = Lanes {
         lanes,
+        candidates: (0..lanes).collect(),
         weights: vec![0f32; size * lanes],
         squared_gradients: vec![0f64; size * lanes],
         slot: vec![FREE; size],
@@ -98,15 +100,6 @@ pub(crate) fn train_grid(
         batch_loss: vec![0f64; lanes],
         total: vec![0f64; lanes],
     };
-    let context = EpochContext {
-        net: &net,
-        tables,
-        interactions,
-        occurrences: &occurrences,
-        n_l2: &n_l2,
-        n_cross_l2: &n_cross_l2,
-        batch_size: train.batch_size,
-    };
 
     let (val_rows, _) = query_rows(tasks, &[TaskRole::Validation]);
     let val_labels: Vec<f32> = val_rows.iter().map(|&r| interactions.label[r as usize]).collect();
@@ -114,8 +107,18 @@ pub(crate) fn train_grid(
     for epoch in 1..=train.epochs {
         let mut order = rows.to_vec();
         order.shuffle(&mut rng);
+        let context = EpochContext {
+            net: &net,
+            tables,
+            interactions,
+            occurrences: &occurrences,
+            n_l2: &n_l2,
+            n_cross_l2: &n_cross_l2,
+            batch_size: train.batch_size,
+        };
         let batches = lanes_state.epoch(&context, &order);
-        let Lanes { weights, logit, total, .. } = &mut lanes_state;
+        let Lanes { lanes, candidates: in_lanes, weights, logit, total, .. } = &mut lanes_state;
+        let lanes = *lanes;
 
         let validation_auc: Vec<Option<f64>> = if val_rows.is_empty() {
             vec![None; lanes]
@@ -129,7 +132,8 @@ pub(crate) fn train_grid(
             }
             scores.iter().map(|s| auc(s, &val_labels)).collect()
         };
-        for (c, candidate) in candidates.iter_mut().enumerate().filter(|(_, k)| !k.stopped) {
+        for (c, &k) in in_lanes.iter().enumerate() {
+            let candidate = &mut candidates[k];
             let record =
                 EpochRecord { epoch, train_loss: total[c] / batches.max(1) as f64, validation_auc: validation_auc[c] };
             on_epoch(&record);
@@ -143,6 +147,12 @@ pub(crate) fn train_grid(
         }
         if candidates.iter().all(|c| c.stopped) {
             break;
+        }
+        let keep: Vec<usize> = (0..lanes).filter(|&c| !candidates[lanes_state.candidates[c]].stopped).collect();
+        if keep.len() < lanes {
+            lanes_state.keep_lanes(&keep);
+            n_l2 = keep.iter().map(|&c| n_l2[c]).collect();
+            n_cross_l2 = keep.iter().map(|&c| n_cross_l2[c]).collect();
         }
     }
 
@@ -188,10 +198,12 @@ struct EpochContext<'a> {
     batch_size: usize,
 }
 
-/// The candidates' weights and Adagrad state side by side (`[j * lanes + c]`), and the
-/// scratch of a minibatch.
+/// The candidates still training: their weights and Adagrad state side by side
+/// (`[j * lanes + c]` for lane `c`), and the scratch of a minibatch.
 struct Lanes {
     lanes: usize,
+    /// Per lane: the candidate it trains (its index in the grid).
+    candidates: Vec<usize>,
     weights: Vec<f32>,
     squared_gradients: Vec<f64>,
     /// Per weight: its block in `gradient` and `penalty` in the current minibatch (FREE: not
@@ -209,6 +221,30 @@ struct Lanes {
 }
 
 impl Lanes {
+    /// Keeps only lanes `keep` (increasing), in that order: packs each weight's kept lanes
+    /// together again and resizes the per-lane scratch. Each kept lane's values are moved, not
+    /// recomputed.
+    fn keep_lanes(&mut self, keep: &[usize]) {
+        let (old, new) = (self.lanes, keep.len());
+        let size = self.slot.len();
+        for j in 0..size {
+            for (c, &from) in keep.iter().enumerate() {
+                // `j * new + c <= j * old + from`: the reads ahead of each write are untouched.
+                self.weights[j * new + c] = self.weights[j * old + from];
+                self.squared_gradients[j * new + c] = self.squared_gradients[j * old + from];
+            }
+        }
+        self.weights.truncate(size * new);
+        self.weights.shrink_to_fit();
+        self.squared_gradients.truncate(size * new);
+        self.squared_gradients.shrink_to_fit();
+        self.candidates = keep.iter().map(|&c| self.candidates[c]).collect();
+        self.lanes = new;
+        for scratch in [&mut self.logit, &mut self.error, &mut self.batch_loss, &mut self.total] {
+            scratch.truncate(new);
+        }
+    }
+
     /// One pass over the rows in `order`, in minibatches; returns the number of minibatches.
     /// Runs with AVX2 where the CPU has it: wider lanes for the same operations in the same
     /// order (no fused multiply-add), so the same bits.
@@ -245,6 +281,7 @@ impl Lanes {
             error,
             batch_loss,
             total,
+            ..
         } = self;
         let lanes = *lanes;
         let learning_rate = net.learning_rate;
