@@ -99,6 +99,22 @@ struct BiasCorrections {
     powers: Vec<(f64, f64, f64)>,
 }
 
+/// How many rows ahead [`TableState::replay_rows`] prefetches a row's state.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Hints the CPU to bring `slice[index]`'s cache line in (no effect on results; none off
+/// x86_64 or past the end).
+#[inline(always)]
+fn prefetch<T>(slice: &[T], index: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = slice.get(index) {
+        // SAFETY: a prefetch reads nothing into the program and `x` is a valid address.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (slice, index);
+}
+
 /// The largest replay limit the caches of [`BiasCorrections`] serve (about 220 for Adam's usual
 /// betas); a larger one (degenerate betas) computes every replay afresh.
 const MAX_CACHED_LIMIT: i32 = 10_000;
@@ -335,6 +351,10 @@ impl LazyAdam {
             };
             let mut values = g.values.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             for (k, &row) in g.rows.iter().enumerate() {
+                if let Some(&ahead) = g.rows.get(k + PREFETCH_AHEAD) {
+                    prefetch(&state.first_moment, ahead as usize * dim);
+                    prefetch(&state.second_moment, ahead as usize * dim);
+                }
                 let here = k * dim;
                 state.adam_step(&params, corrections, row, &mut values[here..here + dim], |j| {
                     grad[here + j] as f64
@@ -386,6 +406,14 @@ impl TableState {
     ) -> Result<(), ModelError> {
         let dim = self.dim;
         for (k, &row) in rows.iter().enumerate() {
+            // The rows are scattered over tables of up to millions of rows: ask for a later
+            // row's state now, so its cache misses overlap this row's work.
+            if let Some(&ahead) = rows.get(k + PREFETCH_AHEAD) {
+                let ahead = ahead as usize;
+                prefetch(&self.up_to_step, ahead);
+                prefetch(&self.first_moment, ahead * dim);
+                prefetch(&self.second_moment, ahead * dim);
+            }
             self.replay(params, bias, step_t, limit, row, &mut values[k * dim..][..dim]);
         }
         self.write_rows(rows, values)
