@@ -95,6 +95,11 @@ struct BiasCorrections {
     /// or more steps later (the usual case for user rows: every row a minibatch updated shares
     /// them). Filled on first use.
     full_limit_sums: Vec<Option<(f64, f64)>>,
+    /// By `from` modulo the replay limit: the replay sums of a row last updated at `from` up
+    /// to the latest step a read asked for. A row read fewer than `limit` steps after its
+    /// update extends them from there instead of summing afresh (rows last updated in the
+    /// same step and read at different later steps: item rows, hashed crosses).
+    recent_sums: Vec<ReplaySums>,
     /// `(beta1^n, beta2^n, d^n)` for `n` = 1 up to the replay limit, `d` the weight decay.
     powers: Vec<(f64, f64, f64)>,
 }
@@ -122,16 +127,43 @@ const MAX_CACHED_LIMIT: i32 = 10_000;
 /// The replay sums `(w1, w2)` over skipped steps whose bias corrections are `scale_m` and
 /// `scale_v_sqrt` (see [`TableState::replay`]).
 fn replay_sums_over(params: &ParamsAdamW, scale_m: &[f64], scale_v_sqrt: &[f64]) -> (f64, f64) {
-    let decay = 1.0 - params.lr * params.weight_decay;
-    let (ratio1, ratio2) = (params.beta1 / params.beta2.sqrt(), params.beta1 / params.beta2);
-    let (mut w1, mut w2, mut r1, mut r2) = (0.0, 0.0, 1.0, 1.0);
-    for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
-        r1 *= ratio1;
-        r2 *= ratio2;
-        w1 = w1 * decay + r1 * sm / sv;
-        w2 = w2 * decay + r2 * sm / (sv * sv);
+    let mut sums = ReplaySums::start(0);
+    sums.extend(params, scale_m, scale_v_sqrt);
+    (sums.w1, sums.w2)
+}
+
+/// The replay sums of a row last updated at step `from`, over the skipped steps up to `to`:
+/// extended one step at a time, so sums carried from an earlier `to` to a later one are the
+/// ones computed afresh, bit for bit.
+#[derive(Debug, Clone, Copy)]
+struct ReplaySums {
+    from: i32,
+    to: i32,
+    w1: f64,
+    w2: f64,
+    /// `(beta1 / sqrt(beta2))^(to - from)` and `(beta1 / beta2)^(to - from)`, as the loop
+    /// multiplies them up.
+    r1: f64,
+    r2: f64,
+}
+
+impl ReplaySums {
+    fn start(from: i32) -> ReplaySums {
+        ReplaySums { from, to: from, w1: 0.0, w2: 0.0, r1: 1.0, r2: 1.0 }
     }
-    (w1, w2)
+
+    /// Adds the skipped steps after `to` whose bias corrections are `scale_m`, `scale_v_sqrt`.
+    fn extend(&mut self, params: &ParamsAdamW, scale_m: &[f64], scale_v_sqrt: &[f64]) {
+        let decay = 1.0 - params.lr * params.weight_decay;
+        let (ratio1, ratio2) = (params.beta1 / params.beta2.sqrt(), params.beta1 / params.beta2);
+        for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
+            self.r1 *= ratio1;
+            self.r2 *= ratio2;
+            self.w1 = self.w1 * decay + self.r1 * sm / sv;
+            self.w2 = self.w2 * decay + self.r2 * sm / (sv * sv);
+        }
+        self.to += scale_m.len() as i32;
+    }
 }
 
 impl BiasCorrections {
@@ -183,7 +215,16 @@ impl BiasCorrections {
             self.full_limit_sums[from as usize] = Some(sums);
             return sums;
         }
-        replay_sums_over(params, &self.scale_m[steps.clone()], &self.scale_v_sqrt[steps])
+        if self.recent_sums.len() < cached_limit {
+            self.recent_sums = vec![ReplaySums::start(i32::MIN); cached_limit];
+        }
+        let recent = &mut self.recent_sums[from as usize % cached_limit];
+        if recent.from != from || recent.to > replayed_to {
+            *recent = ReplaySums::start(from);
+        }
+        let more = (recent.to + 1) as usize..=replayed_to as usize;
+        recent.extend(params, &self.scale_m[more.clone()], &self.scale_v_sqrt[more]);
+        (recent.w1, recent.w2)
     }
 
     /// `(beta1^n, beta2^n, d^n)`, `d` the weight decay factor, cached for `n` up to `limit`.
@@ -654,4 +695,25 @@ pub fn gradient_store() -> Result<GradStore, ModelError> {
     let mut grads = constant.backward()?;
     grads.remove(&constant);
     Ok(grads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_sums_extended_step_by_step_are_the_sums_computed_at_once() {
+        let params = ParamsAdamW { lr: 1e-3, weight_decay: 1e-2, ..ParamsAdamW::default() };
+        let mut bias = BiasCorrections::default();
+        bias.cover(&params, 400);
+        let (from, limit) = (17, 220);
+        // Read at several later steps, as a row updated at `from` is when nothing updates it.
+        for to in [18, 19, 40, 41, 41, 150, 236] {
+            let extended = bias.replay_sums(&params, from, to, limit);
+            let steps = (from + 1) as usize..=to as usize;
+            let at_once = replay_sums_over(&params, &bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
+            assert_eq!(extended.0.to_bits(), at_once.0.to_bits(), "w1 up to {to}");
+            assert_eq!(extended.1.to_bits(), at_once.1.to_bits(), "w2 up to {to}");
+        }
+    }
 }
