@@ -35,6 +35,7 @@ use crate::config::TrainConfig;
 use crate::error::ModelError;
 use crate::inputs::u32_tensor;
 use crate::params::ParamStore;
+use crate::prefetch::{prefetch, prefetch_range};
 
 /// The distinct rows of one id table that a step reads, as a small leaf variable: the forward
 /// pass looks rows up in `values` (through [`GatheredRows::localize`]) instead of the table.
@@ -106,19 +107,6 @@ struct BiasCorrections {
 
 /// How many rows ahead [`TableState::replay_rows`] prefetches a row's state.
 const PREFETCH_AHEAD: usize = 16;
-
-/// Hints the CPU to bring `slice[index]`'s cache line in (no effect on results; none off
-/// x86_64 or past the end).
-#[inline(always)]
-fn prefetch<T>(slice: &[T], index: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(x) = slice.get(index) {
-        // SAFETY: a prefetch reads nothing into the program and `x` is a valid address.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast()) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (slice, index);
-}
 
 /// The largest replay limit the caches of [`BiasCorrections`] serve (about 220 for Adam's usual
 /// betas); a larger one (degenerate betas) computes every replay afresh.
@@ -393,8 +381,8 @@ impl LazyAdam {
             let mut values = g.values.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             for (k, &row) in g.rows.iter().enumerate() {
                 if let Some(&ahead) = g.rows.get(k + PREFETCH_AHEAD) {
-                    prefetch(&state.first_moment, ahead as usize * dim);
-                    prefetch(&state.second_moment, ahead as usize * dim);
+                    prefetch_range(&state.first_moment, ahead as usize * dim, dim);
+                    prefetch_range(&state.second_moment, ahead as usize * dim, dim);
                 }
                 let here = k * dim;
                 state.adam_step(&params, corrections, row, &mut values[here..here + dim], |j| {
@@ -452,8 +440,8 @@ impl TableState {
             if let Some(&ahead) = rows.get(k + PREFETCH_AHEAD) {
                 let ahead = ahead as usize;
                 prefetch(&self.up_to_step, ahead);
-                prefetch(&self.first_moment, ahead * dim);
-                prefetch(&self.second_moment, ahead * dim);
+                prefetch_range(&self.first_moment, ahead * dim, dim);
+                prefetch_range(&self.second_moment, ahead * dim, dim);
             }
             self.replay(params, bias, step_t, limit, row, &mut values[k * dim..][..dim]);
         }

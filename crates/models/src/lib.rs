@@ -22,6 +22,7 @@ pub mod logistic;
 mod methods;
 pub mod mlp;
 pub mod params;
+mod prefetch;
 pub mod train;
 
 pub use bench::{bench_meta_training, measure_gemm_peak, BenchResult, GemmPeak, StepFlops};

@@ -28,10 +28,14 @@ use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
 use crate::inputs::DataShape;
 use crate::mlp::sigmoid;
+use crate::prefetch::{prefetch, prefetch_range};
 use crate::train::{improves, EpochRecord, TrainedModel};
 
 /// A slot not taken in the current minibatch.
 const FREE: u32 = u32::MAX;
+
+/// How many touched weights ahead the minibatch's Adagrad update prefetches their sums.
+const PREFETCH_AHEAD: usize = 8;
 
 /// One candidate's early-stopping state.
 struct Candidate {
@@ -95,6 +99,7 @@ pub(crate) fn train_grid(
         gradient: Vec::new(),
         penalty: Vec::new(),
         row_features: Vec::new(),
+        next_features: Vec::new(),
         logit: vec![0f64; lanes],
         error: vec![0f64; lanes],
         batch_loss: vec![0f64; lanes],
@@ -213,6 +218,8 @@ struct Lanes {
     gradient: Vec<f64>,
     penalty: Vec<f64>,
     row_features: Vec<(usize, f32)>,
+    /// The next row's features (see [`Lanes::epoch`]).
+    next_features: Vec<(usize, f32)>,
     logit: Vec<f64>,
     error: Vec<f64>,
     batch_loss: Vec<f64>,
@@ -277,6 +284,7 @@ impl Lanes {
             gradient,
             penalty,
             row_features,
+            next_features,
             logit,
             error,
             batch_loss,
@@ -293,13 +301,26 @@ impl Lanes {
         };
         total.fill(0.0);
         let mut batches = 0usize;
+        // A row's features are enumerated one row ahead, and their weight lanes and slots
+        // prefetched, so the next row's cache misses overlap this row's arithmetic.
+        let enumerate = |r: u32, features: &mut Vec<(usize, f32)>| {
+            let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+            features.clear();
+            net.for_each_feature(tables, u, i, |j, x| features.push((j, x)));
+        };
         for batch in order.chunks(batch_size) {
             batch_loss.fill(0.0);
-            for &r in batch {
-                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+            enumerate(batch[0], next_features);
+            for (k, &r) in batch.iter().enumerate() {
                 let label = interactions.label[r as usize] as f64;
-                row_features.clear();
-                net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
+                std::mem::swap(row_features, next_features);
+                if let Some(&ahead) = batch.get(k + 1) {
+                    enumerate(ahead, next_features);
+                    for &(j, _) in next_features.iter() {
+                        prefetch_range(weights, j * lanes, lanes);
+                        prefetch(slot, j);
+                    }
+                }
                 logit.fill(0.0);
                 for &(j, x) in row_features.iter() {
                     add_to_logits(logit, &weights[j * lanes..(j + 1) * lanes], x);
@@ -328,6 +349,9 @@ impl Lanes {
             }
             let scale = 1.0 / batch.len() as f64;
             for (s, &j) in touched.iter().enumerate() {
+                if let Some(&ahead) = touched.get(s + PREFETCH_AHEAD) {
+                    prefetch_range(squared_gradients, ahead * lanes, lanes);
+                }
                 let g = &gradient[s * lanes..(s + 1) * lanes];
                 let w = &mut weights[j * lanes..(j + 1) * lanes];
                 let sq = &mut squared_gradients[j * lanes..(j + 1) * lanes];
