@@ -105,7 +105,8 @@ struct BiasCorrections {
     powers: Vec<(f64, f64, f64)>,
 }
 
-/// How many rows ahead [`TableState::replay_rows`] prefetches a row's state.
+/// How many rows ahead replaying ([`TableState::replay_rows`]) and stepping ([`LazyAdam::step`])
+/// prefetch a row's state.
 const PREFETCH_AHEAD: usize = 16;
 
 /// The largest replay limit the caches of [`BiasCorrections`] serve (about 220 for Adam's usual
