@@ -92,6 +92,8 @@ pub(crate) fn train_grid(
     let mut lanes_state = Lanes {
         lanes,
         candidates: (0..lanes).collect(),
+        n_l2,
+        n_cross_l2,
         weights: vec![0f32; size * lanes],
         squared_gradients: vec![0f64; size * lanes],
         slot: vec![FREE; size],
@@ -106,21 +108,15 @@ pub(crate) fn train_grid(
         total: vec![0f64; lanes],
     };
 
+    let context =
+        EpochContext { net: &net, tables, interactions, occurrences: &occurrences, batch_size: train.batch_size };
+
     let (val_rows, _) = query_rows(tasks, &[TaskRole::Validation]);
     let val_labels: Vec<f32> = val_rows.iter().map(|&r| interactions.label[r as usize]).collect();
     let mut rng = StdRng::seed_from_u64(seed);
     for epoch in 1..=train.epochs {
         let mut order = rows.to_vec();
         order.shuffle(&mut rng);
-        let context = EpochContext {
-            net: &net,
-            tables,
-            interactions,
-            occurrences: &occurrences,
-            n_l2: &n_l2,
-            n_cross_l2: &n_cross_l2,
-            batch_size: train.batch_size,
-        };
         let batches = lanes_state.epoch(&context, &order);
         let Lanes { lanes, candidates: in_lanes, weights, logit, total, .. } = &mut lanes_state;
         let lanes = *lanes;
@@ -156,8 +152,6 @@ pub(crate) fn train_grid(
         let keep: Vec<usize> = (0..lanes).filter(|&c| !candidates[lanes_state.candidates[c]].stopped).collect();
         if keep.len() < lanes {
             lanes_state.keep_lanes(&keep);
-            n_l2 = keep.iter().map(|&c| n_l2[c]).collect();
-            n_cross_l2 = keep.iter().map(|&c| n_cross_l2[c]).collect();
         }
     }
 
@@ -197,9 +191,6 @@ struct EpochContext<'a> {
     interactions: &'a Interactions,
     /// Per weight: how many training rows read it.
     occurrences: &'a [u64],
-    /// `N * l2` and `N * cross_l2` per candidate.
-    n_l2: &'a [f64],
-    n_cross_l2: &'a [f64],
     batch_size: usize,
 }
 
@@ -207,8 +198,11 @@ struct EpochContext<'a> {
 /// (`[j * lanes + c]` for lane `c`), and the scratch of a minibatch.
 struct Lanes {
     lanes: usize,
-    /// Per lane: the candidate it trains (its index in the grid).
+    /// Per lane: the candidate it trains (its index in the grid), and that candidate's
+    /// `N * l2` and `N * cross_l2`.
     candidates: Vec<usize>,
+    n_l2: Vec<f64>,
+    n_cross_l2: Vec<f64>,
     weights: Vec<f32>,
     squared_gradients: Vec<f64>,
     /// Per weight: its block in `gradient` and `penalty` in the current minibatch (FREE: not
@@ -246,6 +240,8 @@ impl Lanes {
         self.squared_gradients.truncate(size * new);
         self.squared_gradients.shrink_to_fit();
         self.candidates = keep.iter().map(|&c| self.candidates[c]).collect();
+        self.n_l2 = keep.iter().map(|&c| self.n_l2[c]).collect();
+        self.n_cross_l2 = keep.iter().map(|&c| self.n_cross_l2[c]).collect();
         self.lanes = new;
         for scratch in [&mut self.logit, &mut self.error, &mut self.batch_loss, &mut self.total] {
             scratch.truncate(new);
@@ -274,9 +270,11 @@ impl Lanes {
 
     #[inline(always)]
     fn epoch_portable(&mut self, context: &EpochContext, order: &[u32]) -> usize {
-        let EpochContext { net, tables, interactions, occurrences, n_l2, n_cross_l2, batch_size } = *context;
+        let EpochContext { net, tables, interactions, occurrences, batch_size } = *context;
         let Lanes {
             lanes,
+            n_l2,
+            n_cross_l2,
             weights,
             squared_gradients,
             slot,
@@ -296,26 +294,21 @@ impl Lanes {
         // The penalty gradient per occurrence per unit of weight, `N l2_j / n_j` (0 for the
         // bias and for weights no row reads), of weight `j` for every candidate, into `out`.
         let penalty_of = |j: usize, out: &mut [f64]| {
-            let class = if net.is_cross(j) { n_cross_l2 } else { n_l2 };
+            let class = if net.is_cross(j) { &n_cross_l2[..] } else { &n_l2[..] };
             out.iter_mut().zip(class).for_each(|(p, &nl2)| *p = penalty_per_occurrence(j, occurrences[j], nl2));
         };
         total.fill(0.0);
         let mut batches = 0usize;
         // A row's features are enumerated one row ahead, and their weight lanes and slots
         // prefetched, so the next row's cache misses overlap this row's arithmetic.
-        let enumerate = |r: u32, features: &mut Vec<(usize, f32)>| {
-            let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
-            features.clear();
-            net.for_each_feature(tables, u, i, |j, x| features.push((j, x)));
-        };
         for batch in order.chunks(batch_size) {
             batch_loss.fill(0.0);
-            enumerate(batch[0], next_features);
+            net.row_features(tables, interactions, batch[0], next_features);
             for (k, &r) in batch.iter().enumerate() {
                 let label = interactions.label[r as usize] as f64;
                 std::mem::swap(row_features, next_features);
                 if let Some(&ahead) = batch.get(k + 1) {
-                    enumerate(ahead, next_features);
+                    net.row_features(tables, interactions, ahead, next_features);
                     for &(j, _) in next_features.iter() {
                         prefetch_range(weights, j * lanes, lanes);
                         prefetch(slot, j);

@@ -180,6 +180,14 @@ impl LogisticNet {
         }
     }
 
+    /// The nonzero features of interaction row `r` as `(weight index, value)`, in the order
+    /// [`LogisticNet::for_each_feature`] visits them, into `out` (cleared first).
+    fn row_features(&self, tables: &FeatureTables, interactions: &Interactions, r: u32, out: &mut Vec<(usize, f32)>) {
+        let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
+        out.clear();
+        self.for_each_feature(tables, u, i, |j, x| out.push((j, x)));
+    }
+
     /// Whether weight `j` is a cross (user id x tag, user features x tag), penalised with
     /// `cross_l2`; the others (bias aside) take `l2`.
     fn is_cross(&self, j: usize) -> bool {
@@ -306,12 +314,10 @@ impl<'a> LogisticTrainer<'a> {
         for batch in order.chunks(batch_size) {
             let mut batch_loss = 0.0;
             for &r in batch {
-                let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
                 let label = interactions.label[r as usize] as f64;
                 // The row's features once, for the logit and the gradient (the sums run in the
                 // order `logit` uses).
-                row_features.clear();
-                net.for_each_feature(tables, u, i, |j, x| row_features.push((j, x)));
+                net.row_features(tables, interactions, r, &mut row_features);
                 let z: f64 = row_features.iter().fold(0.0, |sum, &(j, x)| sum + weights[j] as f64 * x as f64);
                 let (loss, error) = log_loss_and_error(z, label);
                 batch_loss += loss;
