@@ -113,6 +113,12 @@ const PREFETCH_AHEAD: usize = 16;
 /// betas); a larger one (degenerate betas) computes every replay afresh.
 const MAX_CACHED_LIMIT: i32 = 10_000;
 
+/// AdamW's decoupled weight decay of one step, `1 - lr * weight_decay`, the factor every
+/// weight is multiplied by before the update.
+fn weight_decay_factor(params: &ParamsAdamW) -> f64 {
+    1.0 - params.lr * params.weight_decay
+}
+
 /// The replay sums `(w1, w2)` over skipped steps whose bias corrections are `scale_m` and
 /// `scale_v_sqrt` (see [`TableState::replay`]).
 fn replay_sums_over(params: &ParamsAdamW, scale_m: &[f64], scale_v_sqrt: &[f64]) -> (f64, f64) {
@@ -143,7 +149,7 @@ impl ReplaySums {
 
     /// Adds the skipped steps after `to` whose bias corrections are `scale_m`, `scale_v_sqrt`.
     fn extend(&mut self, params: &ParamsAdamW, scale_m: &[f64], scale_v_sqrt: &[f64]) {
-        let decay = 1.0 - params.lr * params.weight_decay;
+        let decay = weight_decay_factor(params);
         let (ratio1, ratio2) = (params.beta1 / params.beta2.sqrt(), params.beta1 / params.beta2);
         for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
             self.r1 *= ratio1;
@@ -188,8 +194,14 @@ impl BiasCorrections {
         if self.steady_from.is_some_and(|steady_from| from as usize + 1 >= steady_from) {
             // Every skipped step's corrections are 1: the sums depend on `n` alone.
             if self.steady_sums.is_empty() {
-                let ones = vec![1.0; cached_limit];
-                self.steady_sums = (1..=cached_limit).map(|k| replay_sums_over(params, &ones[..k], &ones[..k])).collect();
+                // One step at a time: entry `k - 1` is the sums of `k` steps at once, bit for bit.
+                let mut sums = ReplaySums::start(0);
+                self.steady_sums = (0..cached_limit)
+                    .map(|_| {
+                        sums.extend(params, &[1.0], &[1.0]);
+                        (sums.w1, sums.w2)
+                    })
+                    .collect();
             }
             return self.steady_sums[n as usize - 1];
         }
@@ -218,7 +230,7 @@ impl BiasCorrections {
 
     /// `(beta1^n, beta2^n, d^n)`, `d` the weight decay factor, cached for `n` up to `limit`.
     fn powers(&mut self, params: &ParamsAdamW, limit: i32, n: i32) -> (f64, f64, f64) {
-        let decay = 1.0 - params.lr * params.weight_decay;
+        let decay = weight_decay_factor(params);
         let of = |n: i32| (params.beta1.powi(n), params.beta2.powi(n), decay.powi(n));
         if limit > MAX_CACHED_LIMIT || n > limit {
             return of(n);
@@ -410,7 +422,7 @@ impl TableState {
         grad: impl Fn(usize) -> f64,
     ) {
         let (beta1, beta2) = (params.beta1, params.beta2);
-        let decay = 1.0 - params.lr * params.weight_decay;
+        let decay = weight_decay_factor(params);
         for (j, x) in value.iter_mut().enumerate() {
             let at = row as usize * self.dim + j;
             let g = grad(j);
@@ -467,7 +479,7 @@ impl TableState {
         }
         let replayed_to = step_t.min(from.saturating_add(limit));
         let n = replayed_to - from;
-        let decay = 1.0 - params.lr * params.weight_decay;
+        let decay = weight_decay_factor(params);
         // With g = 0 the moments only decay (m_k = beta1^k m, v_k = beta2^k v), so the k-th
         // replayed update is m beta1^k c1 / (sqrt(v) beta2^(k/2) c2 + eps), c1 and c2 the bias
         // corrections. Expanding 1 / (a + eps) = 1 / a - eps / a^2 + O(eps^2 / a^3) gives
@@ -508,7 +520,7 @@ impl TableState {
         }
         let rest = step_t - replayed_to;
         if rest > 0 {
-            let decay = (1.0 - params.lr * params.weight_decay).powi(rest);
+            let decay = weight_decay_factor(params).powi(rest);
             let (m_decay, v_decay) = (params.beta1.powi(rest), params.beta2.powi(rest));
             for (j, x) in value.iter_mut().enumerate() {
                 let at = row as usize * self.dim + j;
@@ -703,6 +715,23 @@ mod tests {
             let at_once = replay_sums_over(&params, &bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
             assert_eq!(extended.0.to_bits(), at_once.0.to_bits(), "w1 up to {to}");
             assert_eq!(extended.1.to_bits(), at_once.1.to_bits(), "w2 up to {to}");
+        }
+    }
+
+    #[test]
+    fn steady_state_replay_sums_are_the_sums_computed_at_once() {
+        let params = ParamsAdamW { lr: 1e-3, weight_decay: 1e-2, ..ParamsAdamW::default() };
+        let mut bias = BiasCorrections::default();
+        bias.cover(&params, 50_000);
+        let steady_from = bias.steady_from.expect("the corrections reach 1 by step 50 000") as i32;
+        let limit = 220;
+        for n in [1, 2, 57, 219, 220] {
+            let from = steady_from + 10;
+            let cached = bias.replay_sums(&params, from, from + n, limit);
+            let steps = (from + 1) as usize..=(from + n) as usize;
+            let at_once = replay_sums_over(&params, &bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
+            assert_eq!(cached.0.to_bits(), at_once.0.to_bits(), "w1 of {n} steps");
+            assert_eq!(cached.1.to_bits(), at_once.1.to_bits(), "w2 of {n} steps");
         }
     }
 }
