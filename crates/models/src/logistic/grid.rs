@@ -177,6 +177,28 @@ pub(crate) fn train_grid(
         .collect()
 }
 
+/// How many rows ahead of the current one [`prefetch_row_ahead`] brings in a row's ids and
+/// label, and how many ahead its user's feature row (whose address needs the id).
+const ROW_IDS_AHEAD: usize = 8;
+const USER_ROW_AHEAD: usize = 3;
+
+/// Prefetches, for the row at position `at` of `order`, the ids and label of the row
+/// [`ROW_IDS_AHEAD`] later and the user feature row of the one [`USER_ROW_AHEAD`] later (its id
+/// was prefetched rows before).
+#[inline(always)]
+fn prefetch_row_ahead(tables: &FeatureTables, interactions: &Interactions, order: &[u32], at: usize) {
+    if let Some(&r) = order.get(at + ROW_IDS_AHEAD) {
+        let r = r as usize;
+        prefetch(&interactions.user, r);
+        prefetch(&interactions.item, r);
+        prefetch(&interactions.label, r);
+    }
+    if let Some(&r) = order.get(at + USER_ROW_AHEAD) {
+        let user_dim = tables.user_dim;
+        prefetch_range(&tables.user_features, interactions.user[r as usize] as usize * user_dim, user_dim);
+    }
+}
+
 /// Adds feature value `x` times its weight in each candidate (`weights`, one per lane) to the
 /// candidates' logits, in `f64` as `LogisticNet::logit` sums.
 #[inline(always)]
@@ -299,12 +321,16 @@ impl Lanes {
         };
         total.fill(0.0);
         let mut batches = 0usize;
-        // A row's features are enumerated one row ahead, and their weight lanes and slots
-        // prefetched, so the next row's cache misses overlap this row's arithmetic.
-        for batch in order.chunks(batch_size) {
+        // A row's features are enumerated one row ahead, and their weight lanes, slots and
+        // occurrence counts prefetched, so the next row's cache misses overlap this row's
+        // arithmetic; further ahead, the rows' ids and labels and then their users' feature
+        // rows are prefetched (shuffled rows over tables of millions: each a miss).
+        for (b, batch) in order.chunks(batch_size).enumerate() {
             batch_loss.fill(0.0);
             net.row_features(tables, interactions, batch[0], next_features);
             for (k, &r) in batch.iter().enumerate() {
+                let at = b * batch_size + k;
+                prefetch_row_ahead(tables, interactions, order, at);
                 let label = interactions.label[r as usize] as f64;
                 std::mem::swap(row_features, next_features);
                 if let Some(&ahead) = batch.get(k + 1) {
@@ -312,6 +338,7 @@ impl Lanes {
                     for &(j, _) in next_features.iter() {
                         prefetch_range(weights, j * lanes, lanes);
                         prefetch(slot, j);
+                        prefetch(occurrences, j);
                     }
                 }
                 logit.fill(0.0);
