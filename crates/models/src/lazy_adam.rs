@@ -346,6 +346,30 @@ impl LazyAdam {
         })
     }
 
+    /// Hints the CPU to bring in the state of table `table`'s rows `ids` (value, moments, step
+    /// count), for a minibatch that gathers them soon. Changes nothing; a table that is not
+    /// one of these is ignored.
+    pub fn prefetch_rows(&self, table: usize, ids: impl IntoIterator<Item = u32>) {
+        let Some(state) = self.tables.iter().find(|s| s.table == table) else {
+            return;
+        };
+        let dim = state.dim;
+        let (storage, layout) = state.var.as_tensor().storage_and_layout();
+        let values = match &*storage {
+            candle_core::Storage::Cpu(cpu) => cpu.as_slice::<f32>().ok().and_then(|v| v.get(layout.start_offset()..)),
+            _ => None,
+        };
+        for id in ids {
+            let row = id as usize;
+            prefetch(&state.up_to_step, row);
+            prefetch_range(&state.first_moment, row * dim, dim);
+            prefetch_range(&state.second_moment, row * dim, dim);
+            if let Some(values) = values {
+                prefetch_range(values, row * dim, dim);
+            }
+        }
+    }
+
     /// Brings every row of every table up to date: O(table size); once an epoch, before the
     /// weights are read for validation or kept.
     pub fn catch_up(&mut self) -> Result<(), ModelError> {
@@ -660,6 +684,11 @@ impl Optimizers {
         ids: impl IntoIterator<Item = u32>,
     ) -> Result<GatheredRows, ModelError> {
         self.embeddings.gather(table, ids)
+    }
+
+    /// See [`LazyAdam::prefetch_rows`].
+    pub fn prefetch_rows(&self, table: usize, ids: impl IntoIterator<Item = u32>) {
+        self.embeddings.prefetch_rows(table, ids)
     }
 
     /// Brings every table row up to date (see [`LazyAdam::catch_up`]); call before reading or

@@ -1,6 +1,9 @@
 //! Software prefetch hints for the loops that read rows scattered over tables of millions of
-//! entries (lazy Adam's table rows, logistic's weight lanes). Owns [`prefetch`] and
-//! [`prefetch_range`]. Must not change a result: a hint only moves memory into the cache.
+//! entries (lazy Adam's table rows, logistic's weight lanes, shuffled interaction rows). Owns
+//! [`prefetch`], [`prefetch_range`] and [`prefetch_interactions`]. Must not change a result: a
+//! hint only moves memory into the cache.
+
+use limaml_data::Interactions;
 
 /// Bytes per cache line on the CPUs this runs on.
 const CACHE_LINE: usize = 64;
@@ -30,5 +33,16 @@ pub(crate) fn prefetch_range<T>(slice: &[T], start: usize, len: usize) {
     // The range may straddle one more line than its length spans.
     if end > start {
         prefetch(slice, end - 1);
+    }
+}
+
+/// [`prefetch`] for the user, item and label of each interaction row in `rows`.
+#[inline]
+pub(crate) fn prefetch_interactions(interactions: &Interactions, rows: &[u32]) {
+    for &r in rows {
+        let r = r as usize;
+        prefetch(&interactions.user, r);
+        prefetch(&interactions.item, r);
+        prefetch(&interactions.label, r);
     }
 }

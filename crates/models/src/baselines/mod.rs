@@ -21,6 +21,7 @@ use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
 use crate::limaml::dense_stack;
 use crate::mlp::{bce_with_logits, mlp_forward, Mlp};
 use crate::params::ParamStore;
+use crate::prefetch::{prefetch, prefetch_interactions, prefetch_range};
 use step::{StepLayout, StepRows, StepWeights};
 
 mod refresh;
@@ -439,7 +440,17 @@ impl BaselineNet {
         rows.shuffle(rng);
         let mut total = 0.0;
         let mut batches = 0;
-        for batch in rows.chunks(batch_size) {
+        let minibatches: Vec<&[u32]> = rows.chunks(batch_size).collect();
+        for (k, batch) in minibatches.iter().enumerate() {
+            // Shuffled rows over tables of millions are cache misses: the rows' ids and labels
+            // are brought in two minibatches ahead, and then (their ids now at hand) what the
+            // next minibatch reads of each user.
+            if let Some(later) = minibatches.get(k + 2) {
+                prefetch_interactions(interactions, later);
+            }
+            if let Some(next) = minibatches.get(k + 1) {
+                self.prefetch_user_rows(optimizer, interactions, tasks, next);
+            }
             let step = self.gather_step(optimizer, interactions, tasks, batch, rng)?;
             let (loss, grads) = self.step_gradients(store, tasks, &step)?;
             optimizer.step_with(&grads, &step.gathered)?;
@@ -447,6 +458,22 @@ impl BaselineNet {
             batches += 1;
         }
         Ok(total / batches.max(1) as f64)
+    }
+
+    /// Prefetch hints for what a minibatch of `batch` reads of each row's user: its feature row,
+    /// whether it is known, and its rows in the user-id tables (the user embedding, the wide
+    /// user one-hot). Changes nothing.
+    fn prefetch_user_rows(&self, optimizer: &Optimizers, interactions: &Interactions, tasks: &TaskSet, batch: &[u32]) {
+        let (known, user_dim) = (self.known_users(interactions, tasks), tasks.features.user_dim);
+        for &r in batch {
+            let user = interactions.user[r as usize] as usize;
+            prefetch_range(&tasks.features.user_features, user * user_dim, user_dim);
+            prefetch(known, user);
+        }
+        let users = || batch.iter().map(|&r| interactions.user[r as usize]);
+        for table in self.user_embedding.into_iter().chain(self.wide) {
+            optimizer.prefetch_rows(table, users());
+        }
     }
 
     /// What one training step on the minibatch `batch` reads: its ids (drawing the id dropout
