@@ -1,9 +1,9 @@
 //! Software prefetch hints for the loops that read rows scattered over tables of millions of
 //! entries (lazy Adam's table rows, logistic's weight lanes, shuffled interaction rows). Owns
-//! [`prefetch`], [`prefetch_range`] and [`prefetch_interactions`]. Must not change a result: a
-//! hint only moves memory into the cache.
+//! [`prefetch`], [`prefetch_range`], and the hints for an interaction row and a user's feature
+//! row. Must not change a result: a hint only moves memory into the cache.
 
-use limaml_data::Interactions;
+use limaml_data::{FeatureTables, Interactions};
 
 /// Bytes per cache line on the CPUs this runs on.
 const CACHE_LINE: usize = 64;
@@ -36,13 +36,23 @@ pub(crate) fn prefetch_range<T>(slice: &[T], start: usize, len: usize) {
     }
 }
 
-/// [`prefetch`] for the user, item and label of each interaction row in `rows`.
+/// [`prefetch`] for the user, item and label of interaction row `row`.
+#[inline(always)]
+pub(crate) fn prefetch_interaction(interactions: &Interactions, row: u32) {
+    let r = row as usize;
+    prefetch(&interactions.user, r);
+    prefetch(&interactions.item, r);
+    prefetch(&interactions.label, r);
+}
+
+/// [`prefetch_interaction`] for each row of `rows`.
 #[inline]
 pub(crate) fn prefetch_interactions(interactions: &Interactions, rows: &[u32]) {
-    for &r in rows {
-        let r = r as usize;
-        prefetch(&interactions.user, r);
-        prefetch(&interactions.item, r);
-        prefetch(&interactions.label, r);
-    }
+    rows.iter().for_each(|&r| prefetch_interaction(interactions, r));
+}
+
+/// [`prefetch_range`] over `user`'s row of the user feature table.
+#[inline(always)]
+pub(crate) fn prefetch_user_features(tables: &FeatureTables, user: u32) {
+    prefetch_range(&tables.user_features, user as usize * tables.user_dim, tables.user_dim);
 }

@@ -21,7 +21,7 @@ use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
 use crate::limaml::dense_stack;
 use crate::mlp::{bce_with_logits, mlp_forward, Mlp};
 use crate::params::ParamStore;
-use crate::prefetch::{prefetch, prefetch_interactions, prefetch_range};
+use crate::prefetch::{prefetch, prefetch_interactions, prefetch_user_features};
 use step::{StepLayout, StepRows, StepWeights};
 
 mod refresh;
@@ -464,11 +464,11 @@ impl BaselineNet {
     /// whether it is known, and its rows in the user-id tables (the user embedding, the wide
     /// user one-hot). Changes nothing.
     fn prefetch_user_rows(&self, optimizer: &Optimizers, interactions: &Interactions, tasks: &TaskSet, batch: &[u32]) {
-        let (known, user_dim) = (self.known_users(interactions, tasks), tasks.features.user_dim);
+        let known = self.known_users(interactions, tasks);
         for &r in batch {
-            let user = interactions.user[r as usize] as usize;
-            prefetch_range(&tasks.features.user_features, user * user_dim, user_dim);
-            prefetch(known, user);
+            let user = interactions.user[r as usize];
+            prefetch_user_features(&tasks.features, user);
+            prefetch(known, user as usize);
         }
         let users = || batch.iter().map(|&r| interactions.user[r as usize]);
         for table in self.user_embedding.into_iter().chain(self.wide) {

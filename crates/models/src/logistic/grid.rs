@@ -28,7 +28,7 @@ use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
 use crate::inputs::DataShape;
 use crate::mlp::sigmoid;
-use crate::prefetch::{prefetch, prefetch_range};
+use crate::prefetch::{prefetch, prefetch_interaction, prefetch_range, prefetch_user_features};
 use crate::train::{improves, EpochRecord, TrainedModel};
 
 /// A slot not taken in the current minibatch.
@@ -188,14 +188,10 @@ const USER_ROW_AHEAD: usize = 3;
 #[inline(always)]
 fn prefetch_row_ahead(tables: &FeatureTables, interactions: &Interactions, order: &[u32], at: usize) {
     if let Some(&r) = order.get(at + ROW_IDS_AHEAD) {
-        let r = r as usize;
-        prefetch(&interactions.user, r);
-        prefetch(&interactions.item, r);
-        prefetch(&interactions.label, r);
+        prefetch_interaction(interactions, r);
     }
     if let Some(&r) = order.get(at + USER_ROW_AHEAD) {
-        let user_dim = tables.user_dim;
-        prefetch_range(&tables.user_features, interactions.user[r as usize] as usize * user_dim, user_dim);
+        prefetch_user_features(tables, interactions.user[r as usize]);
     }
 }
 
