@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use limaml_data::{EntityState, Interactions, TaskRole, TaskSet};
 use serde::{Deserialize, Serialize};
 
-pub use pointwise::{auc, expected_calibration_error, log_loss, normalized_entropy, LOGLOSS_EPS};
+pub use pointwise::{auc, auc_of_ordered, expected_calibration_error, log_loss, normalized_entropy, order_by_score, LOGLOSS_EPS};
 pub use ranking::{positive_ranks, PositiveRanks, RankingMetric};
 
 /// Scores of query rows: `score[k]` is the predicted click probability of interaction row
@@ -247,9 +247,15 @@ pub fn evaluate_with(
     catalogue: Option<&BTreeMap<u32, PositiveRanks>>,
 ) -> Evaluation {
     let labels: Vec<f32> = predictions.rows.iter().map(|&r| interactions.label[r as usize]).collect();
+    // Per task, its rows (ascending); a task's rows usually sit together, so one map lookup
+    // per run of equal task indices.
     let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (k, &t) in predictions.task_index.iter().enumerate() {
-        members.entry(t).or_default().push(k);
+    let mut k = 0;
+    while k < predictions.task_index.len() {
+        let t = predictions.task_index[k];
+        let end = predictions.task_index[k..].iter().position(|&other| other != t).map_or(predictions.task_index.len(), |n| k + n);
+        members.entry(t).or_default().extend(k..end);
+        k = end;
     }
     let ranking = RankingMetric::all(&config.ks);
     let mut columns = vec!["auc".to_string()];
@@ -286,17 +292,36 @@ pub fn evaluate_with(
         .collect();
     let per_task = TaskMetrics { columns, chance_columns, tasks: per_task };
 
-    let slice_metrics = |in_slice: &dyn Fn(u32) -> bool| -> Metrics {
-        let chosen: Vec<&TaskRow> = per_task.tasks.iter().filter(|row| in_slice(row.task)).collect();
+    // The rows in task order (the order every slice's sums run in), and by score as (score,
+    // positive, task) (one sort and one gather for every slice's AUC: a slice's rows in this
+    // order are the slice sorted on its own).
+    let in_task_order: Vec<usize> = members.values().flatten().copied().collect();
+    let by_score: Vec<(f32, bool, u32)> = order_by_score(&predictions.score)
+        .into_iter()
+        .map(|k| (predictions.score[k as usize], labels[k as usize] > 0.5, predictions.task_index[k as usize]))
+        .collect();
+    let task_of = |k: usize| predictions.task_index[k] as usize;
+    // A slice: per task index, whether the task is in it.
+    let slice_metrics = |in_slice: &[bool]| -> Metrics {
+        let chosen: Vec<&TaskRow> = per_task.tasks.iter().filter(|row| in_slice[row.task as usize]).collect();
         let (mut s, mut y) = (Vec::new(), Vec::new());
-        for row in &chosen {
-            for &k in &members[&row.task] {
-                s.push(predictions.score[k]);
-                y.push(labels[k]);
-            }
+        for &k in in_task_order.iter().filter(|&&k| in_slice[task_of(k)]) {
+            s.push(predictions.score[k]);
+            y.push(labels[k]);
         }
-        let task_aucs: Vec<(Option<f64>, u32, u32)> =
-            chosen.iter().map(|row| (row.values[0], row.rows, row.positives)).collect();
+        let slice_auc = auc_of_ordered(
+            by_score.iter().filter(|&&(_, _, t)| in_slice[t as usize]).map(|&(score, positive, _)| (score, positive)),
+        );
+        // One pass over the slice's task rows (each row's values are read once): per-task AUCs
+        // and, per column, the sum and count of the defined values, summed in row order.
+        let mut task_aucs: Vec<(Option<f64>, u32, u32)> = Vec::with_capacity(chosen.len());
+        let mut column_sums = ColumnMeans::new(per_task.columns.len());
+        let mut chance_sums = ColumnMeans::new(per_task.chance_columns.len());
+        for row in &chosen {
+            task_aucs.push((row.values[0], row.rows, row.positives));
+            column_sums.add(&row.values);
+            chance_sums.add(&row.chance);
+        }
         let mut more = BTreeMap::new();
         let mut put = |name: String, value: Option<f64>| {
             if let Some(v) = value.filter(|v| v.is_finite()) {
@@ -308,37 +333,41 @@ pub fn evaluate_with(
         for weighting in GaucWeighting::ALL {
             put(format!("gauc_{}", weighting.name()), weighted_auc(&task_aucs, weighting));
         }
-        let mean_of = |values: &mut dyn Iterator<Item = Option<f64>>| -> Option<f64> {
-            let defined: Vec<f64> = values.flatten().collect();
-            (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
-        };
         for (c, name) in per_task.columns.iter().enumerate().skip(1) {
-            put(name.clone(), mean_of(&mut chosen.iter().map(|row| row.values[c])));
+            put(name.clone(), column_sums.mean(c));
         }
         let chance = per_task
             .chance_columns
             .iter()
             .enumerate()
-            .filter_map(|(c, name)| Some((name.clone(), mean_of(&mut chosen.iter().map(|row| row.chance[c]))?)))
+            .filter_map(|(c, name)| Some((name.clone(), chance_sums.mean(c)?)))
             .collect();
         Metrics {
-            auc: auc(&s, &y),
+            auc: slice_auc,
             gauc: weighted_auc(&task_aucs, config.gauc_weighting),
             logloss: log_loss(&s, &y),
             rows: s.len(),
             tasks: chosen.len(),
-            skipped_tasks: chosen.iter().filter(|row| row.values[0].is_none()).count(),
+            skipped_tasks: task_aucs.iter().filter(|(auc, _, _)| auc.is_none()).count(),
             ranked_tasks: chosen.iter().filter(|row| row.positives > 0).count(),
             more,
             chance,
         }
     };
+    let n_tasks = tasks.tasks.len();
     let slices = |key: &dyn Fn(usize) -> String| -> BTreeMap<String, Metrics> {
-        let names: std::collections::BTreeSet<String> = members.keys().map(|&t| key(t as usize)).collect();
-        names.into_iter().map(|name| {
-            let metrics = slice_metrics(&|t| key(t as usize) == name);
-            (name, metrics)
-        }).collect()
+        let keys: Vec<(usize, String)> = members.keys().map(|&t| (t as usize, key(t as usize))).collect();
+        let names: std::collections::BTreeSet<&String> = keys.iter().map(|(_, name)| name).collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let mut in_slice = vec![false; n_tasks];
+                for (t, _) in keys.iter().filter(|(_, key)| key == name) {
+                    in_slice[*t] = true;
+                }
+                (name.clone(), slice_metrics(&in_slice))
+            })
+            .collect()
     };
     let segment_name = |t: usize| {
         let segment = tasks.tasks[t].segment as usize;
@@ -346,10 +375,13 @@ pub fn evaluate_with(
     };
     let state_name = |t: usize| state_name(tasks.tasks[t].state).to_string();
     let windowed = members.keys().any(|&t| tasks.tasks[t as usize].window.is_some());
+    let overall = slice_metrics(&vec![true; n_tasks]);
+    let by_segment = slices(&segment_name);
+    let by_state = slices(&state_name);
     let report = EvalReport {
-        overall: slice_metrics(&|_| true),
-        by_segment: slices(&segment_name),
-        by_state: slices(&state_name),
+        overall,
+        by_segment,
+        by_state,
         by_window: if windowed {
             slices(&|t: usize| tasks.tasks[t].window.map_or("none".to_string(), |w| w.to_string()))
         } else {
@@ -357,6 +389,34 @@ pub fn evaluate_with(
         },
     };
     Evaluation { report, per_task }
+}
+
+/// Per column, the sum and the count of the defined values added, for their mean.
+struct ColumnMeans {
+    sums: Vec<f64>,
+    counts: Vec<usize>,
+}
+
+impl ColumnMeans {
+    fn new(columns: usize) -> Self {
+        // -0.0: the neutral element `Iterator::sum` of f64 starts from, so a mean is the same
+        // bits as summing the column's defined values with `sum`.
+        ColumnMeans { sums: vec![-0.0; columns], counts: vec![0; columns] }
+    }
+
+    fn add(&mut self, values: &[Option<f64>]) {
+        for ((sum, count), value) in self.sums.iter_mut().zip(&mut self.counts).zip(values) {
+            if let Some(v) = value {
+                *sum += v;
+                *count += 1;
+            }
+        }
+    }
+
+    /// The mean of column `c`'s defined values; `None` when it has none.
+    fn mean(&self, c: usize) -> Option<f64> {
+        (self.counts[c] > 0).then(|| self.sums[c] / self.counts[c] as f64)
+    }
 }
 
 /// The report's name of an entity state.

@@ -13,32 +13,68 @@ pub const ECE_BINS: usize = 10;
 /// Area under the ROC curve: the probability that a random positive outscores a random
 /// negative, ties counting one half (average ranks). `None` without both classes.
 pub fn auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let positive: Vec<bool> = labels.iter().map(|&y| y > 0.5).collect();
+    auc_of_ordered(order_by_score(scores).into_iter().map(|k| (scores[k as usize], positive[k as usize])))
+}
+
+/// The indices of `scores`, ascending as `f32::total_cmp` orders the scores (the order inside a
+/// run of equal scores is unspecified: no metric here depends on it). Each index is packed under
+/// its score's bits in one `u64`, so this is one unstable sort of plain integers. One order
+/// serves the AUC of every subset of the rows ([`auc_of_ordered`] over the subset's indices).
+pub fn order_by_score(scores: &[f32]) -> Vec<u32> {
+    assert!(scores.len() <= u32::MAX as usize, "more rows than a u32 index");
+    let mut keys: Vec<u64> =
+        scores.iter().enumerate().map(|(k, &s)| (total_order_bits(s) as u64) << 32 | k as u64).collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|key| key as u32).collect()
+}
+
+/// [`auc`] of rows `(score, positive)` given in the order of [`order_by_score`]: rows whose scores
+/// are `==` (a tie, `-0.0` and `0.0` included) are adjacent and share their average rank.
+pub fn auc_of_ordered(rows: impl Iterator<Item = (f32, bool)>) -> Option<f64> {
     let mut positive_rank_sum = 0.0f64;
-    let mut positives = 0usize;
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && scores[order[end]] == scores[order[start]] {
-            end += 1;
-        }
-        // Ranks start..end (0-based) share the average 1-based rank.
+    let (mut positives, mut count) = (0usize, 0usize);
+    // The open run of equal scores: its score, its first 0-based rank, its positives.
+    let mut run: Option<(f32, usize, usize)> = None;
+    // Ranks start..end (0-based) share the average 1-based rank, added once per positive.
+    let close = |start: usize, end: usize, run_positives: usize, sum: &mut f64| {
         let average_rank = (start + 1 + end) as f64 / 2.0;
-        for &k in &order[start..end] {
-            if labels[k] > 0.5 {
-                positive_rank_sum += average_rank;
-                positives += 1;
-            }
+        for _ in 0..run_positives {
+            *sum += average_rank;
         }
-        start = end;
+    };
+    for (score, positive) in rows {
+        run = match run {
+            Some((first, start, p)) if score == first => Some((first, start, p + positive as usize)),
+            Some((_, start, p)) => {
+                close(start, count, p, &mut positive_rank_sum);
+                Some((score, count, positive as usize))
+            }
+            None => Some((score, count, positive as usize)),
+        };
+        count += 1;
+        positives += positive as usize;
     }
-    let negatives = scores.len() - positives;
+    if let Some((_, start, p)) = run {
+        close(start, count, p, &mut positive_rank_sum);
+    }
+    let negatives = count - positives;
     if positives == 0 || negatives == 0 {
         return None;
     }
     let (p, n) = (positives as f64, negatives as f64);
     Some((positive_rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// The bits of `score` as an unsigned integer whose order is `f32::total_cmp`'s (negative values
+/// have every bit flipped, the others only the sign bit).
+fn total_order_bits(score: f32) -> u32 {
+    let bits = score.to_bits();
+    if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    }
 }
 
 fn clamped(score: f32) -> f64 {
@@ -116,6 +152,34 @@ mod tests {
         // Pairs: (0.5, 0.5) tie = 1/2, (0.5, 0.2) win, (0.9, 0.5) win, (0.9, 0.2) win: 3.5/4.
         assert_eq!(auc(&[0.5, 0.9, 0.5, 0.2], &[1.0, 1.0, 0.0, 0.0]), Some(0.875));
         assert_eq!(auc(&[0.3; 4], &[1.0, 0.0, 1.0, 0.0]), Some(0.5));
+    }
+
+    #[test]
+    fn auc_ties_equal_scores_of_either_sign_and_orders_every_float_as_total_cmp() {
+        // -0.0 == 0.0 is a tie (1/2); infinities, subnormals and large values are ordered.
+        assert_eq!(auc(&[-0.0, 0.0], &[1.0, 0.0]), Some(0.5));
+        let ordered = [f32::NEG_INFINITY, -3e38, -1.0, -1e-45, 1e-45, 0.5, 3e38, f32::INFINITY];
+        for (k, &low) in ordered.iter().enumerate() {
+            for &high in &ordered[k + 1..] {
+                assert_eq!(auc(&[high, low], &[1.0, 0.0]), Some(1.0), "{high} over {low}");
+                assert_eq!(auc(&[high, low], &[0.0, 1.0]), Some(0.0), "{low} under {high}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_auc_of_a_subset_in_the_full_order_is_the_auc_of_the_subset() {
+        let scores = [0.3, 0.9, 0.3, 0.1, 0.7, 0.3, 0.9, 0.5];
+        let labels = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0];
+        let order = order_by_score(&scores);
+        let subset = [0usize, 1, 2, 4, 6, 7];
+        let in_subset = |k: usize| subset.contains(&k);
+        let ordered = order.iter().map(|&k| k as usize).filter(|&k| in_subset(k)).map(|k| (scores[k], labels[k] > 0.5));
+        let (s, y): (Vec<f32>, Vec<f32>) = subset.iter().map(|&k| (scores[k], labels[k])).unzip();
+        assert_eq!(auc_of_ordered(ordered), auc(&s, &y));
+        // Pairs (pos, neg) of the subset: 0.3 vs 0.9 loss, 0.3 vs 0.3 tie, 0.3 vs 0.5 loss,
+        // 0.7 wins twice and loses once, 0.9 vs 0.9 tie and wins twice: 5/9.
+        assert_eq!(auc(&s, &y), Some(5.0 / 9.0));
     }
 
     #[test]
