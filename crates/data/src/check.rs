@@ -4,12 +4,10 @@
 //!
 //! Owns those judgements only. Must not change the data: a warning never drops or fixes a row.
 
-use std::collections::HashSet;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
-use crate::types::Dataset;
+use crate::types::{Dataset, Interactions};
 
 /// Something legal but suspicious in a data set, with how often it happens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,13 +44,38 @@ pub fn usable(dataset: &Dataset, click_threshold: f32) -> Result<(), DataError> 
     Ok(())
 }
 
+/// How many rows repeat an earlier row's (user, item, timestamp). Rows are grouped by user (a
+/// counting sort: one pass to count, one to place) and each user's (item, timestamp) pairs
+/// sorted, so equal keys are adjacent: each key occurring `n` times counts `n - 1`. Linear in
+/// the rows and cache-friendly, where a hash set of 30M keys was a cache miss per row.
+fn duplicate_rows(interactions: &Interactions) -> usize {
+    let users = interactions.user.iter().max().map_or(0, |&u| u as usize + 1);
+    let mut start = vec![0usize; users + 1];
+    for &u in &interactions.user {
+        start[u as usize + 1] += 1;
+    }
+    for u in 0..users {
+        start[u + 1] += start[u];
+    }
+    let mut next = start.clone();
+    let mut pairs = vec![(0u32, 0i64); interactions.len()];
+    for (r, &u) in interactions.user.iter().enumerate() {
+        pairs[next[u as usize]] = (interactions.item[r], interactions.timestamp[r]);
+        next[u as usize] += 1;
+    }
+    (0..users)
+        .map(|u| {
+            let rows = &mut pairs[start[u]..start[u + 1]];
+            rows.sort_unstable();
+            rows.windows(2).filter(|pair| pair[0] == pair[1]).count()
+        })
+        .sum()
+}
+
 /// The suspicious things in `dataset`, those that occur at all.
 pub fn warnings(dataset: &Dataset) -> Vec<DataWarning> {
     let interactions = &dataset.interactions;
-    let mut seen = HashSet::with_capacity(interactions.len());
-    let duplicates = (0..interactions.len())
-        .filter(|&r| !seen.insert((interactions.user[r], interactions.item[r], interactions.timestamp[r])))
-        .count();
+    let duplicates = duplicate_rows(interactions);
     let mut positives = vec![0usize; dataset.users.count];
     let mut rows = vec![0usize; dataset.users.count];
     for r in 0..interactions.len() {
@@ -87,4 +110,35 @@ pub fn warnings(dataset: &Dataset) -> Vec<DataWarning> {
         format!("{without_negatives} user(s) have only clicks; their AUC is undefined and GAUC leaves them out"),
     );
     warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    #[test]
+    fn duplicate_rows_counts_each_repeat_of_an_earlier_user_item_and_timestamp() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let n = 5000;
+        let mut interactions = Interactions {
+            user: (0..n).map(|_| rng.random_range(0..40)).collect(),
+            item: (0..n).map(|_| rng.random_range(0..6)).collect(),
+            label: vec![0.0; n],
+            timestamp: (0..n).map(|_| rng.random_range(0..4)).collect(),
+            true_probability: None,
+        };
+        let mut seen = HashSet::new();
+        let expected = (0..n)
+            .filter(|&r| !seen.insert((interactions.user[r], interactions.item[r], interactions.timestamp[r])))
+            .count();
+        assert!(expected > 1000, "the data repeats keys often: {expected}");
+        assert_eq!(duplicate_rows(&interactions), expected);
+        interactions.timestamp = (0..n as i64).collect();
+        assert_eq!(duplicate_rows(&interactions), 0);
+    }
 }
