@@ -56,6 +56,9 @@ pub fn estimated_bytes(config: &SyntheticConfig) -> f64 {
     rows + entities
 }
 
+/// The most rows [`generate`] reserves room for up front.
+const MAX_RESERVED_ROWS: usize = 1 << 28;
+
 /// Generates the synthetic data set for `config` and `seed`.
 pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataError> {
     let issues: Vec<_> = crate::config::DataConfig {
@@ -128,12 +131,17 @@ pub fn generate(config: &SyntheticConfig, seed: u64) -> Result<Dataset, DataErro
     let noise = Normal::new(0.0f32, 1.0).expect("unit normal");
     let base_logit = (config.base_rate / (1.0 - config.base_rate)).ln();
 
+    // Room for the expected rows and a quarter more (activity's mean is `mean_interactions`), so
+    // the columns are not copied as they grow; pages past the rows drawn are never touched
+    // (Capped: a reservation is a hint, never a reason to fail.)
+    let mean_rows = (config.mean_interactions as f64).max(config.min_interactions as f64).min(n_items as f64);
+    let expected_rows = (n_users as f64 * mean_rows * 1.25).min(MAX_RESERVED_ROWS as f64) as usize;
     let mut interactions = Interactions {
-        user: Vec::new(),
-        item: Vec::new(),
-        label: Vec::new(),
-        timestamp: Vec::new(),
-        true_probability: Some(Vec::new()),
+        user: Vec::with_capacity(expected_rows),
+        item: Vec::with_capacity(expected_rows),
+        label: Vec::with_capacity(expected_rows),
+        timestamp: Vec::with_capacity(expected_rows),
+        true_probability: Some(Vec::with_capacity(expected_rows)),
     };
     let mut keys: Vec<(f64, usize)> = Vec::with_capacity(n_items);
     for user in 0..n_users {
