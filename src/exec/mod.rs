@@ -115,6 +115,10 @@ impl InputSource for StoreInputs<'_> {
     fn roles(&self) -> Vec<String> {
         self.order.clone()
     }
+
+    fn digest(&self, role: &str, name: &str) -> Option<String> {
+        Some(self.records.get(role)?.outputs.get(name)?.digest.clone())
+    }
 }
 
 /// Test hooks: `LIMAML_FAIL_STAGE` (comma-separated substrings of stage names that fail) and

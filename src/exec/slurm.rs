@@ -306,6 +306,10 @@ impl InputSource for StagedInputs<'_> {
     fn roles(&self) -> Vec<String> {
         self.inputs.iter().map(|(role, _, _)| role.clone()).collect()
     }
+
+    fn digest(&self, role: &str, name: &str) -> Option<String> {
+        Some(self.find(role).ok()?.2.outputs.get(name)?.digest.clone())
+    }
 }
 
 /// Job side (`limaml stage exec`): runs the stage of `plan` whose key is `key`, reading its

@@ -53,8 +53,8 @@ impl Stage for Evaluate {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
-        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
-        let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
+        let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         let roles = [TaskRole::Test];
         let mut catalogue = None;
         let (predictions, validation) = if self.oracle {

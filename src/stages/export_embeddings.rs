@@ -65,8 +65,8 @@ impl Stage for ExportEmbeddings {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
-        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
-        let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
+        let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         let model: TrainedModel = super::train::decode_model(ctx, "model")?;
         (ctx.progress)("adapting the Meta Block per entity".into());
         let table =

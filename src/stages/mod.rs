@@ -9,6 +9,7 @@ pub mod load_data;
 pub mod report;
 pub mod select;
 pub mod serving_cost;
+pub mod shared;
 pub mod slice_tasks;
 pub mod train;
 pub mod trial;
@@ -42,6 +43,11 @@ pub trait InputSource: Sync {
     fn metrics(&self, role: &str) -> Result<serde_json::Value, StageError>;
     /// Roles bound, in order (e.g. every `evaluate` input of a report).
     fn roles(&self) -> Vec<String>;
+    /// The content digest of artifact `name` of the input bound to `role`, when known: what
+    /// [`StageContext::decode_shared`] keys a shared value by.
+    fn digest(&self, _role: &str, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// What a stage sees while it runs.
@@ -58,6 +64,20 @@ impl StageContext<'_> {
             Err(StageError::Cancelled)
         } else {
             Ok(())
+        }
+    }
+
+    /// Decodes a postcard-encoded input artifact once for every stage of this process that holds
+    /// it at the same time ([`shared::decode_shared`]); read only, as every stage reads the data
+    /// set and the task set. Without a known digest, a decode of its own.
+    pub fn decode_shared<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        role: &str,
+        name: &str,
+    ) -> Result<std::sync::Arc<T>, StageError> {
+        match self.inputs.digest(role, name) {
+            Some(digest) => shared::decode_shared(&digest, || self.decode(role, name)),
+            None => self.decode(role, name).map(std::sync::Arc::new),
         }
     }
 

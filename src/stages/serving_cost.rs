@@ -46,8 +46,8 @@ impl Stage for ServingCost {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
-        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
-        let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
+        let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         let model = super::train::decode_model(ctx, "model")?;
         let embeddings: MetaEmbeddingTable = ctx.decode("embeddings", "meta_embeddings")?;
         let roles = [TaskRole::Test];

@@ -33,7 +33,7 @@ impl Stage for SliceTasks {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
-        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
+        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
         (ctx.progress)("slicing".into());
         let tasks =
             limaml_data::slice(&dataset, &self.split, self.seed).map_err(|e| StageError::BadInput(e.to_string()))?;

@@ -81,8 +81,8 @@ impl Stage for Train {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
-        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
-        let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
+        let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         let epochs = self.train.epochs;
         let mut on_epoch = |record: &limaml_models::EpochRecord| {
             (ctx.progress)(format!(

@@ -74,8 +74,8 @@ impl Stage for Trial {
             let prior = super::train::decode_model(ctx, "previous")?;
             resumed_from = prior.curve.len();
             if limaml_models::resumable(&prior) {
-                let dataset: Dataset = ctx.decode("dataset", "dataset")?;
-                let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+                let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
+                let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
                 let epochs = self.train.train.epochs;
                 let mut on_epoch = |record: &limaml_models::EpochRecord| {
                     (ctx.progress)(format!("epoch {}/{epochs} (resumed at {resumed_from})", record.epoch));
@@ -90,8 +90,8 @@ impl Stage for Trial {
             self.train_from_scratch(ctx)?
         };
         ctx.check_cancelled()?;
-        let dataset: Dataset = ctx.decode("dataset", "dataset")?;
-        let tasks: TaskSet = ctx.decode("tasks", "tasks")?;
+        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
+        let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         (ctx.progress)("scoring the validation tasks".into());
         let predictions =
             limaml_models::predict(&model, &dataset.interactions, &tasks, None, &[TaskRole::Validation])
