@@ -76,6 +76,9 @@ struct TableState {
     second_moment: Vec<f32>,
     /// Per row: the step count the row's value and moments are up to date with.
     up_to_step: Vec<i32>,
+    /// The columns of the row being replayed whose tiny second moment needs the replay step by
+    /// step, with their moments and value (reused from row to row).
+    step_by_step: StepByStep,
 }
 
 /// Adam's bias corrections by step (index 0 unused): `1 / (1 - beta1^t)`, `1 / (1 - beta2^t)`
@@ -103,6 +106,75 @@ struct BiasCorrections {
     recent_sums: Vec<ReplaySums>,
     /// `(beta1^n, beta2^n, d^n)` for `n` = 1 up to the replay limit, `d` the weight decay.
     powers: Vec<(f64, f64, f64)>,
+}
+
+/// `[a.powi(n), b.powi(n), c.powi(n)]` for `n >= 0`, with the square-and-multiply of
+/// `f64::powi` (compiler-builtins' `__powidf2`: the same products in the same order, so the
+/// same bits; a test checks it) run for the three bases side by side, whose chains overlap
+/// instead of three calls waiting on each other's multiplications.
+fn powi3(mut bases: [f64; 3], n: i32) -> [f64; 3] {
+    debug_assert!(n >= 0);
+    let mut n = n as u32;
+    let mut result = [1.0f64; 3];
+    loop {
+        if n & 1 != 0 {
+            for (r, a) in result.iter_mut().zip(&bases) {
+                *r *= a;
+            }
+        }
+        n >>= 1;
+        if n == 0 {
+            break;
+        }
+        for a in bases.iter_mut() {
+            *a *= *a;
+        }
+    }
+    result
+}
+
+/// Columns of one row replayed step by step (AdamW with `g = 0`), side by side: every column
+/// takes the same steps, so one pass over the steps updates them all, and the columns'
+/// independent square roots and divisions overlap (and vectorize) instead of waiting on one
+/// column's chain. Each column's operations, and their order, are the one-column loop's, so its
+/// bits are too (a test checks it).
+#[derive(Default)]
+struct StepByStep {
+    columns: Vec<usize>,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    theta: Vec<f64>,
+}
+
+impl StepByStep {
+    fn push(&mut self, column: usize, m: f64, v: f64, theta: f64) {
+        self.columns.push(column);
+        self.m.push(m);
+        self.v.push(v);
+        self.theta.push(theta);
+    }
+
+    fn clear(&mut self) {
+        self.columns.clear();
+        self.m.clear();
+        self.v.clear();
+        self.theta.clear();
+    }
+
+    /// The zero-gradient steps with bias corrections `scale_m` and `scale_v_sqrt` (one per
+    /// step), `decay` the weight decay factor.
+    fn replay(&mut self, params: &ParamsAdamW, decay: f64, scale_m: &[f64], scale_v_sqrt: &[f64]) {
+        let (beta1, beta2, lr, eps) = (params.beta1, params.beta2, params.lr, params.eps);
+        let n = self.columns.len();
+        let (m, v, theta) = (&mut self.m[..n], &mut self.v[..n], &mut self.theta[..n]);
+        for (&sm, &sv) in scale_m.iter().zip(scale_v_sqrt) {
+            for ((m, v), theta) in m.iter_mut().zip(v.iter_mut()).zip(theta.iter_mut()) {
+                *m *= beta1;
+                *v *= beta2;
+                *theta = *theta * decay - lr * (*m * sm) / (v.sqrt() * sv + eps);
+            }
+        }
+    }
 }
 
 /// How many rows ahead replaying ([`TableState::replay_rows`]) and stepping ([`LazyAdam::step`])
@@ -271,6 +343,7 @@ impl LazyAdam {
                     first_moment: vec![0.0; rows * dim],
                     second_moment: vec![0.0; rows * dim],
                     up_to_step: vec![0; rows],
+                    step_by_step: StepByStep::default(),
                 })
             })
             .collect::<Result<_, ModelError>>()?;
@@ -530,22 +603,23 @@ impl TableState {
                     - params.lr * ratio * (w1 - params.eps / sqrt_v0 * w2))
                     as f32;
             } else {
-                // Tiny second moment: eps matters, replay step by step.
-                let (mut m, mut v, mut theta) = (m0, v0, *x as f64);
-                for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
-                    m *= params.beta1;
-                    v *= params.beta2;
-                    theta = theta * decay - params.lr * (m * sm) / (v.sqrt() * sv + params.eps);
-                }
-                *x = theta as f32;
+                // Tiny second moment: eps matters, replay step by step (below, with the row's
+                // other such columns).
+                self.step_by_step.push(j, m0, v0, *x as f64);
             }
             self.first_moment[at] = (m0 * m_decay) as f32;
             self.second_moment[at] = (v0 * v_decay) as f32;
         }
+        if !self.step_by_step.columns.is_empty() {
+            self.step_by_step.replay(params, decay, scale_m, scale_v_sqrt);
+            for (&j, &theta) in self.step_by_step.columns.iter().zip(&self.step_by_step.theta) {
+                value[j] = theta as f32;
+            }
+            self.step_by_step.clear();
+        }
         let rest = step_t - replayed_to;
         if rest > 0 {
-            let decay = weight_decay_factor(params).powi(rest);
-            let (m_decay, v_decay) = (params.beta1.powi(rest), params.beta2.powi(rest));
+            let [decay, m_decay, v_decay] = powi3([weight_decay_factor(params), params.beta1, params.beta2], rest);
             for (j, x) in value.iter_mut().enumerate() {
                 let at = row as usize * self.dim + j;
                 self.first_moment[at] = (self.first_moment[at] as f64 * m_decay) as f32;
@@ -730,6 +804,47 @@ pub fn gradient_store() -> Result<GradStore, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn powi3_is_powi_bit_for_bit() {
+        let bases = [0.9, 0.999, 1.0 - 1e-3 * 1e-2, 0.5, 1.7, 1e-3];
+        for n in (0..70).chain([255, 256, 1000, 37_001, 123_457, 1 << 20, i32::MAX]) {
+            for base in bases.windows(3) {
+                let three = powi3([base[0], base[1], base[2]], n);
+                for (k, &b) in base.iter().enumerate() {
+                    assert_eq!(three[k].to_bits(), b.powi(std::hint::black_box(n)).to_bits(), "{b}^{n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn columns_replayed_side_by_side_are_each_the_one_column_replay_bit_for_bit() {
+        let params = ParamsAdamW { lr: 1e-3, weight_decay: 1e-2, ..ParamsAdamW::default() };
+        let mut bias = BiasCorrections::default();
+        bias.cover(&params, 400);
+        let decay = weight_decay_factor(&params);
+        let steps = 31usize..=250;
+        let (scale_m, scale_v_sqrt) = (&bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
+        let mut side_by_side = StepByStep::default();
+        let columns: Vec<(f64, f64, f64)> =
+            (0..13).map(|c| (1e-7 * (c as f64 - 6.0), 1e-14 * (1.0 + c as f64), 0.01 * c as f64 - 0.05)).collect();
+        for (c, &(m, v, theta)) in columns.iter().enumerate() {
+            side_by_side.push(c, m, v, theta);
+        }
+        side_by_side.replay(&params, decay, scale_m, scale_v_sqrt);
+        for (c, &(m0, v0, theta0)) in columns.iter().enumerate() {
+            // The loop `replay` ran per column before.
+            let (mut m, mut v, mut theta) = (m0, v0, theta0);
+            for (sm, sv) in scale_m.iter().zip(scale_v_sqrt) {
+                m *= params.beta1;
+                v *= params.beta2;
+                theta = theta * decay - params.lr * (m * sm) / (v.sqrt() * sv + params.eps);
+            }
+            assert_eq!(side_by_side.theta[c].to_bits(), theta.to_bits(), "column {c}");
+            assert_ne!(theta, theta0, "column {c} moved");
+        }
+    }
 
     #[test]
     fn replay_sums_extended_step_by_step_are_the_sums_computed_at_once() {
