@@ -50,6 +50,14 @@ pub fn usable(dataset: &Dataset, click_threshold: f32) -> Result<(), DataError> 
 /// the rows and cache-friendly, where a hash set of 30M keys was a cache miss per row.
 fn duplicate_rows(interactions: &Interactions) -> usize {
     let users = interactions.user.iter().max().map_or(0, |&u| u as usize + 1);
+    if users > interactions.len().max(1 << 20) {
+        // Ids far beyond the rows (not dense indices): no per-user arrays that large, sort
+        // the rows' keys instead.
+        let mut keys: Vec<(u32, u32, i64)> =
+            (0..interactions.len()).map(|r| (interactions.user[r], interactions.item[r], interactions.timestamp[r])).collect();
+        keys.sort_unstable();
+        return keys.windows(2).filter(|pair| pair[0] == pair[1]).count();
+    }
     if let Some(count) = duplicate_rows_of_grouped_users(interactions, users) {
         return count;
     }
@@ -177,6 +185,10 @@ mod tests {
         };
         assert_eq!(duplicate_rows_of_grouped_users(&grouped, 40), Some(expected));
         assert_eq!(duplicate_rows(&grouped), expected);
+        // Ids far beyond the rows take the sort of every key, and count the same.
+        let mut sparse = grouped;
+        sparse.user.iter_mut().for_each(|u| *u = u32::MAX - *u);
+        assert_eq!(duplicate_rows(&sparse), expected);
         interactions.timestamp = (0..n as i64).collect();
         assert_eq!(duplicate_rows(&interactions), 0);
     }
