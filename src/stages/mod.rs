@@ -96,7 +96,15 @@ pub const MODELS_CODE: &str = env!("LIMAML_MODELS_CODE");
 
 /// Encodes a value for an artifact (postcard: compact, deterministic).
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StageError> {
-    postcard::to_allocvec(value).map_err(|e| StageError::Failed(format!("cannot encode artifact: {e}")))
+    let failed = |e: postcard::Error| StageError::Failed(format!("cannot encode artifact: {e}"));
+    // Sized first, then written once into a buffer of that size: growing the buffer by
+    // doubling copied a 500 MB data set about once over and touched twice its size in fresh
+    // pages, which cost more here than the extra walk over the value (bench/README.md).
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).map_err(failed)?;
+    let mut bytes = vec![0u8; size];
+    let written = postcard::to_slice(value, &mut bytes).map_err(failed)?.len();
+    bytes.truncate(written);
+    Ok(bytes)
 }
 
 /// One kind of stage, parameterized. Implementations hold their typed parameters.
