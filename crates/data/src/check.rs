@@ -44,66 +44,34 @@ pub fn usable(dataset: &Dataset, click_threshold: f32) -> Result<(), DataError> 
     Ok(())
 }
 
-/// How many rows repeat an earlier row's (user, item, timestamp). Rows are grouped by user (a
-/// counting sort: one pass to count, one to place) and each user's (item, timestamp) pairs
-/// sorted, so equal keys are adjacent: each key occurring `n` times counts `n - 1`. Linear in
-/// the rows and cache-friendly, where a hash set of 30M keys was a cache miss per row.
+/// How many rows repeat an earlier row's (user, item, timestamp): with equal keys made
+/// adjacent by a sort, each key occurring `n` times counts `n - 1`. Where the rows are ordered
+/// by user (generated data, most files), each user's run of (item, timestamp) pairs is sorted
+/// in one reused buffer; otherwise the keys of every row are sorted at once. Either way no hash
+/// set of 30M keys, which was a cache miss per row.
 fn duplicate_rows(interactions: &Interactions) -> usize {
-    let users = interactions.user.iter().max().map_or(0, |&u| u as usize + 1);
-    if users > interactions.len().max(1 << 20) {
-        // Ids far beyond the rows (not dense indices): no per-user arrays that large, sort
-        // the rows' keys instead.
-        let mut keys: Vec<(u32, u32, i64)> =
-            (0..interactions.len()).map(|r| (interactions.user[r], interactions.item[r], interactions.timestamp[r])).collect();
-        keys.sort_unstable();
-        return keys.windows(2).filter(|pair| pair[0] == pair[1]).count();
-    }
-    if let Some(count) = duplicate_rows_of_grouped_users(interactions, users) {
-        return count;
-    }
-    let mut start = vec![0usize; users + 1];
-    for &u in &interactions.user {
-        start[u as usize + 1] += 1;
-    }
-    for u in 0..users {
-        start[u + 1] += start[u];
-    }
-    let mut next = start.clone();
-    let mut pairs = vec![(0u32, 0i64); interactions.len()];
-    for (r, &u) in interactions.user.iter().enumerate() {
-        pairs[next[u as usize]] = (interactions.item[r], interactions.timestamp[r]);
-        next[u as usize] += 1;
-    }
-    (0..users)
-        .map(|u| {
-            let rows = &mut pairs[start[u]..start[u + 1]];
-            rows.sort_unstable();
-            rows.windows(2).filter(|pair| pair[0] == pair[1]).count()
-        })
-        .sum()
-}
-
-/// [`duplicate_rows`] when each user's rows are one run (as generated data and most files hold
-/// them): each run's pairs are sorted in one reused buffer, no copy of the whole table. `None`
-/// when a user's rows are not together.
-fn duplicate_rows_of_grouped_users(interactions: &Interactions, users: usize) -> Option<usize> {
     let user = &interactions.user;
-    let mut seen = vec![false; users];
+    if !user.windows(2).all(|pair| pair[0] <= pair[1]) {
+        let mut keys: Vec<(u32, u32, i64)> =
+            (0..interactions.len()).map(|r| (user[r], interactions.item[r], interactions.timestamp[r])).collect();
+        return repeats_after_sorting(&mut keys);
+    }
     let mut pairs: Vec<(u32, i64)> = Vec::new();
     let (mut count, mut r) = (0, 0);
     while r < user.len() {
-        let u = user[r];
-        let end = user[r..].iter().position(|&other| other != u).map_or(user.len(), |n| r + n);
-        if std::mem::replace(&mut seen[u as usize], true) {
-            return None;
-        }
+        let end = user[r..].iter().position(|&other| other != user[r]).map_or(user.len(), |n| r + n);
         pairs.clear();
         pairs.extend((r..end).map(|k| (interactions.item[k], interactions.timestamp[k])));
-        pairs.sort_unstable();
-        count += pairs.windows(2).filter(|pair| pair[0] == pair[1]).count();
+        count += repeats_after_sorting(&mut pairs);
         r = end;
     }
-    Some(count)
+    count
+}
+
+/// Sorts `keys` and counts the keys equal to the one before them.
+fn repeats_after_sorting<T: Ord>(keys: &mut [T]) -> usize {
+    keys.sort_unstable();
+    keys.windows(2).filter(|pair| pair[0] == pair[1]).count()
 }
 
 /// The suspicious things in `dataset`, those that occur at all.
@@ -171,9 +139,8 @@ mod tests {
             .filter(|&r| !seen.insert((interactions.user[r], interactions.item[r], interactions.timestamp[r])))
             .count();
         assert!(expected > 1000, "the data repeats keys often: {expected}");
-        assert_eq!(duplicate_rows_of_grouped_users(&interactions, 40), None, "users interleaved");
-        assert_eq!(duplicate_rows(&interactions), expected);
-        // The same rows grouped by user take the run-by-run path and count the same.
+        assert_eq!(duplicate_rows(&interactions), expected, "users interleaved: every key sorted");
+        // The same rows ordered by user take the run-by-run path and count the same.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&r| interactions.user[r]);
         let grouped = Interactions {
@@ -183,9 +150,8 @@ mod tests {
             timestamp: order.iter().map(|&r| interactions.timestamp[r]).collect(),
             true_probability: None,
         };
-        assert_eq!(duplicate_rows_of_grouped_users(&grouped, 40), Some(expected));
-        assert_eq!(duplicate_rows(&grouped), expected);
-        // Ids far beyond the rows take the sort of every key, and count the same.
+        assert_eq!(duplicate_rows(&grouped), expected, "ordered by user: run by run");
+        // Ids far beyond the rows (here in descending order) count the same.
         let mut sparse = grouped;
         sparse.user.iter_mut().for_each(|u| *u = u32::MAX - *u);
         assert_eq!(duplicate_rows(&sparse), expected);
