@@ -62,8 +62,7 @@ impl Stage for Trial {
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         let roles = ctx.inputs.roles();
-        let mut resumed_from = 0;
-        let model = if roles.iter().any(|r| r == "promotion") {
+        let prior = if roles.iter().any(|r| r == "promotion") {
             let promotion = ctx.inputs.metrics("promotion")?;
             let promoted = promotion.get("promoted").and_then(|p| p.as_array()).cloned().unwrap_or_default();
             let me = serde_json::to_value(&self.params).map_err(|e| StageError::Failed(e.to_string()))?;
@@ -71,27 +70,28 @@ impl Stage for Trial {
                 let metrics = serde_json::json!({ "params": self.params, "rung": self.rung, "pruned": true });
                 return Ok(StageOutput { metrics, ..Default::default() });
             }
-            let prior = super::train::decode_model(ctx, "previous")?;
-            resumed_from = prior.curve.len();
-            if limaml_models::resumable(&prior) {
-                let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
-                let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
+            Some(super::train::decode_model(ctx, "previous")?)
+        } else {
+            None
+        };
+        // Held for the whole stage, so training (resumed here, or the train stage's own path,
+        // which reads the same shared values) and the validation scoring decode them once.
+        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
+        let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
+        let mut resumed_from = 0;
+        let model = match prior {
+            Some(prior) if limaml_models::resumable(&prior) => {
+                resumed_from = prior.curve.len();
                 let epochs = self.train.train.epochs;
                 let mut on_epoch = |record: &limaml_models::EpochRecord| {
                     (ctx.progress)(format!("epoch {}/{epochs} (resumed at {resumed_from})", record.epoch));
                 };
                 limaml_models::resume(&prior, &self.train.train, &dataset.interactions, &tasks, &mut on_epoch)
                     .map_err(|e| StageError::Failed(e.to_string()))?
-            } else {
-                resumed_from = 0;
-                self.train_from_scratch(ctx)?
             }
-        } else {
-            self.train_from_scratch(ctx)?
+            _ => self.train_from_scratch(ctx)?,
         };
         ctx.check_cancelled()?;
-        let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
-        let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         (ctx.progress)("scoring the validation tasks".into());
         let predictions =
             limaml_models::predict(&model, &dataset.interactions, &tasks, None, &[TaskRole::Validation])
