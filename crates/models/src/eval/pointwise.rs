@@ -13,8 +13,7 @@ pub const ECE_BINS: usize = 10;
 /// Area under the ROC curve: the probability that a random positive outscores a random
 /// negative, ties counting one half (average ranks). `None` without both classes.
 pub fn auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
-    let positive: Vec<bool> = labels.iter().map(|&y| y > 0.5).collect();
-    auc_of_ordered(order_by_score(scores).into_iter().map(|k| (scores[k as usize], positive[k as usize])))
+    auc_of_ordered(order_by_score(scores).into_iter().map(|k| (scores[k as usize], labels[k as usize] > 0.5)))
 }
 
 /// The indices of `scores`, ascending as `f32::total_cmp` orders the scores (the order inside a
