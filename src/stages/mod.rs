@@ -128,11 +128,5 @@ pub trait Stage: Send + Sync {
     fn source_digest(&self) -> Result<Option<String>, StageError> {
         Ok(None)
     }
-    /// Whether the stage splits its work over the thread pool, so it can use cores that
-    /// single-threaded stages leave idle. Not part of the key: the local executor starts such
-    /// stages after the single-threaded ones that are ready ([`crate::exec::local`]).
-    fn uses_every_core(&self) -> bool {
-        false
-    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError>;
 }

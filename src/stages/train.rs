@@ -72,10 +72,6 @@ impl Stage for Train {
         Some(self.seed)
     }
 
-    fn uses_every_core(&self) -> bool {
-        limaml_models::trains_on_every_core(&self.method)
-    }
-
     fn source_digest(&self) -> Result<Option<String>, StageError> {
         // The digests are in `params` (so `why` names the file); here only unreadable files fail.
         match self.file_digests().into_values().find_map(Result::err) {

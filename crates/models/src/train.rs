@@ -126,12 +126,6 @@ pub fn train(
     method_for(method).train(method, train, interactions, tasks, seed, on_epoch)
 }
 
-/// Whether training `method` uses every core of the thread pool (LiMAML's meta-batches) rather
-/// than one: a hint for the executor's order, never a change in results.
-pub fn trains_on_every_core(method: &MethodConfig) -> bool {
-    method_for(method).trains_on_every_core()
-}
-
 /// Trains one network with the epoch loop ([`crate::methods::Method::train`]'s default;
 /// `logistic` calls it once per pair of strengths).
 pub(crate) fn train_one(

@@ -27,12 +27,6 @@ impl Method for Limaml {
         let (net, store) = LimamlNet::create(c, shape, rng)?;
         Ok(Box::new(LimamlNetwork { net, store }))
     }
-
-    /// Each meta-batch's tasks are split into fixed groups run in parallel
-    /// ([`LimamlNet::outer_gradients`]).
-    fn trains_on_every_core(&self) -> bool {
-        true
-    }
 }
 
 struct LimamlNetwork {

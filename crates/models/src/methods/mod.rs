@@ -99,12 +99,6 @@ pub(crate) trait Method: Sync {
     /// Its network's parameters for `shape`, drawn from `rng`.
     fn create(&self, config: &MethodConfig, shape: DataShape, rng: &mut StdRng) -> Result<Box<dyn Network>, ModelError>;
 
-    /// Whether training splits its work over the thread pool (rayon), so it can use cores
-    /// that other stages leave idle. A scheduling hint only: results must not depend on it.
-    fn trains_on_every_core(&self) -> bool {
-        false
-    }
-
     /// Trains a model: by default one network through the shared epoch loop.
     fn train(
         &self,
