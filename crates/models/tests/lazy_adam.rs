@@ -83,23 +83,25 @@ fn replaying_skipped_steps_gives_the_weights_of_stepping_every_row_past_the_bias
     }
 }
 
-#[test]
-fn the_dense_optimizer_is_candles_adamw_bit_for_bit() {
+/// The weights' bits after `steps` steps of this dense optimizer and of candle-nn's `AdamW` from
+/// the same `rows x cols` weights (drawn with `seed`), each step's gradient `gradient(step, k)`.
+fn dense_and_candle_adamw_bits(
+    (rows, cols): (usize, usize),
+    seed: u64,
+    steps: usize,
+    gradient: impl Fn(usize, usize) -> f32,
+) -> (Vec<u32>, Vec<u32>) {
     use candle_nn::{AdamW, Optimizer, ParamsAdamW};
     let train = TrainConfig { learning_rate: 3e-3, l2: 1e-2, ..TrainConfig::default() };
     let mut store = ParamStore::new();
-    store.normal("weights", 300, 70, 0.5, &mut StdRng::seed_from_u64(5)).unwrap();
-    let ours = Optimizers::new(&store, &train, &[]);
-    let mut ours = ours.unwrap();
+    store.normal("weights", rows, cols, 0.5, &mut StdRng::seed_from_u64(seed)).unwrap();
+    let mut ours = Optimizers::new(&store, &train, &[]).unwrap();
     let reference_var = candle_core::Var::from_tensor(&store.vars()[0].as_tensor().copy().unwrap()).unwrap();
     let params = ParamsAdamW { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
     let mut reference = AdamW::new(vec![reference_var.clone()], params).unwrap();
-    for step in 1..=40usize {
-        // Gradients of every sign and size, some exactly zero.
-        let values: Vec<f32> = (0..300 * 70)
-            .map(|k| if k % 11 == 0 { 0.0 } else { ((k * 7 + step * 13) as f32 * 0.01).sin() * 10f32.powi((k % 5) as i32 - 3) })
-            .collect();
-        let gradient = Tensor::from_vec(values, (300, 70), &Device::Cpu).unwrap();
+    for step in 1..=steps {
+        let values: Vec<f32> = (0..rows * cols).map(|k| gradient(step, k)).collect();
+        let gradient = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
         let mut grads = gradient_store().unwrap();
         grads.insert(store.vars()[0].as_tensor(), gradient.clone());
         ours.step_with(&grads, &[]).unwrap();
@@ -108,33 +110,29 @@ fn the_dense_optimizer_is_candles_adamw_bit_for_bit() {
         reference.step(&grads).unwrap();
     }
     let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(store.vars()[0].as_tensor()), bits(reference_var.as_tensor()));
+    (bits(store.vars()[0].as_tensor()), bits(reference_var.as_tensor()))
+}
+
+/// Gradients of every sign and size, some exactly zero.
+fn mixed_gradient(step: usize, k: usize) -> f32 {
+    if k % 11 == 0 {
+        0.0
+    } else {
+        ((k * 7 + step * 13) as f32 * 0.01).sin() * 10f32.powi((k % 5) as i32 - 3)
+    }
+}
+
+#[test]
+fn the_dense_optimizer_is_candles_adamw_bit_for_bit() {
+    let (ours, candle) = dense_and_candle_adamw_bits((300, 70), 5, 40, mixed_gradient);
+    assert_eq!(ours, candle);
 }
 
 #[test]
 fn the_dense_optimizer_is_candles_adamw_bit_for_bit_after_its_moments_underflow() {
     // The gradient stops after 5 steps: over the next 1 500 the first moments decay through
     // the subnormal range (which this optimizer stores as zero) while the weights keep decaying.
-    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-    let train = TrainConfig { learning_rate: 3e-3, l2: 1e-2, ..TrainConfig::default() };
-    let mut store = ParamStore::new();
-    store.normal("weights", 40, 10, 0.5, &mut StdRng::seed_from_u64(6)).unwrap();
-    let mut ours = Optimizers::new(&store, &train, &[]).unwrap();
-    let reference_var = candle_core::Var::from_tensor(&store.vars()[0].as_tensor().copy().unwrap()).unwrap();
-    let params = ParamsAdamW { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
-    let mut reference = AdamW::new(vec![reference_var.clone()], params).unwrap();
-    for step in 1..=1_505usize {
-        let values: Vec<f32> = (0..400)
-            .map(|k| if step > 5 { 0.0 } else { ((k * 7 + step * 13) as f32 * 0.01).sin() * 10f32.powi((k % 5) as i32 - 3) })
-            .collect();
-        let gradient = Tensor::from_vec(values, (40, 10), &Device::Cpu).unwrap();
-        let mut grads = gradient_store().unwrap();
-        grads.insert(store.vars()[0].as_tensor(), gradient.clone());
-        ours.step_with(&grads, &[]).unwrap();
-        let mut grads = gradient_store().unwrap();
-        grads.insert(reference_var.as_tensor(), gradient);
-        reference.step(&grads).unwrap();
-    }
-    let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(store.vars()[0].as_tensor()), bits(reference_var.as_tensor()));
+    let gradient = |step: usize, k: usize| if step > 5 { 0.0 } else { mixed_gradient(step, k) };
+    let (ours, candle) = dense_and_candle_adamw_bits((40, 10), 6, 1_505, gradient);
+    assert_eq!(ours, candle);
 }
