@@ -115,7 +115,7 @@ fn dense_and_candle_adamw_bits(
 
 /// Gradients of every sign and size, some exactly zero.
 fn mixed_gradient(step: usize, k: usize) -> f32 {
-    if k % 11 == 0 {
+    if k.is_multiple_of(11) {
         0.0
     } else {
         ((k * 7 + step * 13) as f32 * 0.01).sin() * 10f32.powi((k % 5) as i32 - 3)
