@@ -662,10 +662,10 @@ fn flush_subnormal(x: f32) -> f32 {
 }
 
 /// candle-nn's `AdamW`, element for element (the same `f32` operations in the same order, so the
-/// same bits; a subnormal moment is stored as zero, [`flush_subnormal`], which leaves the
-/// weights' bits as they are), over plain vectors: candle's runs about fifteen whole-tensor operations per
-/// parameter per step, each allocating its result, which on the large meta-training step was
-/// a serial share of the step as large as the parallel passes (bench/README.md). Elements are
+/// same bits; a subnormal moment is stored as zero, [`flush_subnormal`], which leaves the weights'
+/// bits as they are), over plain vectors: candle's runs about fifteen whole-tensor operations per
+/// parameter per step, each allocating its result, which on the large meta-training step was a
+/// serial share of the step as large as the parallel passes (bench/README.md). Elements are
 /// independent, so large parameters update in parallel without changing a bit.
 struct DenseAdamW {
     params: ParamsAdamW,
