@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::{adagrad_step, log_loss_and_error, penalty_per_occurrence, LogisticNet};
+use super::{adagrad_step, add_row_loss, penalty_per_occurrence, LogLossSum, LogisticNet};
 use crate::config::{LogisticConfig, MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
@@ -104,7 +104,7 @@ pub(crate) fn train_grid(
         next_features: Vec::new(),
         logit: vec![0f64; lanes],
         error: vec![0f64; lanes],
-        batch_loss: vec![0f64; lanes],
+        batch_loss: vec![LogLossSum::default(); lanes],
         total: vec![0f64; lanes],
     };
 
@@ -234,7 +234,7 @@ struct Lanes {
     next_features: Vec<(usize, f32)>,
     logit: Vec<f64>,
     error: Vec<f64>,
-    batch_loss: Vec<f64>,
+    batch_loss: Vec<LogLossSum>,
     /// Per candidate: the epoch's sum of mean minibatch losses.
     total: Vec<f64>,
 }
@@ -261,9 +261,10 @@ impl Lanes {
         self.n_l2 = keep.iter().map(|&c| self.n_l2[c]).collect();
         self.n_cross_l2 = keep.iter().map(|&c| self.n_cross_l2[c]).collect();
         self.lanes = new;
-        for scratch in [&mut self.logit, &mut self.error, &mut self.batch_loss, &mut self.total] {
+        for scratch in [&mut self.logit, &mut self.error, &mut self.total] {
             scratch.truncate(new);
         }
+        self.batch_loss.truncate(new);
     }
 
     /// One pass over the rows in `order`, in minibatches; returns the number of minibatches.
@@ -322,7 +323,7 @@ impl Lanes {
         // arithmetic; further ahead, the rows' ids and labels and then their users' feature
         // rows are prefetched (shuffled rows over tables of millions: each a miss).
         for (b, batch) in order.chunks(batch_size).enumerate() {
-            batch_loss.fill(0.0);
+            batch_loss.fill(LogLossSum::default());
             net.row_features(tables, interactions, batch[0], next_features);
             for (k, &r) in batch.iter().enumerate() {
                 let at = b * batch_size + k;
@@ -342,9 +343,7 @@ impl Lanes {
                     add_to_logits(logit, &weights[j * lanes..(j + 1) * lanes], x);
                 }
                 for ((&z, e), batch_loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
-                    let (loss, row_error) = log_loss_and_error(z, label);
-                    *batch_loss += loss;
-                    *e = row_error;
+                    *e = add_row_loss(batch_loss, z, label);
                 }
                 for &(j, x) in row_features.iter() {
                     if slot[j] == FREE {
@@ -378,7 +377,7 @@ impl Lanes {
             }
             touched.clear();
             gradient.clear();
-            total.iter_mut().zip(batch_loss.iter()).for_each(|(t, l)| *t += l * scale);
+            total.iter_mut().zip(batch_loss.iter()).for_each(|(t, l)| *t += l.total() * scale);
             batches += 1;
         }
         batches
