@@ -33,7 +33,6 @@ use candle_nn::ParamsAdamW;
 
 use crate::config::TrainConfig;
 use crate::error::ModelError;
-use crate::inputs::u32_tensor;
 use crate::params::ParamStore;
 use crate::prefetch::{prefetch, prefetch_range};
 
@@ -399,19 +398,21 @@ impl LazyAdam {
             .ok_or_else(|| {
                 ModelError::Weights(format!("parameter {table} is not an embedding table"))
             })?;
-        let mut values = state
-            .var
-            .as_tensor()
-            .index_select(&u32_tensor(rows.clone())?, 0)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let dim = state.dim;
         let stale = rows
             .iter()
             .any(|&row| state.up_to_step[row as usize] < step_t);
-        if stale {
-            state.replay_rows(&params, bias, step_t, limit, &rows, &mut values)?;
-        }
-        let values = Tensor::from_vec(values, (rows.len(), state.dim), &Device::Cpu)?;
+        let mut values = vec![0f32; rows.len() * dim];
+        let var = state.var.clone();
+        on_table_values(&var, |table| {
+            if stale {
+                state.replay_rows(&params, bias, step_t, limit, &rows, table);
+            }
+            for (value, &row) in values.chunks_exact_mut(dim).zip(&rows) {
+                value.copy_from_slice(&table[row as usize * dim..][..dim]);
+            }
+        })?;
+        let values = Tensor::from_vec(values, (rows.len(), dim), &Device::Cpu)?;
         Ok(GatheredRows {
             table,
             rows,
@@ -456,13 +457,8 @@ impl LazyAdam {
             if stale.is_empty() {
                 continue;
             }
-            let mut values = state
-                .var
-                .as_tensor()
-                .index_select(&u32_tensor(stale.clone())?, 0)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            state.replay_rows(&params, bias, step_t, limit, &stale, &mut values)?;
+            let var = state.var.clone();
+            on_table_values(&var, |table| state.replay_rows(&params, bias, step_t, limit, &stale, table))?;
         }
         Ok(())
     }
@@ -532,8 +528,7 @@ impl TableState {
         }
     }
 
-    /// Replays the skipped steps of `rows` (whose current values are `values`, row-major) and
-    /// writes them back into the table.
+    /// Replays the skipped steps of `rows` in `table`, the table's values (row-major), in place.
     fn replay_rows(
         &mut self,
         params: &ParamsAdamW,
@@ -541,8 +536,8 @@ impl TableState {
         step_t: i32,
         limit: i32,
         rows: &[u32],
-        values: &mut [f32],
-    ) -> Result<(), ModelError> {
+        table: &mut [f32],
+    ) {
         let dim = self.dim;
         for (k, &row) in rows.iter().enumerate() {
             // The rows are scattered over tables of up to millions of rows: ask for a later
@@ -552,10 +547,10 @@ impl TableState {
                 prefetch(&self.up_to_step, ahead);
                 prefetch_range(&self.first_moment, ahead * dim, dim);
                 prefetch_range(&self.second_moment, ahead * dim, dim);
+                prefetch_range(table, ahead * dim, dim);
             }
-            self.replay(params, bias, step_t, limit, row, &mut values[k * dim..][..dim]);
+            self.replay(params, bias, step_t, limit, row, &mut table[row as usize * dim..][..dim]);
         }
-        self.write_rows(rows, values)
     }
 
     /// Replays row `row`'s zero-gradient steps after its last update up to `step_t`: the
@@ -630,17 +625,49 @@ impl TableState {
         self.up_to_step[row as usize] = step_t;
     }
 
-    /// Writes `values` (`rows.len() x dim`, row-major) into the table rows `rows` in place
-    /// (`scatter_set`: O(rows); `Var::set` would copy the whole table).
+    /// Writes `values` (`rows.len() x dim`, row-major) into the table rows `rows` in place:
+    /// O(rows) (`Var::set` would copy the whole table).
     fn write_rows(&self, rows: &[u32], values: &[f32]) -> Result<(), ModelError> {
         let dim = self.dim;
-        let index: Vec<u32> = rows
-            .iter()
-            .flat_map(|&row| std::iter::repeat_n(row, dim))
-            .collect();
-        let index = Tensor::from_vec(index, (rows.len(), dim), &Device::Cpu)?;
-        let values = Tensor::from_slice(values, (rows.len(), dim), &Device::Cpu)?;
-        self.var.as_tensor().scatter_set(&index, &values, 0)?;
+        on_table_values(&self.var, |table| {
+            for (value, &row) in values.chunks_exact(dim).zip(rows) {
+                table[row as usize * dim..][..dim].copy_from_slice(value);
+            }
+        })
+    }
+}
+
+/// Runs `f` on the values of table `var` (row-major `f32`), in place, and returns its result:
+/// a step reads and writes the table rows where they are, instead of gathering them into a
+/// tensor (`index_select`) and scattering them back (`scatter_set`, with an index per value).
+/// A candle user-land in-place op ([`candle_core::InplaceOp1`]), so the table stays one
+/// variable the model's forward pass reads.
+fn on_table_values<R>(var: &Var, f: impl FnOnce(&mut [f32]) -> R) -> Result<R, ModelError> {
+    let mut result = None;
+    let op = OnTableValues(std::cell::RefCell::new(Some(|table: &mut [f32]| result = Some(f(table)))));
+    var.as_tensor().inplace_op1(&op)?;
+    drop(op);
+    result.ok_or_else(|| ModelError::Weights("an embedding table's values were not reached".into()))
+}
+
+/// The in-place op of [`on_table_values`]: calls its closure once, on the table's values.
+struct OnTableValues<F>(std::cell::RefCell<Option<F>>);
+
+impl<F: FnOnce(&mut [f32])> candle_core::InplaceOp1 for OnTableValues<F> {
+    fn name(&self) -> &'static str {
+        "embedding-table-rows"
+    }
+
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<()> {
+        let candle_core::CpuStorage::F32(values) = storage else {
+            return Err(candle_core::Error::Msg("an embedding table must be f32".into()));
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            return Err(candle_core::Error::Msg("an embedding table must be contiguous".into()));
+        };
+        if let Some(f) = self.0.borrow_mut().take() {
+            f(&mut values[start..end]);
+        }
         Ok(())
     }
 }
