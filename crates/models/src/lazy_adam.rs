@@ -105,6 +105,9 @@ struct BiasCorrections {
     recent_sums: Vec<ReplaySums>,
     /// `(beta1^n, beta2^n, d^n)` for `n` = 1 up to the replay limit, `d` the weight decay.
     powers: Vec<(f64, f64, f64)>,
+    /// The decay of the steps after the replay limit ([`BiasCorrections::rest_decay`]): the
+    /// latest `(rest, [d^rest, beta1^rest, beta2^rest])` by `rest` modulo its length.
+    rest_decays: Vec<(i32, [f64; 3])>,
 }
 
 /// `[a.powi(n), b.powi(n), c.powi(n)]` for `n >= 0`, with the square-and-multiply of
@@ -297,6 +300,23 @@ impl BiasCorrections {
         let more = (recent.to + 1) as usize..=replayed_to as usize;
         recent.extend(params, &self.scale_m[more.clone()], &self.scale_v_sqrt[more]);
         (recent.w1, recent.w2)
+    }
+
+    /// `[d^rest, beta1^rest, beta2^rest]`, `d` the weight decay factor ([`powi3`]), for the
+    /// `rest` zero-gradient steps of a row after its replay limit. Remembered by `rest`: the
+    /// rows a step reads that were last updated in the same step (a user's id, embedding and
+    /// cross rows) share it, and `powi3`'s chain of squarings is a large share of replaying
+    /// rows read thousands of steps apart (1M users). The same call, so the same bits.
+    fn rest_decay(&mut self, params: &ParamsAdamW, rest: i32) -> [f64; 3] {
+        const SLOTS: usize = 64;
+        if self.rest_decays.is_empty() {
+            self.rest_decays = vec![(0, [1.0; 3]); SLOTS];
+        }
+        let slot = &mut self.rest_decays[rest as usize % SLOTS];
+        if slot.0 != rest {
+            *slot = (rest, powi3([weight_decay_factor(params), params.beta1, params.beta2], rest));
+        }
+        slot.1
     }
 
     /// `(beta1^n, beta2^n, d^n)`, `d` the weight decay factor, cached for `n` up to `limit`.
@@ -614,7 +634,7 @@ impl TableState {
         }
         let rest = step_t - replayed_to;
         if rest > 0 {
-            let [decay, m_decay, v_decay] = powi3([weight_decay_factor(params), params.beta1, params.beta2], rest);
+            let [decay, m_decay, v_decay] = bias.rest_decay(params, rest);
             for (j, x) in value.iter_mut().enumerate() {
                 let at = row as usize * self.dim + j;
                 self.first_moment[at] = (self.first_moment[at] as f64 * m_decay) as f32;
