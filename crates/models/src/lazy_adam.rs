@@ -424,7 +424,7 @@ impl LazyAdam {
             .any(|&row| state.up_to_step[row as usize] < step_t);
         let mut values = vec![0f32; rows.len() * dim];
         let var = state.var.clone();
-        on_table_values(&var, |table| {
+        on_values(&var, |table| {
             if stale {
                 state.replay_rows(&params, bias, step_t, limit, &rows, table);
             }
@@ -478,7 +478,7 @@ impl LazyAdam {
                 continue;
             }
             let var = state.var.clone();
-            on_table_values(&var, |table| state.replay_rows(&params, bias, step_t, limit, &stale, table))?;
+            on_values(&var, |table| state.replay_rows(&params, bias, step_t, limit, &stale, table))?;
         }
         Ok(())
     }
@@ -649,7 +649,7 @@ impl TableState {
     /// O(rows) (`Var::set` would copy the whole table).
     fn write_rows(&self, rows: &[u32], values: &[f32]) -> Result<(), ModelError> {
         let dim = self.dim;
-        on_table_values(&self.var, |table| {
+        on_values(&self.var, |table| {
             for (value, &row) in values.chunks_exact(dim).zip(rows) {
                 table[row as usize * dim..][..dim].copy_from_slice(value);
             }
@@ -657,33 +657,34 @@ impl TableState {
     }
 }
 
-/// Runs `f` on the values of table `var` (row-major `f32`), in place, and returns its result:
-/// a step reads and writes the table rows where they are, instead of gathering them into a
-/// tensor (`index_select`) and scattering them back (`scatter_set`, with an index per value).
-/// A candle user-land in-place op ([`candle_core::InplaceOp1`]), so the table stays one
-/// variable the model's forward pass reads.
-fn on_table_values<R>(var: &Var, f: impl FnOnce(&mut [f32]) -> R) -> Result<R, ModelError> {
+/// Runs `f` on the values of `var` (`f32`, row-major), in place, and returns its result: a
+/// step reads and writes table rows where they are, instead of gathering them into a tensor
+/// (`index_select`) and scattering them back (`scatter_set`, with an index per value), and the
+/// dense AdamW updates weights without copying them out and back. A candle user-land in-place
+/// op ([`candle_core::InplaceOp1`]), so each parameter stays the one variable the forward pass
+/// reads.
+fn on_values<R>(var: &Var, f: impl FnOnce(&mut [f32]) -> R) -> Result<R, ModelError> {
     let mut result = None;
-    let op = OnTableValues(std::cell::RefCell::new(Some(|table: &mut [f32]| result = Some(f(table)))));
+    let op = OnValues(std::cell::RefCell::new(Some(|table: &mut [f32]| result = Some(f(table)))));
     var.as_tensor().inplace_op1(&op)?;
     drop(op);
-    result.ok_or_else(|| ModelError::Weights("an embedding table's values were not reached".into()))
+    result.ok_or_else(|| ModelError::Weights("a parameter's values were not reached".into()))
 }
 
-/// The in-place op of [`on_table_values`]: calls its closure once, on the table's values.
-struct OnTableValues<F>(std::cell::RefCell<Option<F>>);
+/// The in-place op of [`on_values`]: calls its closure once, on the variable's values.
+struct OnValues<F>(std::cell::RefCell<Option<F>>);
 
-impl<F: FnOnce(&mut [f32])> candle_core::InplaceOp1 for OnTableValues<F> {
+impl<F: FnOnce(&mut [f32])> candle_core::InplaceOp1 for OnValues<F> {
     fn name(&self) -> &'static str {
-        "embedding-table-rows"
+        "parameter-values-in-place"
     }
 
     fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<()> {
         let candle_core::CpuStorage::F32(values) = storage else {
-            return Err(candle_core::Error::Msg("an embedding table must be f32".into()));
+            return Err(candle_core::Error::Msg("a trained parameter must be f32".into()));
         };
         let Some((start, end)) = layout.contiguous_offsets() else {
-            return Err(candle_core::Error::Msg("an embedding table must be contiguous".into()));
+            return Err(candle_core::Error::Msg("a trained parameter must be contiguous".into()));
         };
         if let Some(f) = self.0.borrow_mut().take() {
             f(&mut values[start..end]);
@@ -761,20 +762,21 @@ impl DenseAdamW {
         for dense in &mut self.vars {
             let Some(gradient) = grads.get(dense.var.as_tensor()) else { continue };
             let gradient = gradient.flatten_all()?.to_vec1::<f32>()?;
-            let mut theta = dense.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            const CHUNK: usize = 1 << 14;
-            theta
-                .par_chunks_mut(CHUNK)
-                .zip(dense.first_moment.par_chunks_mut(CHUNK))
-                .zip(dense.second_moment.par_chunks_mut(CHUNK))
-                .zip(gradient.par_chunks(CHUNK))
-                .for_each(|(((theta, m), v), g)| {
-                    for (((theta, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
-                        update(theta, m, v, g);
-                    }
-                });
-            let shape = dense.var.as_tensor().shape().clone();
-            dense.var.set(&Tensor::from_vec(theta, shape, &Device::Cpu)?)?;
+            let DenseVar { var, first_moment, second_moment } = dense;
+            // In place: the weights are updated where they are, not copied out and back.
+            on_values(var, |theta| {
+                const CHUNK: usize = 1 << 14;
+                theta
+                    .par_chunks_mut(CHUNK)
+                    .zip(first_moment.par_chunks_mut(CHUNK))
+                    .zip(second_moment.par_chunks_mut(CHUNK))
+                    .zip(gradient.par_chunks(CHUNK))
+                    .for_each(|(((theta, m), v), g)| {
+                        for (((theta, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
+                            update(theta, m, v, g);
+                        }
+                    });
+            })?;
         }
         Ok(())
     }
