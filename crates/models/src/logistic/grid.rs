@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::{adagrad_step, add_row_loss, penalty_per_occurrence, LogLossSum, LogisticNet};
+use super::{adagrad_step, penalty_per_occurrence, LogLossSum, LogisticNet};
 use crate::config::{LogisticConfig, MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
@@ -343,7 +343,7 @@ impl Lanes {
                     add_to_logits(logit, &weights[j * lanes..(j + 1) * lanes], x);
                 }
                 for ((&z, e), batch_loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
-                    *e = add_row_loss(batch_loss, z, label);
+                    *e = batch_loss.add(z, label);
                 }
                 for &(j, x) in row_features.iter() {
                     if slot[j] == FREE {

@@ -319,7 +319,7 @@ impl<'a> LogisticTrainer<'a> {
                 // order `logit` uses).
                 net.row_features(tables, interactions, r, &mut row_features);
                 let z: f64 = row_features.iter().fold(0.0, |sum, &(j, x)| sum + weights[j] as f64 * x as f64);
-                let error = add_row_loss(&mut batch_loss, z, label);
+                let error = batch_loss.add(z, label);
                 for &(j, x) in row_features.iter() {
                     gradient[j] += error * x as f64 + penalty[j] * weights[j] as f64;
                     if !in_batch[j] {
@@ -384,10 +384,11 @@ impl LogLossSum {
     /// far from overflow).
     const RENORMALIZE_ABOVE: f64 = 1e280;
 
-    /// Adds the row with logit `z`, label `label` and `exp_neg_z = exp(-z)`; returns the
-    /// logit's gradient `sigmoid(z) - label`.
+    /// Adds the row with logit `z` and label `label`; returns the logit's gradient
+    /// `sigmoid(z) - label`.
     #[inline(always)]
-    fn add(&mut self, z: f64, label: f64, exp_neg_z: f64) -> f64 {
+    fn add(&mut self, z: f64, label: f64) -> f64 {
+        let exp_neg_z = (-z).exp();
         let denominator = 1.0 + exp_neg_z;
         let factor = if z >= 0.0 { denominator } else { 1.0 + exp_neg_z.recip() };
         self.linear += z.max(0.0) - z * label;
@@ -403,13 +404,6 @@ impl LogLossSum {
     fn total(&self) -> f64 {
         self.linear + self.logs + self.product.ln()
     }
-}
-
-/// Adds the row with logit `z` and label `label` to `loss`; returns the logit's gradient
-/// `sigmoid(z) - label`.
-#[inline(always)]
-fn add_row_loss(loss: &mut LogLossSum, z: f64, label: f64) -> f64 {
-    loss.add(z, label, (-z).exp())
 }
 
 /// Adagrad's update of a weight with minibatch gradient `g` (its sum of squares in `squared`).
@@ -517,7 +511,7 @@ pub(crate) fn train_with_l2_search(
 
 #[cfg(test)]
 mod tests {
-    use super::{add_row_loss, LogLossSum};
+    use super::LogLossSum;
 
     /// A row's log loss and gradient summed the direct way: `log1p` and two `exp`s a row.
     fn direct(z: f64, label: f64) -> (f64, f64) {
@@ -535,7 +529,7 @@ mod tests {
             for (z, label) in logits(rows) {
                 let (loss, error) = direct(z, label);
                 expected += loss;
-                assert_eq!(add_row_loss(&mut summed, z, label).to_bits(), error.to_bits(), "z {z}");
+                assert_eq!(summed.add(z, label).to_bits(), error.to_bits(), "z {z}");
             }
             let relative = (summed.total() - expected).abs() / expected;
             assert!(relative < 1e-12, "{rows} rows: {} against {expected}", summed.total());
@@ -547,7 +541,7 @@ mod tests {
         // Every factor is 2 (z = 0): 2^5000 overflows an f64 unless the product is folded.
         let mut summed = LogLossSum::default();
         for _ in 0..5000 {
-            add_row_loss(&mut summed, 0.0, 1.0);
+            summed.add(0.0, 1.0);
         }
         let expected = 5000.0 * std::f64::consts::LN_2;
         assert!((summed.total() - expected).abs() < 1e-9 * expected, "{}", summed.total());
@@ -556,10 +550,10 @@ mod tests {
     #[test]
     fn extreme_logits_keep_the_loss_finite() {
         let mut summed = LogLossSum::default();
-        add_row_loss(&mut summed, -800.0, 0.0);
-        add_row_loss(&mut summed, 800.0, 1.0);
+        summed.add(-800.0, 0.0);
+        summed.add(800.0, 1.0);
         assert_eq!(summed.total(), 0.0);
-        add_row_loss(&mut summed, -800.0, 1.0);
+        summed.add(-800.0, 1.0);
         assert_eq!(summed.total(), 800.0);
     }
 }
