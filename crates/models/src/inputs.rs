@@ -4,6 +4,8 @@
 //! Owns [`DataShape`] (what a trained model's shapes depend on), [`Features`] and
 //! [`check_data`]. Must not hold parameters or training logic.
 
+use std::ops::Range;
+
 use candle_core::{Device, Tensor};
 use limaml_data::{FeatureTables, Interactions, TaskEntity, TaskSet};
 use serde::{Deserialize, Serialize};
@@ -132,6 +134,79 @@ impl Features {
             ));
         }
         Ok(Tensor::cat(&parts, 1)?)
+    }
+}
+
+/// A contiguous CPU `f32` tensor's values, borrowed (its storage stays read-locked meanwhile).
+pub struct TensorValues<'a> {
+    storage: candle_core::StorageRef<'a>,
+    range: Range<usize>,
+}
+
+impl<'a> TensorValues<'a> {
+    pub fn of(tensor: &'a Tensor) -> Result<TensorValues<'a>, ModelError> {
+        let (storage, layout) = tensor.storage_and_layout();
+        let range = layout
+            .contiguous_offsets()
+            .map(|(start, end)| start..end)
+            .ok_or_else(|| ModelError::ShapeMismatch("a table to gather from is not contiguous".into()))?;
+        let values = TensorValues { storage, range };
+        values.checked()?;
+        Ok(values)
+    }
+
+    fn checked(&self) -> Result<&[f32], ModelError> {
+        match &*self.storage {
+            candle_core::Storage::Cpu(cpu) => Ok(&cpu.as_slice::<f32>()?[self.range.clone()]),
+            _ => Err(ModelError::ShapeMismatch("a table to gather from is not on the CPU".into())),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        self.checked().expect("checked when borrowed")
+    }
+}
+
+/// The tables of [`Features::row_inputs`] (user features, item features, the item-id
+/// embedding looked up by item id), borrowed as plain values: input rows gathered without
+/// tensors, for serving. Each part is `(values, width, indexed by user)`.
+pub struct RowInputTables<'a> {
+    parts: Vec<(TensorValues<'a>, usize, bool)>,
+}
+
+impl<'a> RowInputTables<'a> {
+    pub fn new(features: &'a Features, item_embedding: Option<&'a Tensor>) -> Result<RowInputTables<'a>, ModelError> {
+        let mut parts = Vec::with_capacity(3);
+        for (table, by_user) in [(&features.user, true), (&features.item, false)] {
+            if let Some(t) = table {
+                parts.push((TensorValues::of(t)?, t.dim(1)?, by_user));
+            }
+        }
+        if let Some(t) = item_embedding {
+            parts.push((TensorValues::of(t)?, t.dim(1)?, false));
+        }
+        Ok(RowInputTables { parts })
+    }
+
+    /// Width of a gathered row.
+    pub fn width(&self) -> usize {
+        self.parts.iter().map(|(_, dim, _)| dim).sum()
+    }
+
+    /// Writes the input rows of interaction rows `rows` (`rows.len() x width`) into `out`: the
+    /// values [`Features::row_inputs`] concatenates for them, with the item-id embedding
+    /// looked up by item id.
+    pub fn gather(&self, interactions: &Interactions, rows: &[u32], out: &mut [f32]) {
+        let parts: Vec<(&[f32], usize, bool)> = self.parts.iter().map(|(v, dim, by_user)| (v.as_slice(), *dim, *by_user)).collect();
+        let mut at = 0;
+        for &r in rows {
+            let (user, item) = (interactions.user[r as usize] as usize, interactions.item[r as usize] as usize);
+            for &(values, dim, by_user) in &parts {
+                let id = if by_user { user } else { item };
+                out[at..at + dim].copy_from_slice(&values[id * dim..(id + 1) * dim]);
+                at += dim;
+            }
+        }
     }
 }
 

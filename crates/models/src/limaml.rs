@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::config::{LimamlConfig, MetaInput, MetaInteraction, OuterRows};
 use crate::error::ModelError;
-use crate::inputs::{row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features};
+use crate::inputs::{row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features, RowInputTables};
 use crate::kernel::{self, DenseStack, DotTerm, GlobalBlock, PackedRows};
 use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
@@ -881,15 +881,24 @@ impl LimamlNet {
         let m = self.config.meta_embedding_dim;
         let blocks = self.blocks(params)?;
         let global = self.global_block(&blocks);
-        // Chunks are independent: in parallel, in order.
+        let tables = RowInputTables::new(features, self.item_embedding.map(|i| &params[i]))?;
+        if tables.width() != global.row_dim {
+            return Err(ModelError::ShapeMismatch(format!(
+                "row inputs are {} wide, the Global Block takes {}",
+                tables.width(),
+                global.row_dim
+            )));
+        }
+        // Chunks are independent: in parallel, in order; each gathers its rows' inputs a tile
+        // at a time, inside the kernel.
         let chunks: Vec<Vec<f32>> = rows
             .par_chunks(CHUNK)
             .zip(meta_per_row.par_chunks(CHUNK * m.max(1)))
             .map(|(chunk, meta)| {
-                let x = self.row_inputs(params, features, interactions, chunk, None)?;
-                Ok(kernel::logits_per_row(&global, &x, meta, chunk.len()))
+                let gather = |tile: std::ops::Range<usize>, out: &mut [f32]| tables.gather(interactions, &chunk[tile], out);
+                kernel::logits_per_row(&global, meta, chunk.len(), &gather)
             })
-            .collect::<Result<_, ModelError>>()?;
+            .collect();
         Ok(chunks.concat())
     }
 

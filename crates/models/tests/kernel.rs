@@ -264,6 +264,22 @@ fn pseudo_random_stack(widths: &[usize], seed: usize) -> limaml_models::kernel::
 }
 
 #[test]
+fn serving_tiles_cover_the_rows_in_order_with_more_than_256_rows_each_or_all_of_them() {
+    use limaml_models::kernel::{serve_tiles, SERVE_TILE};
+    for rows in [0, 1, 256, 257, SERVE_TILE, SERVE_TILE + 256, SERVE_TILE + 257, 5 * SERVE_TILE + 3, 8192] {
+        let tiles = serve_tiles(rows);
+        let mut next = 0;
+        for tile in &tiles {
+            assert_eq!(tile.start, next, "{rows} rows: tiles are contiguous");
+            assert!(tile.len() > 256 || tiles.len() == 1, "{rows} rows: tile {tile:?}");
+            assert!(tile.len() < SERVE_TILE + 257, "{rows} rows: tile {tile:?} is at most a tile and a remainder");
+            next = tile.end;
+        }
+        assert_eq!(next, rows, "{rows} rows: every row is in a tile");
+    }
+}
+
+#[test]
 fn serving_tiles_give_the_untiled_logits_bit_for_bit() {
     use limaml_models::kernel::{logits_per_row, untiled_logits_per_row, DotTerm, GlobalBlock, SERVE_TILE};
     let (row_dim, m) = (9, 6);
@@ -289,8 +305,11 @@ fn serving_tiles_give_the_untiled_logits_bit_for_bit() {
                 row_dim,
                 dot: with_dot.then(|| DotTerm { weight: &dot_weight, columns: 2..5 }),
             };
-            for n in [rows, SERVE_TILE, 5, 1] {
-                let tiled = logits_per_row(&global, &x[..n * row_dim], &meta[..n * m], n);
+            for n in [rows, 2 * SERVE_TILE + 100, 300, SERVE_TILE, 5, 1] {
+                let gather = |tile: std::ops::Range<usize>, out: &mut [f32]| {
+                    out.copy_from_slice(&x[tile.start * row_dim..tile.end * row_dim])
+                };
+                let tiled = logits_per_row(&global, &meta[..n * m], n, &gather);
                 let untiled = untiled_logits_per_row(&global, &x[..n * row_dim], &meta[..n * m], n);
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&tiled), bits(&untiled), "hidden {hidden:?}, dot {with_dot}, {n} rows");

@@ -63,6 +63,7 @@ pub fn matmul(
 }
 
 /// Adds `bias` (`n`) to every row of `out` (`rows x n`).
+#[inline]
 pub(crate) fn add_bias_rows(out: &mut [f32], bias: &[f32]) {
     for row in out.chunks_exact_mut(bias.len()) {
         row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
@@ -76,6 +77,7 @@ pub(crate) fn add_column_sums(out: &mut [f32], x: &[f32]) {
     }
 }
 
+#[inline]
 pub(crate) fn relu_in_place(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = v.max(0.0));
 }

@@ -289,49 +289,71 @@ pub fn logits(global: &GlobalBlock, row_part: &RowPart, meta_embedding: &[f32], 
 }
 
 /// Rows per tile of [`logits_per_row`]: a tile's activations (`SERVE_TILE x h` per layer) stay
-/// in the core's L2 cache between layers (bench/README.md, "Serving").
-pub const SERVE_TILE: usize = 256;
+/// in the core's L2 cache between layers (bench/README.md, "Serving"). At least
+/// [`MATRIX_VECTOR_ROWS`], so that a tile's output layer takes the path all rows at once take.
+pub const SERVE_TILE: usize = 320;
+
+/// The fewest rows whose one-column product (`rows x k` times `k x 1`) `gemm` computes on its
+/// matrix-vector path, a dot product per row whatever the number of rows; at most 256 output
+/// values take its small-product kernel, another summation order.
+const MATRIX_VECTOR_ROWS: usize = 257;
+
+/// The row ranges [`logits_per_row`] runs as tiles: [`SERVE_TILE`] rows each, the last one
+/// taking a remainder of fewer than [`MATRIX_VECTOR_ROWS`] rows too (all `rows` as one tile
+/// when they are fewer than two tiles' worth of that). Every tile then has at least
+/// [`MATRIX_VECTOR_ROWS`] rows, or is all of them.
+pub fn serve_tiles(rows: usize) -> Vec<Range<usize>> {
+    let mut tiles = Vec::with_capacity(rows / SERVE_TILE + 1);
+    let mut start = 0;
+    while start < rows {
+        let end = if rows - start < SERVE_TILE + MATRIX_VECTOR_ROWS { rows } else { start + SERVE_TILE };
+        tiles.push(start..end);
+        start = end;
+    }
+    tiles
+}
+
+/// Writes the row inputs of a range of rows (`range.len() x row_dim`, row-major) into a buffer.
+pub type GatherRows<'a> = dyn Fn(Range<usize>, &mut [f32]) + Sync + 'a;
 
 /// Logits of rows each with its own meta embedding (`meta_per_row`, `rows x m`) and row
-/// inputs `x` (`rows x row_dim`): serving from stored embeddings.
+/// inputs (`rows x row_dim`) that `gather` writes a tile at a time: serving from stored
+/// embeddings.
 ///
-/// The hidden layers run in tiles of [`SERVE_TILE`] rows, each tile through every hidden layer
-/// while it is in cache; within a tile, each run of consecutive rows with the same embedding
-/// (a user's rows) gets its first-layer term `e We` from one product row, added to each row of
-/// the run. The output layer (one column: `gemm`'s matrix-vector path, whose summation order
-/// depends on the number of rows) runs once over all `rows`. Every value is then the one the
-/// untiled, per-row computation gives, bit for bit: `gemm`'s matrix products accumulate each
-/// output element over `k` in the same order whatever the number of rows, and the additions
-/// happen in the same order (`((x Wx) + b0) + e We`); `serving_tiles_give_the_untiled_logits_bit_for_bit`
-/// checks it.
-pub fn logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f32], rows: usize) -> Vec<f32> {
-    let stack = global.stack;
-    let n_layers = stack.n_layers();
+/// The rows run in the tiles of [`serve_tiles`], in parallel: each tile's inputs are gathered
+/// and taken through every layer while they are in cache. Within a tile, each run of
+/// consecutive rows with the same embedding (a user's rows) gets its first-layer term `e We`
+/// from one product row, added to each row of the run. Every value is the one the untiled,
+/// per-row computation over all `rows` gives, bit for bit: `gemm`'s matrix products accumulate
+/// each output element over `k` in the same order whatever the number of rows (the output
+/// layer's one column too, since every tile has at least [`MATRIX_VECTOR_ROWS`] rows or is all
+/// of them), and the additions happen in the same order (`((x Wx) + b0) + e We`);
+/// `serving_tiles_give_the_untiled_logits_bit_for_bit` checks it.
+pub fn logits_per_row(global: &GlobalBlock, meta_per_row: &[f32], rows: usize, gather: &GatherRows) -> Vec<f32> {
     let m = global.meta_dim();
-    if n_layers == 1 || global.row_dim == 0 || m == 0 {
-        return untiled_logits_per_row(global, x, meta_per_row, rows);
+    if global.stack.n_layers() == 1 || global.row_dim == 0 || m == 0 {
+        let mut x = vec![0.0f32; rows * global.row_dim];
+        gather(0..rows, &mut x);
+        return untiled_logits_per_row(global, &x, meta_per_row, rows);
     }
-    let last_width = stack.widths[n_layers - 1];
-    // Tiles are independent: in parallel (nested in the caller's chunks, so that a few large
-    // chunks still keep every thread busy), each writing its rows of the last hidden layer.
-    let mut last_hidden = vec![0.0f32; rows * last_width];
-    let counterparts: Vec<Vec<f32>> = last_hidden
-        .par_chunks_mut(SERVE_TILE * last_width)
-        .zip(x.par_chunks(SERVE_TILE * global.row_dim))
-        .zip(meta_per_row.par_chunks(SERVE_TILE * m))
-        .map_init(ServeScratch::default, |scratch, ((out, x), meta)| {
-            tile_hidden(global, x, meta, x.len() / global.row_dim, scratch, out)
-        })
-        .collect();
-    let counterpart = counterparts.concat();
+    let tiles = serve_tiles(rows);
     let mut logits = vec![0.0f32; rows];
-    let last = n_layers - 1;
-    matmul(&mut logits, false, &last_hidden, false, &stack.weights[last], false, rows, last_width, 1);
-    add_bias_rows(&mut logits, &stack.biases[last]);
-    if global.dot.is_some() {
-        let own_row: Vec<u32> = (0..rows as u32).collect();
-        add_dot(&mut logits, &counterpart, meta_per_row, &own_row, m);
+    let mut outputs = Vec::with_capacity(tiles.len());
+    let mut rest = logits.as_mut_slice();
+    for tile in &tiles {
+        let (out, tail) = rest.split_at_mut(tile.len());
+        outputs.push(out);
+        rest = tail;
     }
+    tiles.into_par_iter().zip(outputs).for_each(|(tile, out)| {
+        let meta = &meta_per_row[tile.start * m..tile.end * m];
+        // A tile run inside another on the same thread (a `gather` that waits on rayon work)
+        // finds the buffers taken: it gets its own.
+        SERVE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => tile_logits(global, tile, meta, gather, &mut scratch, out),
+            Err(_) => tile_logits(global, tile, meta, gather, &mut ServeScratch::default(), out),
+        })
+    });
     logits
 }
 
@@ -349,9 +371,16 @@ pub fn untiled_logits_per_row(global: &GlobalBlock, x: &[f32], meta_per_row: &[f
     logits
 }
 
-/// Buffers reused across the tiles of [`logits_per_row`] (one set per thread).
+thread_local! {
+    /// Each thread's buffers for [`logits_per_row`]'s tiles, kept from call to call: a fresh
+    /// set per call (hundreds of kilobytes) came from the system zeroed, page by page.
+    static SERVE_SCRATCH: std::cell::RefCell<ServeScratch> = std::cell::RefCell::new(ServeScratch::default());
+}
+
+/// Buffers reused across the tiles of [`logits_per_row`].
 #[derive(Default)]
 struct ServeScratch {
+    x: Vec<f32>,
     first_run: Vec<usize>,
     distinct: Vec<f32>,
     per_run: Vec<f32>,
@@ -359,24 +388,80 @@ struct ServeScratch {
     next: Vec<f32>,
 }
 
-/// Writes one tile's last hidden layer output (`rows x width`) to `out`; returns its rows'
-/// counterpart representations (empty without the dot term). The operations, and their order,
-/// are [`GlobalBlock::row_part`]'s and [`global_forward`]'s.
-fn tile_hidden(
+/// The first `len` values of `buffer`, grown (never shrunk) to hold them.
+fn at_least(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// Whether `a` and `b` hold the same bits (no early exit, so that it vectorizes).
+#[inline(always)]
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u32, |differ, (x, y)| differ | (x.to_bits() ^ y.to_bits())) == 0
+}
+
+/// `x = max(x + bias, 0)` per row: [`add_bias_rows`] then [`relu_in_place`] in one pass (the
+/// same operations per value).
+#[inline(always)]
+fn add_bias_relu_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0));
+    }
+}
+
+/// Writes one tile's logits to `out`. The operations, and their order, are
+/// [`GlobalBlock::row_part`]'s, [`global_forward`]'s and the dot term's. Runs with AVX2 where
+/// the CPU has it: wider lanes for the elementwise passes, the same operations in the same
+/// order (no fused multiply-add), so the same bits.
+fn tile_logits(
     global: &GlobalBlock,
-    x: &[f32],
+    tile: Range<usize>,
     meta: &[f32],
-    rows: usize,
+    gather: &GatherRows,
     scratch: &mut ServeScratch,
     out: &mut [f32],
-) -> Vec<f32> {
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { tile_logits_avx2(global, tile, meta, gather, scratch, out) };
+        }
+    }
+    tile_logits_portable(global, tile, meta, gather, scratch, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_logits_avx2(
+    global: &GlobalBlock,
+    tile: Range<usize>,
+    meta: &[f32],
+    gather: &GatherRows,
+    scratch: &mut ServeScratch,
+    out: &mut [f32],
+) {
+    tile_logits_portable(global, tile, meta, gather, scratch, out)
+}
+
+#[inline(always)]
+fn tile_logits_portable(
+    global: &GlobalBlock,
+    tile: Range<usize>,
+    meta: &[f32],
+    gather: &GatherRows,
+    scratch: &mut ServeScratch,
+    out: &mut [f32],
+) {
     let stack = global.stack;
-    let (h, m) = (global.first_width(), global.meta_dim());
-    let ServeScratch { first_run, distinct, per_run, layer, next } = scratch;
-    layer.resize(rows * h, 0.0);
-    let first = &mut layer[..rows * h];
+    let (h, m, rows) = (global.first_width(), global.meta_dim(), tile.len());
+    let ServeScratch { x, first_run, distinct, per_run, layer, next } = scratch;
+    let x = at_least(x, rows * global.row_dim);
+    gather(tile, x);
+    let first = at_least(layer, rows * h);
     matmul(first, false, x, false, global.row_weight(), false, rows, global.row_dim, h);
-    add_bias_rows(first, &stack.biases[0]);
     let counterpart = match &global.dot {
         Some(dot) => {
             let c = dot.columns.len() + 1;
@@ -391,40 +476,45 @@ fn tile_hidden(
     first_run.clear();
     distinct.clear();
     for (r, e) in meta.chunks_exact(m).enumerate() {
-        if r == 0 || e.iter().map(|v| v.to_bits()).ne(meta[(r - 1) * m..r * m].iter().map(|v| v.to_bits())) {
+        if r == 0 || !same_bits(e, &meta[(r - 1) * m..r * m]) {
             first_run.push(r);
             distinct.extend_from_slice(e);
         }
     }
     let runs = first_run.len();
+    let bias = &stack.biases[0];
     // Fewer than two product rows would take gemm's matrix-vector path (another summation
     // order); few repeats save little: the per-row product then.
     if runs < 2 || 2 * runs > rows {
+        add_bias_rows(first, bias);
         matmul(first, true, meta, false, global.meta_weight(), false, rows, m, h);
+        relu_in_place(first);
     } else {
-        per_run.resize(runs * h, 0.0);
-        let per_run = &mut per_run[..runs * h];
+        let per_run = at_least(per_run, runs * h);
         matmul(per_run, false, distinct, false, global.meta_weight(), false, runs, m, h);
         let mut run = 0;
         for (r, row) in first.chunks_exact_mut(h).enumerate() {
             if run + 1 < runs && first_run[run + 1] == r {
                 run += 1;
             }
-            row.iter_mut().zip(&per_run[run * h..][..h]).for_each(|(a, b)| *a += b);
+            let term = &per_run[run * h..][..h];
+            row.iter_mut().zip(bias).zip(term).for_each(|((a, b), e)| *a = ((*a + b) + e).max(0.0));
         }
     }
-    relu_in_place(first);
-    for hidden_layer in 1..stack.n_layers() - 1 {
+    let last = stack.n_layers() - 1;
+    for hidden_layer in 1..last {
         let (fan_in, fan_out) = (stack.widths[hidden_layer], stack.widths[hidden_layer + 1]);
-        next.resize(rows * fan_out, 0.0);
-        let output = &mut next[..rows * fan_out];
+        let output = at_least(next, rows * fan_out);
         matmul(output, false, &layer[..rows * fan_in], false, &stack.weights[hidden_layer], false, rows, fan_in, fan_out);
-        add_bias_rows(output, &stack.biases[hidden_layer]);
-        relu_in_place(output);
+        add_bias_relu_rows(output, &stack.biases[hidden_layer]);
         std::mem::swap(layer, next);
     }
-    out.copy_from_slice(&layer[..out.len()]);
-    counterpart
+    matmul(out, false, &layer[..rows * stack.widths[last]], false, &stack.weights[last], false, rows, stack.widths[last], 1);
+    add_bias_rows(out, &stack.biases[last]);
+    if global.dot.is_some() {
+        let own_row: Vec<u32> = (0..rows as u32).collect();
+        add_dot(out, &counterpart, meta, &own_row, m);
+    }
 }
 
 /// The Global Block's forward-mode tangent from its first layer's pre-activation tangent

@@ -34,7 +34,7 @@ mod rows;
 
 pub use dense::{matmul, DenseStack};
 pub(crate) use dense::{add_bias_rows, add_column_sums, relu_backward, relu_in_place};
-pub use global_block::{logits, logits_per_row, untiled_logits_per_row, DotTerm, GlobalBlock, GlobalPass, RowPart, SERVE_TILE};
+pub use global_block::{logits, logits_per_row, serve_tiles, untiled_logits_per_row, DotTerm, GatherRows, GlobalBlock, GlobalPass, RowPart, SERVE_TILE};
 pub use maml::{adapt, outer_gradients, Adapted, OuterGradients, OuterStep};
 pub use meta_block::{meta_backward, meta_forward, MetaPass, RankOne, TaskStacks};
 pub use rows::PackedRows;
