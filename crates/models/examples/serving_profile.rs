@@ -12,6 +12,10 @@ use limaml_models::{DataShape, LimamlConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The `limaml` binary's allocator (src/main.rs), so that the profile sees what it sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let size = args.get(1).map_or("large", String::as_str);
