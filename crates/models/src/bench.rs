@@ -21,6 +21,7 @@ use crate::limaml::{
 };
 use crate::lazy_adam::Optimizers;
 use crate::methods::score_with_embeddings;
+use crate::pool::on_pool;
 
 /// Measured throughput (wall clock, this process's thread settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,18 +272,21 @@ pub fn bench_meta_training(
     };
     let (warm_up, _, _) = batch_of(0)?;
     net.meta_train_step(&store, &mut opt, &data, &warm_up, gradients)?;
-    // Each pass: the next `meta_batches` outer steps (training goes on from pass to pass).
+    // Each pass: the next `meta_batches` outer steps (training goes on from pass to pass), on a
+    // pool thread as `train`'s epochs run (crate::pool).
     let (train_seconds, (trained_tasks, train_flops)) = fastest_pass(|pass| {
-        let started = Instant::now();
-        let (mut tasks_in_pass, mut flops_in_pass) = (0, 0.0);
-        for step in 0..meta_batches {
-            let (batch, n, flops) = batch_of(1 + pass * meta_batches + step)?;
-            net.meta_train_step(&store, &mut opt, &data, &batch, gradients)?;
-            tasks_in_pass += n;
-            flops_in_pass += flops;
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        Ok((seconds, (tasks_in_pass, flops_in_pass)))
+        on_pool(|| {
+            let started = Instant::now();
+            let (mut tasks_in_pass, mut flops_in_pass) = (0, 0.0);
+            for step in 0..meta_batches {
+                let (batch, n, flops) = batch_of(1 + pass * meta_batches + step)?;
+                net.meta_train_step(&store, &mut opt, &data, &batch, gradients)?;
+                tasks_in_pass += n;
+                flops_in_pass += flops;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            Ok((seconds, (tasks_in_pass, flops_in_pass)))
+        })
     })?;
     opt.catch_up()?;
 

@@ -22,6 +22,7 @@ pub mod logistic;
 mod methods;
 pub mod mlp;
 pub mod params;
+pub mod pool;
 mod prefetch;
 pub mod train;
 

@@ -25,6 +25,7 @@ use crate::lazy_adam::Optimizers;
 use crate::limaml::LimamlData;
 use crate::logistic::L2Search;
 use crate::methods::{method_for, EpochInputs, Network, ScoreInputs};
+use crate::pool::on_pool;
 
 /// One epoch of the learning curve (`epoch` counts from 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,7 +224,8 @@ fn train_one_from(
         .map(|&r| interactions.label[r as usize])
         .collect();
     for epoch in first_epoch..=train.epochs {
-        let train_loss = epoch_step(&mut optimizer, &mut rng)?;
+        // On a pool thread, so that the step's parallel iterators run in place (crate::pool).
+        let train_loss = on_pool(|| epoch_step(&mut optimizer, &mut rng))?;
         // The id tables' rows not read lately still owe their momentum steps.
         optimizer.catch_up()?;
         let validation_auc = if val_rows.is_empty() {

@@ -49,7 +49,7 @@ pub(crate) fn method_for(config: &MethodConfig) -> &'static dyn Method {
 }
 
 /// One training epoch of a network; returns its mean loss.
-pub(crate) type EpochStep<'a> = Box<dyn FnMut(&mut Optimizers, &mut StdRng) -> Result<f64, ModelError> + 'a>;
+pub(crate) type EpochStep<'a> = Box<dyn FnMut(&mut Optimizers, &mut StdRng) -> Result<f64, ModelError> + Send + 'a>;
 
 /// What one epoch of training reads.
 pub(crate) struct EpochInputs<'a> {
