@@ -168,22 +168,32 @@ impl<'a> TensorValues<'a> {
 }
 
 /// The tables of [`Features::row_inputs`] (user features, item features, the item-id
-/// embedding looked up by item id), borrowed as plain values: input rows gathered without
-/// tensors, for serving. Each part is `(values, width, indexed by user)`.
+/// embedding), borrowed as plain values: input rows gathered without tensors (three copies of
+/// every row fewer than `index_select`, `cat` and `to_vec1`).
 pub struct RowInputTables<'a> {
-    parts: Vec<(TensorValues<'a>, usize, bool)>,
+    parts: Vec<(TensorValues<'a>, usize, RowIndex)>,
+}
+
+/// Which row of a table an input row reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowIndex {
+    User,
+    Item,
+    /// The item's row in the item-id embedding table (its id, or its row in the few rows a
+    /// training step gathered).
+    ItemEmbedding,
 }
 
 impl<'a> RowInputTables<'a> {
     pub fn new(features: &'a Features, item_embedding: Option<&'a Tensor>) -> Result<RowInputTables<'a>, ModelError> {
         let mut parts = Vec::with_capacity(3);
-        for (table, by_user) in [(&features.user, true), (&features.item, false)] {
+        for (table, index) in [(&features.user, RowIndex::User), (&features.item, RowIndex::Item)] {
             if let Some(t) = table {
-                parts.push((TensorValues::of(t)?, t.dim(1)?, by_user));
+                parts.push((TensorValues::of(t)?, t.dim(1)?, index));
             }
         }
         if let Some(t) = item_embedding {
-            parts.push((TensorValues::of(t)?, t.dim(1)?, false));
+            parts.push((TensorValues::of(t)?, t.dim(1)?, RowIndex::ItemEmbedding));
         }
         Ok(RowInputTables { parts })
     }
@@ -194,16 +204,20 @@ impl<'a> RowInputTables<'a> {
     }
 
     /// Writes the input rows of interaction rows `rows` (`rows.len() x width`) into `out`: the
-    /// values [`Features::row_inputs`] concatenates for them, with the item-id embedding
-    /// looked up by item id.
-    pub fn gather(&self, interactions: &Interactions, rows: &[u32], out: &mut [f32]) {
-        let parts: Vec<(&[f32], usize, bool)> = self.parts.iter().map(|(v, dim, by_user)| (v.as_slice(), *dim, *by_user)).collect();
+    /// values [`Features::row_inputs`] concatenates for them. The item-id embedding is looked
+    /// up at `embedding_rows[k]` for row `k`, or at the item's id without them.
+    pub fn gather(&self, interactions: &Interactions, rows: &[u32], embedding_rows: Option<&[u32]>, out: &mut [f32]) {
+        let parts: Vec<(&[f32], usize, RowIndex)> = self.parts.iter().map(|(v, dim, index)| (v.as_slice(), *dim, *index)).collect();
         let mut at = 0;
-        for &r in rows {
+        for (k, &r) in rows.iter().enumerate() {
             let (user, item) = (interactions.user[r as usize] as usize, interactions.item[r as usize] as usize);
-            for &(values, dim, by_user) in &parts {
-                let id = if by_user { user } else { item };
-                out[at..at + dim].copy_from_slice(&values[id * dim..(id + 1) * dim]);
+            for &(values, dim, index) in &parts {
+                let row = match index {
+                    RowIndex::User => user,
+                    RowIndex::Item => item,
+                    RowIndex::ItemEmbedding => embedding_rows.map_or(item, |e| e[k] as usize),
+                };
+                out[at..at + dim].copy_from_slice(&values[row * dim..(row + 1) * dim]);
                 at += dim;
             }
         }

@@ -846,24 +846,17 @@ impl LimamlNet {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let users: Vec<u32> = rows.iter().map(|&r| interactions.user[r as usize]).collect();
-        let item_ids: Vec<u32> = rows.iter().map(|&r| interactions.item[r as usize]).collect();
-        let embedding_rows = match items {
-            Some(g) => g.localize(&item_ids, |_| true),
-            None => item_ids.clone(),
+        let tables = RowInputTables::new(features, self.item_embedding.map(|i| &params[i]))?;
+        let embedding_rows = match (items, self.item_embedding) {
+            (Some(g), Some(_)) => {
+                let item_ids: Vec<u32> = rows.iter().map(|&r| interactions.item[r as usize]).collect();
+                Some(g.localize(&item_ids, |_| true))
+            }
+            _ => None,
         };
-        let embedding_rows = u32_tensor(embedding_rows)?;
-        let item_embedding = self.item_embedding.map(|i| EmbeddingLookup {
-            table: &params[i],
-            rows: &embedding_rows,
-        });
-        let x = features.row_inputs(
-            &u32_tensor(users)?,
-            &u32_tensor(item_ids)?,
-            item_embedding,
-            None,
-        )?;
-        Ok(x.flatten_all()?.to_vec1::<f32>()?)
+        let mut x = vec![0.0f32; rows.len() * tables.width()];
+        tables.gather(interactions, rows, embedding_rows.as_deref(), &mut x);
+        Ok(x)
     }
 
     /// Global Block logits of interaction rows `rows` given each row's meta embedding
@@ -895,7 +888,7 @@ impl LimamlNet {
             .par_chunks(CHUNK)
             .zip(meta_per_row.par_chunks(CHUNK * m.max(1)))
             .map(|(chunk, meta)| {
-                let gather = |tile: std::ops::Range<usize>, out: &mut [f32]| tables.gather(interactions, &chunk[tile], out);
+                let gather = |tile: std::ops::Range<usize>, out: &mut [f32]| tables.gather(interactions, &chunk[tile], None, out);
                 kernel::logits_per_row(&global, meta, chunk.len(), &gather)
             })
             .collect();
