@@ -28,8 +28,8 @@ use std::time::Instant;
 
 use limaml_data::{DataConfig, DataSource, Dataset, Interactions, SplitConfig, SyntheticConfig, TaskRole, TaskSet};
 use limaml_models::{
-    bench_meta_training, export_meta_embeddings, measure_gemm_peak, train, BenchResult, GemmPeak, LimamlConfig,
-    MethodConfig, SupportVersion, TrainConfig,
+    bench_limaml_config, bench_meta_training, export_meta_embeddings, measure_gemm_peak, train, BenchResult, GemmPeak, LimamlConfig,
+    MethodConfig, BENCH_INNER_STEPS, BENCH_META_BATCH, SupportVersion, TrainConfig,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -81,32 +81,13 @@ const MODEL_SIZES: [ModelSize; 2] = [
     ModelSize { name: "large", meta_hidden: 256, global_hidden: 256, meta_embedding_dim: 128 },
 ];
 
-/// Tasks per outer step and SGD steps of the inner loop, for every measurement.
-const META_BATCH: usize = 16;
-const INNER_STEPS: usize = 1;
-
 impl ModelSize {
     fn layers(&self) -> String {
         format!("{}/{}/{}", self.meta_hidden, self.global_hidden, self.meta_embedding_dim)
     }
 
     fn limaml_config(&self, second_order: bool) -> LimamlConfig {
-        LimamlConfig {
-            hidden: vec![self.global_hidden, self.global_hidden],
-            meta_hidden: vec![self.meta_hidden],
-            meta_embedding_dim: self.meta_embedding_dim,
-            inner_steps: INNER_STEPS,
-            meta_batch: META_BATCH,
-            second_order,
-            // The step bench/reference.py implements: the meta embedding concatenated only,
-            // the outer loss on support and query rows, a mean support loss, no clipping.
-            meta_interaction: limaml_models::MetaInteraction::Concat,
-            outer_rows: limaml_models::OuterRows::SupportAndQuery,
-            inner_prior_rows: 0.0,
-            inner_lr: 0.5,
-            outer_gradient_clip: None,
-            ..LimamlConfig::default()
-        }
+        bench_limaml_config(self.meta_hidden, self.global_hidden, self.meta_embedding_dim, second_order)
     }
 
     fn by_name(name: &str) -> Result<ModelSize, Failure> {
@@ -288,8 +269,8 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
             "meta_hidden": [size.meta_hidden],
             "global_hidden": [size.global_hidden, size.global_hidden],
             "meta_embedding_dim": size.meta_embedding_dim,
-            "meta_batch": META_BATCH,
-            "inner_steps": INNER_STEPS,
+            "meta_batch": BENCH_META_BATCH,
+            "inner_steps": BENCH_INNER_STEPS,
             "limaml": Value::Object(limaml.clone()),
             "torch": torch.clone().unwrap_or(Value::Null),
             "first_order_ratio_vs_torch": ratio("first_order", "tasks_per_second"),
@@ -720,7 +701,7 @@ fn print_human(doc: &Value) {
     let data = &doc["data"];
     println!(
         "limaml bench ({} threads; synthetic data: {} users, {} items, {} interactions, {} tasks; meta-batch {}, {} inner step)",
-        threads, data["users"], data["items"], data["interactions"], data["tasks"], META_BATCH, INNER_STEPS
+        threads, data["users"], data["items"], data["interactions"], data["tasks"], BENCH_META_BATCH, BENCH_INNER_STEPS
     );
     let cores = doc["cores"].as_f64().unwrap_or(1.0);
     let busiest = doc["load_average_at_start"].as_f64().unwrap_or(0.0).max(doc["load_average_at_end"].as_f64().unwrap_or(0.0));

@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p limaml-models --example training_profile -- [small|large] [first|second] [meta_batches]`
 
-use limaml_models::{bench_meta_training, LimamlConfig, TrainConfig};
+use limaml_models::{bench_limaml_config, bench_meta_training, TrainConfig};
 
 /// The `limaml` binary's allocator (src/main.rs), so that the profile sees what it sees.
 #[global_allocator]
@@ -22,20 +22,7 @@ fn main() {
     };
     let dataset = limaml_data::load(&data, std::path::Path::new(".")).expect("synthetic data");
     let tasks = limaml_data::slice(&dataset, &limaml_data::SplitConfig::default(), 1).expect("slices");
-    let config = LimamlConfig {
-        hidden: vec![global_hidden, global_hidden],
-        meta_hidden: vec![meta_hidden],
-        meta_embedding_dim: m,
-        inner_steps: 1,
-        meta_batch: 16,
-        second_order,
-        meta_interaction: limaml_models::MetaInteraction::Concat,
-        outer_rows: limaml_models::OuterRows::SupportAndQuery,
-        inner_prior_rows: 0.0,
-        inner_lr: 0.5,
-        outer_gradient_clip: None,
-        ..LimamlConfig::default()
-    };
+    let config = bench_limaml_config(meta_hidden, global_hidden, m, second_order);
     let result = bench_meta_training(&config, &TrainConfig::default(), &dataset.interactions, &tasks, 7, meta_batches)
         .expect("bench");
     println!(

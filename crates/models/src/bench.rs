@@ -202,6 +202,31 @@ fn fastest_pass<T>(mut pass: impl FnMut(usize) -> Result<(f64, T), ModelError>) 
     Ok(best.expect("at least one pass"))
 }
 
+/// Tasks per outer step and SGD steps of the inner loop, for every measurement.
+pub const BENCH_META_BATCH: usize = 16;
+pub const BENCH_INNER_STEPS: usize = 1;
+
+/// The LiMAML step the bench times and `bench/reference.py` implements, at a model size (Meta
+/// Block hidden width, Global Block hidden width twice, meta-embedding width): the meta
+/// embedding concatenated only, the outer loss on support and query rows, a mean support loss,
+/// no clipping.
+pub fn bench_limaml_config(meta_hidden: usize, global_hidden: usize, meta_embedding_dim: usize, second_order: bool) -> LimamlConfig {
+    LimamlConfig {
+        hidden: vec![global_hidden, global_hidden],
+        meta_hidden: vec![meta_hidden],
+        meta_embedding_dim,
+        inner_steps: BENCH_INNER_STEPS,
+        meta_batch: BENCH_META_BATCH,
+        second_order,
+        meta_interaction: crate::MetaInteraction::Concat,
+        outer_rows: crate::OuterRows::SupportAndQuery,
+        inner_prior_rows: 0.0,
+        inner_lr: 0.5,
+        outer_gradient_clip: None,
+        ..LimamlConfig::default()
+    }
+}
+
 /// Times `meta_batches` outer steps (after one warm-up step), an export of an embedding for
 /// every task and the scoring of every query row from them, each phase as its fastest of
 /// several passes ([`fastest_pass`]).

@@ -1,7 +1,8 @@
 //! Model inputs built from the data contract: feature tables as tensors, per-row input rows,
 //! entity/counterpart views of a row, and data consistency checks.
 //!
-//! Owns [`DataShape`] (what a trained model's shapes depend on), [`Features`] and
+//! Owns [`DataShape`] (what a trained model's shapes depend on), [`Features`],
+//! [`RowInputTables`] (the same input rows gathered from borrowed values, without tensors) and
 //! [`check_data`]. Must not hold parameters or training logic.
 
 use std::ops::Range;

@@ -26,7 +26,7 @@ pub mod pool;
 mod prefetch;
 pub mod train;
 
-pub use bench::{bench_meta_training, measure_gemm_peak, BenchResult, GemmPeak, StepFlops};
+pub use bench::{bench_limaml_config, bench_meta_training, BENCH_INNER_STEPS, BENCH_META_BATCH, measure_gemm_peak, BenchResult, GemmPeak, StepFlops};
 pub use config::{
     CommandConfig, ConfigIssue, LimamlConfig, LogisticConfig, MetaInput, MetaInteraction, MethodConfig,
     OuterRows, TrainConfig,

@@ -346,12 +346,12 @@ pub fn logits_per_row(global: &GlobalBlock, meta_per_row: &[f32], rows: usize, g
         rest = tail;
     }
     tiles.into_par_iter().zip(outputs).for_each(|(tile, out)| {
-        let meta = &meta_per_row[tile.start * m..tile.end * m];
+        let job = TileJob { global, meta: &meta_per_row[tile.start * m..tile.end * m], rows: tile, gather };
         // A tile run inside another on the same thread (a `gather` that waits on rayon work)
         // finds the buffers taken: it gets its own.
         SERVE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => tile_logits(global, tile, meta, gather, &mut scratch, out),
-            Err(_) => tile_logits(global, tile, meta, gather, &mut ServeScratch::default(), out),
+            Ok(mut scratch) => tile_logits(&job, &mut scratch, out),
+            Err(_) => tile_logits(&job, &mut ServeScratch::default(), out),
         })
     });
     logits
@@ -411,55 +411,43 @@ fn add_bias_relu_rows(x: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// One tile of [`logits_per_row`]: its rows, their meta embeddings, where their inputs come from.
+struct TileJob<'a> {
+    global: &'a GlobalBlock<'a>,
+    rows: Range<usize>,
+    meta: &'a [f32],
+    gather: &'a GatherRows<'a>,
+}
+
 /// Writes one tile's logits to `out`. The operations, and their order, are
 /// [`GlobalBlock::row_part`]'s, [`global_forward`]'s and the dot term's. Runs with AVX2 where
 /// the CPU has it: wider lanes for the elementwise passes, the same operations in the same
 /// order (no fused multiply-add), so the same bits.
-fn tile_logits(
-    global: &GlobalBlock,
-    tile: Range<usize>,
-    meta: &[f32],
-    gather: &GatherRows,
-    scratch: &mut ServeScratch,
-    out: &mut [f32],
-) {
+fn tile_logits(job: &TileJob, scratch: &mut ServeScratch, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { tile_logits_avx2(global, tile, meta, gather, scratch, out) };
+            return unsafe { tile_logits_avx2(job, scratch, out) };
         }
     }
-    tile_logits_portable(global, tile, meta, gather, scratch, out)
+    tile_logits_portable(job, scratch, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_logits_avx2(
-    global: &GlobalBlock,
-    tile: Range<usize>,
-    meta: &[f32],
-    gather: &GatherRows,
-    scratch: &mut ServeScratch,
-    out: &mut [f32],
-) {
-    tile_logits_portable(global, tile, meta, gather, scratch, out)
+unsafe fn tile_logits_avx2(job: &TileJob, scratch: &mut ServeScratch, out: &mut [f32]) {
+    tile_logits_portable(job, scratch, out)
 }
 
 #[inline(always)]
-fn tile_logits_portable(
-    global: &GlobalBlock,
-    tile: Range<usize>,
-    meta: &[f32],
-    gather: &GatherRows,
-    scratch: &mut ServeScratch,
-    out: &mut [f32],
-) {
+fn tile_logits_portable(job: &TileJob, scratch: &mut ServeScratch, out: &mut [f32]) {
+    let TileJob { global, rows: tile, meta, gather } = job;
     let stack = global.stack;
     let (h, m, rows) = (global.first_width(), global.meta_dim(), tile.len());
     let ServeScratch { x, first_run, distinct, per_run, layer, next } = scratch;
     let x = at_least(x, rows * global.row_dim);
-    gather(tile, x);
+    gather(tile.clone(), x);
     let first = at_least(layer, rows * h);
     matmul(first, false, x, false, global.row_weight(), false, rows, global.row_dim, h);
     let counterpart = match &global.dot {
