@@ -296,7 +296,7 @@ fn serving_tiles_give_the_untiled_logits_bit_for_bit() {
     }
     let x: Vec<f32> = (0..rows * row_dim).map(|k| ((k * 7919 % 211) as f32 - 105.0) / 50.0).collect();
     let dot_weight: Vec<f32> = (0..4 * m).map(|k| (k as f32 - 11.0) / 9.0).collect();
-    for hidden in [vec![16, 12], vec![20], vec![8, 8, 8]] {
+    for hidden in [vec![16, 12], vec![20], vec![8, 8, 8], vec![64, 64]] {
         let widths: Vec<usize> = std::iter::once(row_dim + m).chain(hidden.clone()).chain([1]).collect();
         let stack = pseudo_random_stack(&widths, hidden.len());
         for with_dot in [false, true] {
