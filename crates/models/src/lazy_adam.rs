@@ -33,6 +33,7 @@ use candle_nn::ParamsAdamW;
 
 use crate::config::TrainConfig;
 use crate::error::ModelError;
+use crate::inputs::TensorValues;
 use crate::params::ParamStore;
 use crate::prefetch::{prefetch, prefetch_range};
 
@@ -448,11 +449,9 @@ impl LazyAdam {
             return;
         };
         let dim = state.dim;
-        let (storage, layout) = state.var.as_tensor().storage_and_layout();
-        let values = match &*storage {
-            candle_core::Storage::Cpu(cpu) => cpu.as_slice::<f32>().ok().and_then(|v| v.get(layout.start_offset()..)),
-            _ => None,
-        };
+        // A hint only: a table whose values cannot be borrowed gets its moments prefetched.
+        let borrowed = TensorValues::of(state.var.as_tensor()).ok();
+        let values = borrowed.as_ref().map(TensorValues::as_slice);
         for id in ids {
             let row = id as usize;
             prefetch(&state.up_to_step, row);
