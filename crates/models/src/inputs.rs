@@ -166,6 +166,12 @@ impl<'a> TensorValues<'a> {
     pub fn as_slice(&self) -> &[f32] {
         self.checked().expect("checked when borrowed")
     }
+
+    /// Whether both borrow the same storage, whatever their ranges: a tensor of it locked for
+    /// writing (an in-place update) would wait for this borrow to end.
+    pub fn shares_storage_with(&self, other: &TensorValues) -> bool {
+        std::ptr::eq(&*self.storage, &*other.storage)
+    }
 }
 
 /// The tables of [`Features::row_inputs`] (user features, item features, the item-id

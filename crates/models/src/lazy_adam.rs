@@ -738,29 +738,25 @@ impl DenseAdamW {
     }
 
     /// One AdamW step of every parameter that has a gradient in `grads`, at the step whose bias
-    /// corrections are `(scale_m, scale_v)` (as candle-nn's `AdamW::step`: `Tensor * f64` is
-    /// `x * (c as f32) + 0`, `Tensor + f64` is `x * 1 + c`).
+    /// corrections are `(scale_m, scale_v)`. The gradients are read where they are (not copied
+    /// out), and each element updates as [`DenseStepConstants::update`] says.
     fn step(&mut self, grads: &GradStore, (scale_m, scale_v): (f64, f64)) -> Result<(), ModelError> {
         use rayon::prelude::*;
-        let p = &self.params;
-        let (lr, lr_lambda) = (p.lr, p.lr * p.weight_decay);
-        let (beta1, one_minus_beta1) = (p.beta1 as f32, (1.0 - p.beta1) as f32);
-        let (beta2, one_minus_beta2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
-        let (scale_m, scale_v, decay) = (scale_m as f32, scale_v as f32, (1f64 - lr_lambda) as f32);
-        let (eps, lr) = (p.eps as f32, lr as f32);
-        let update = |theta: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
-            let next_m = flush_subnormal((*m * beta1 + 0.0) + (g * one_minus_beta1 + 0.0));
-            let next_v = flush_subnormal((*v * beta2 + 0.0) + ((g * g) * one_minus_beta2 + 0.0));
-            let m_hat = next_m * scale_m + 0.0;
-            let v_hat = next_v * scale_v + 0.0;
-            let next_theta = *theta * decay + 0.0;
-            let adjusted = m_hat / (v_hat.sqrt() * 1.0 + eps);
-            *theta = next_theta - (adjusted * lr + 0.0);
-            (*m, *v) = (next_m, next_v);
-        };
+        let constants = DenseStepConstants::new(&self.params, scale_m, scale_v);
         for dense in &mut self.vars {
             let Some(gradient) = grads.get(dense.var.as_tensor()) else { continue };
-            let gradient = gradient.flatten_all()?.to_vec1::<f32>()?;
+            // Borrowed where the gradient is one contiguous f32 block of its own (every
+            // hand-written pass makes one), copied out otherwise: a gradient sharing the
+            // variable's storage would hold a read lock on what `on_values` locks for writing.
+            let borrowed = {
+                let weights = TensorValues::of(dense.var.as_tensor())?;
+                TensorValues::of(gradient).ok().filter(|g| !g.shares_storage_with(&weights))
+            };
+            let copied = match borrowed {
+                Some(_) => Vec::new(),
+                None => gradient.flatten_all()?.to_vec1::<f32>()?,
+            };
+            let gradient = borrowed.as_ref().map_or(copied.as_slice(), TensorValues::as_slice);
             let DenseVar { var, first_moment, second_moment } = dense;
             // In place: the weights are updated where they are, not copied out and back.
             on_values(var, |theta| {
@@ -770,14 +766,84 @@ impl DenseAdamW {
                     .zip(first_moment.par_chunks_mut(CHUNK))
                     .zip(second_moment.par_chunks_mut(CHUNK))
                     .zip(gradient.par_chunks(CHUNK))
-                    .for_each(|(((theta, m), v), g)| {
-                        for (((theta, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
-                            update(theta, m, v, g);
-                        }
-                    });
+                    .for_each(|(((theta, m), v), g)| constants.update_chunk(theta, m, v, g));
             })?;
         }
         Ok(())
+    }
+}
+
+/// One dense AdamW step's constants, as `f32`, as candle-nn's `AdamW::step` applies them
+/// (`Tensor * f64` is `x * (c as f32) + 0`, `Tensor + f64` is `x * 1 + c`).
+#[derive(Debug, Clone, Copy)]
+struct DenseStepConstants {
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    scale_m: f32,
+    scale_v: f32,
+    decay: f32,
+    eps: f32,
+    lr: f32,
+}
+
+impl DenseStepConstants {
+    fn new(p: &ParamsAdamW, scale_m: f64, scale_v: f64) -> DenseStepConstants {
+        let lr_lambda = p.lr * p.weight_decay;
+        DenseStepConstants {
+            beta1: p.beta1 as f32,
+            one_minus_beta1: (1.0 - p.beta1) as f32,
+            beta2: p.beta2 as f32,
+            one_minus_beta2: (1.0 - p.beta2) as f32,
+            scale_m: scale_m as f32,
+            scale_v: scale_v as f32,
+            decay: (1f64 - lr_lambda) as f32,
+            eps: p.eps as f32,
+            lr: p.lr as f32,
+        }
+    }
+
+    /// One element: candle-nn's AdamW operation for operation (a subnormal moment stored as
+    /// zero, [`flush_subnormal`]).
+    #[inline(always)]
+    fn update(&self, theta: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+        let c = self;
+        let next_m = flush_subnormal((*m * c.beta1 + 0.0) + (g * c.one_minus_beta1 + 0.0));
+        let next_v = flush_subnormal((*v * c.beta2 + 0.0) + ((g * g) * c.one_minus_beta2 + 0.0));
+        let m_hat = next_m * c.scale_m + 0.0;
+        let v_hat = next_v * c.scale_v + 0.0;
+        let next_theta = *theta * c.decay + 0.0;
+        let adjusted = m_hat / (v_hat.sqrt() * 1.0 + c.eps);
+        *theta = next_theta - (adjusted * c.lr + 0.0);
+        (*m, *v) = (next_m, next_v);
+    }
+
+    /// [`DenseStepConstants::update`] over a chunk of elements, with AVX2 where the CPU has it:
+    /// wider lanes for the same correctly rounded operations (no fused multiply-add), so the
+    /// same bits.
+    fn update_chunk(&self, theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                return unsafe { self.update_chunk_avx2(theta, m, v, g) };
+            }
+        }
+        self.update_chunk_portable(theta, m, v, g)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn update_chunk_avx2(&self, theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        self.update_chunk_portable(theta, m, v, g)
+    }
+
+    #[inline(always)]
+    fn update_chunk_portable(&self, theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        for (((theta, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
+            self.update(theta, m, v, g);
+        }
     }
 }
 
