@@ -139,3 +139,43 @@ fn the_dense_optimizer_is_candles_adamw_bit_for_bit_after_its_moments_underflow(
     let (ours, candle) = dense_and_candle_adamw_bits((40, 10), 6, 1_505, gradient);
     assert_eq!(ours, candle);
 }
+
+/// The weights' bits after one step of this dense optimizer from `gradient_of(weights)` and of
+/// candle-nn's `AdamW` from a copy of the same gradient.
+fn one_step_bits(gradient_of: impl Fn(&Tensor) -> Tensor) -> (Vec<u32>, Vec<u32>) {
+    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+    let train = TrainConfig { learning_rate: 3e-3, l2: 1e-2, ..TrainConfig::default() };
+    let mut store = ParamStore::new();
+    store.normal("weights", 30, 7, 0.5, &mut StdRng::seed_from_u64(3)).unwrap();
+    let mut ours = Optimizers::new(&store, &train, &[]).unwrap();
+    let weights = store.vars()[0].as_tensor().clone();
+    let reference_var = candle_core::Var::from_tensor(&weights.copy().unwrap()).unwrap();
+    let params = ParamsAdamW { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
+    let mut reference = AdamW::new(vec![reference_var.clone()], params).unwrap();
+    let mut grads = gradient_store().unwrap();
+    grads.insert(reference_var.as_tensor(), gradient_of(&weights).copy().unwrap());
+    reference.step(&grads).unwrap();
+    let mut grads = gradient_store().unwrap();
+    grads.insert(&weights, gradient_of(&weights));
+    ours.step_with(&grads, &[]).unwrap();
+    let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    (bits(&weights), bits(reference_var.as_tensor()))
+}
+
+#[test]
+fn a_gradient_sharing_its_variables_storage_steps_without_waiting_on_itself() {
+    // The gradient is the weights themselves: borrowing it would hold a read lock on what the
+    // in-place update locks for writing (a hang); it is copied out first.
+    let (ours, candle) = one_step_bits(|weights| weights.clone());
+    assert_eq!(ours, candle);
+}
+
+#[test]
+fn a_non_contiguous_gradient_is_read_in_its_logical_order() {
+    let (ours, candle) = one_step_bits(|weights| {
+        let (rows, cols) = weights.dims2().unwrap();
+        let values: Vec<f32> = (0..rows * cols).map(|k| mixed_gradient(1, k)).collect();
+        Tensor::from_vec(values, (cols, rows), &Device::Cpu).unwrap().t().unwrap()
+    });
+    assert_eq!(ours, candle);
+}
