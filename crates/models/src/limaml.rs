@@ -685,13 +685,26 @@ impl LimamlNet {
             .step_by(TASKS_PER_GROUP)
             .map(|start| start..(start + TASKS_PER_GROUP).min(n_tasks))
             .collect();
-        let per_group: Vec<(f64, ParamGradients)> = groups
+        // The largest group (by rows, which its products scale with) goes first, to the thread
+        // handing the groups out, which starts at once; a thread taking one starts a wake-up
+        // later. The rest keep their order (sorting them all would hand rayon's first half
+        // the largest ones). The results are put back in group order, so the sum is the same.
+        let rows = |tasks: &std::ops::Range<usize>| -> usize {
+            tasks.clone().map(|t| batch.support_rows[t].len() + batch.query_rows[t].len()).sum()
+        };
+        let largest = (0..groups.len()).rev().max_by_key(|&g| rows(&groups[g])).unwrap_or(0);
+        let largest_first: Vec<usize> =
+            std::iter::once(largest).chain((0..groups.len()).filter(|&g| g != largest)).collect();
+        let mut per_group: Vec<(usize, (f64, ParamGradients))> = largest_first
             .par_iter()
-            .map(|tasks| {
+            .map(|&g| {
+                let tasks = groups[g].clone();
                 let meta_input = &meta_input[tasks.start * width..tasks.end * width];
-                self.group_gradients(&step, tasks.clone(), meta_input, &entity_rows[tasks.clone()])
+                Ok((g, self.group_gradients(&step, tasks.clone(), meta_input, &entity_rows[tasks])?))
             })
             .collect::<Result<_, ModelError>>()?;
+        per_group.sort_by_key(|(g, _)| *g);
+        let per_group = per_group.into_iter().map(|(_, result)| result);
         let mut loss = 0.0;
         let mut total: ParamGradients = Vec::new();
         for (group_loss, grads) in per_group {
