@@ -31,14 +31,13 @@ fn compare_gradients(config: &LimamlConfig) {
     compare_gradients_of(config, InnerGradients::FirstOrder)
 }
 
-fn compare_gradients_of(config: &LimamlConfig, order: InnerGradients) {
-    let (interactions, tasks) = common::synthetic(5);
-    let mut rng = StdRng::seed_from_u64(3);
-    let (net, store) = LimamlNet::create(config, DataShape::of(&tasks), &mut rng).unwrap();
-    let data = LimamlData::new(&interactions, &tasks, config.evaluation_support_tasks).unwrap();
-    let picked: Vec<_> = data.training_tasks.iter().take(12).collect();
-    let supports: Vec<Vec<u32>> = picked.iter().map(|t| latest_support(&data, &t.support, 40)).collect();
-    let outer: Vec<Vec<u32>> = picked
+/// The first `n` training tasks' support rows (the latest 40) and outer rows (as
+/// `config.outer_rows` says), as the comparisons batch them.
+fn support_and_outer_rows(data: &LimamlData, config: &LimamlConfig, n: usize) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let picked: Vec<_> = data.training_tasks.iter().take(n).collect();
+    assert_eq!(picked.len(), n, "training tasks");
+    let supports: Vec<Vec<u32>> = picked.iter().map(|t| latest_support(data, &t.support, 40)).collect();
+    let outer = picked
         .iter()
         .zip(&supports)
         .map(|(t, s)| match config.outer_rows {
@@ -46,9 +45,17 @@ fn compare_gradients_of(config: &LimamlConfig, order: InnerGradients) {
             OuterRows::Query | OuterRows::CrossHalves => t.query.clone(),
         })
         .collect();
-    let members: Vec<TaskRows> = picked
+    (supports, outer)
+}
+
+/// A batch of the first `supports.len()` training tasks with those rows (every fifth task's id
+/// hidden).
+fn task_batch(data: &LimamlData, supports: &[Vec<u32>], outer: &[Vec<u32>]) -> TaskBatch {
+    let members: Vec<TaskRows> = data
+        .training_tasks
         .iter()
         .enumerate()
+        .take(supports.len())
         .map(|(k, t)| TaskRows {
             entity: t.entity,
             hide_id: k % 5 == 4,
@@ -56,7 +63,16 @@ fn compare_gradients_of(config: &LimamlConfig, order: InnerGradients) {
             query: &outer[k],
         })
         .collect();
-    let batch = TaskBatch::new(&data, &members).unwrap();
+    TaskBatch::new(data, &members).unwrap()
+}
+
+fn compare_gradients_of(config: &LimamlConfig, order: InnerGradients) {
+    let (interactions, tasks) = common::synthetic(5);
+    let mut rng = StdRng::seed_from_u64(3);
+    let (net, store) = LimamlNet::create(config, DataShape::of(&tasks), &mut rng).unwrap();
+    let data = LimamlData::new(&interactions, &tasks, config.evaluation_support_tasks).unwrap();
+    let (supports, outer) = support_and_outer_rows(&data, config, 12);
+    let batch = task_batch(&data, &supports, &outer);
     let params = store.tensors();
     let loss = net
         .autograd_outer_loss(&params, &data, &batch, order)
@@ -316,4 +332,31 @@ fn serving_tiles_give_the_untiled_logits_bit_for_bit() {
             }
         }
     }
+}
+
+#[test]
+fn outer_gradients_are_the_same_bits_on_one_two_and_three_threads() {
+    // 28 tasks of uneven sizes: four groups, the last one smaller; groups run in parallel and in
+    // an order of their sizes, and are summed in group order.
+    let config = LimamlConfig { meta_batch: 28, ..LimamlConfig::default() };
+    let (interactions, tasks) = common::synthetic(5);
+    let (net, store) = LimamlNet::create(&config, DataShape::of(&tasks), &mut StdRng::seed_from_u64(3)).unwrap();
+    let data = LimamlData::new(&interactions, &tasks, config.evaluation_support_tasks).unwrap();
+    let (supports, outer) = support_and_outer_rows(&data, &config, 28);
+    let batch = task_batch(&data, &supports, &outer);
+    let params = store.tensors();
+    let bits_on = |threads: usize| -> (u64, Vec<Vec<u32>>) {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let (loss, gradients) = pool
+            .install(|| net.outer_gradients(&params, &data, &batch, batch.entity_rows(), None, InnerGradients::FirstOrder))
+            .unwrap();
+        let bits = gradients
+            .iter()
+            .map(|(_, g)| g.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
+            .collect();
+        (loss.to_bits(), bits)
+    };
+    let one = bits_on(1);
+    assert_eq!(bits_on(2), one, "two threads");
+    assert_eq!(bits_on(3), one, "three threads");
 }
