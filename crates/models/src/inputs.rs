@@ -150,7 +150,9 @@ impl<'a> TensorValues<'a> {
         let range = layout
             .contiguous_offsets()
             .map(|(start, end)| start..end)
-            .ok_or_else(|| ModelError::ShapeMismatch("a table to gather from is not contiguous".into()))?;
+            .ok_or_else(|| {
+                ModelError::ShapeMismatch(format!("a tensor {:?} to read in place is not contiguous", tensor.dims()))
+            })?;
         let values = TensorValues { storage, range };
         values.checked()?;
         Ok(values)
@@ -159,7 +161,7 @@ impl<'a> TensorValues<'a> {
     fn checked(&self) -> Result<&[f32], ModelError> {
         match &*self.storage {
             candle_core::Storage::Cpu(cpu) => Ok(&cpu.as_slice::<f32>()?[self.range.clone()]),
-            _ => Err(ModelError::ShapeMismatch("a table to gather from is not on the CPU".into())),
+            _ => Err(ModelError::ShapeMismatch("a tensor to read in place is not on the CPU".into())),
         }
     }
 
