@@ -57,6 +57,8 @@ const TARGET_CACHED_RUN_SECONDS: f64 = 0.2;
 const GEMM_PEAK_SIZE: usize = 1024;
 const GEMM_PEAK_SECONDS: f64 = 2.0;
 const GEMM_PEAK_SECONDS_QUICK: f64 = 0.3;
+/// The GEMM peak timed right before and right after each throughput child, per layout.
+const GEMM_WINDOW_PEAK_SECONDS: f64 = 1.0;
 
 /// Users of the scaling series (`--quick` drops the last).
 const SCALING_USERS: [usize; 3] = [1_000, 10_000, 100_000];
@@ -223,30 +225,27 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
     progress(args, &format!("GEMM peak ({GEMM_PEAK_SIZE}^3 f32 products, {threads} threads)"));
     let seconds = if args.quick { GEMM_PEAK_SECONDS_QUICK } else { GEMM_PEAK_SECONDS };
     let gemm_peak: GemmPeak = run_child_process(&ChildJob::GemmPeak { threads, seconds })?;
-    let peak = gemm_peak.peak_flops_per_second;
 
-    let mut configs = Vec::new();
-    for size in MODEL_SIZES {
+    let window_seconds = if args.quick { GEMM_PEAK_SECONDS_QUICK } else { GEMM_WINDOW_PEAK_SECONDS };
+    let measure_limaml = |size: ModelSize, when: &str| -> Result<serde_json::Map<String, Value>, Failure> {
         let mut limaml = serde_json::Map::new();
         for second_order in [false, true] {
             let order = if second_order { "second_order" } else { "first_order" };
-            progress(args, &format!("limaml {} ({}) {order}", size.name, size.layers()));
+            progress(args, &format!("limaml {} ({}) {order}{when}", size.name, size.layers()));
             let job = ChildJob::Throughput {
                 data_dir: data_dir.clone(),
                 size: size.name.into(),
                 second_order,
                 meta_batches: plan.meta_batches,
             };
-            let report: ThroughputReport = run_child_process(&job)?;
-            let mut value = serde_json::to_value(&report).expect("serializes");
-            let r = &report.result;
-            value["peak_fraction"] = json!({
-                "train": r.train_flops_per_second / peak,
-                "export": r.export_flops_per_second / peak,
-                "score": r.score_flops_per_second / peak,
-            });
-            limaml.insert(order.into(), value);
+            limaml.insert(order.into(), windowed_measurement(&job, threads, window_seconds)?);
         }
+        Ok(limaml)
+    };
+
+    let mut configs = Vec::new();
+    for size in MODEL_SIZES {
+        let before = measure_limaml(size, "")?;
         let torch = match &reference {
             Ok(reference) => {
                 progress(args, &format!("pytorch {} ({})", size.name, size.layers()));
@@ -254,6 +253,18 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
                 Some(reference.run(&data_dir, &config, threads)?)
             }
             Err(_) => None,
+        };
+        // With a reference, limaml is timed again right after it: the host's speed drifts
+        // over minutes (bench/README.md), and the mean of the two brackets the reference's run.
+        let limaml = if torch.is_some() {
+            let after = measure_limaml(size, ", again after pytorch")?;
+            let mut limaml = serde_json::Map::new();
+            for (order, first) in before {
+                limaml.insert(order.clone(), bracketed(first, after[&order].clone()));
+            }
+            limaml
+        } else {
+            before
         };
         let ratio = |ours: &str, field: &str| -> Value {
             let theirs = torch.as_ref().and_then(|t| t[ours][field].as_f64());
@@ -481,6 +492,67 @@ fn write_reference_config(dir: &Path, size: ModelSize, meta_batches: usize, thre
     let path = dir.join(format!("config-{}.json", size.name));
     fs::write(&path, serde_json::to_vec_pretty(&config).expect("serializes"))?;
     Ok(path)
+}
+
+/// Runs the throughput child `job` between two GEMM-peak children (`window_seconds` per layout)
+/// and reports it with its window's peak (`gemm_peak_window`: the faster of the two) and every
+/// phase's `peak_fraction` of that peak. The peak and the phases are timed seconds apart, so the
+/// host's drift over minutes (bench/README.md) moves both alike; the peak is its own child so
+/// that the throughput child's peak RSS is the measurement's alone.
+fn windowed_measurement(job: &ChildJob, threads: usize, window_seconds: f64) -> Result<Value, Failure> {
+    let peak_job = ChildJob::GemmPeak { threads, seconds: window_seconds };
+    let peak_before: GemmPeak = run_child_process(&peak_job)?;
+    let report: ThroughputReport = run_child_process(job)?;
+    let peak_after: GemmPeak = run_child_process(&peak_job)?;
+    let peak = peak_before.peak_flops_per_second.max(peak_after.peak_flops_per_second);
+    let mut value = serde_json::to_value(&report).expect("serializes");
+    let r = &report.result;
+    value["gemm_peak_window"] = json!({
+        "before": peak_before,
+        "after": peak_after,
+        "peak_flops_per_second": peak,
+    });
+    value["peak_fraction"] = json!({
+        "train": r.train_flops_per_second / peak,
+        "export": r.export_flops_per_second / peak,
+        "score": r.score_flops_per_second / peak,
+    });
+    Ok(value)
+}
+
+/// One limaml measurement from two, timed before and after the PyTorch reference: every rate
+/// and peak fraction is the mean of the two (the reference ran between them), the peak RSS the
+/// larger; both runs are kept under `runs`.
+fn bracketed(before: Value, after: Value) -> Value {
+    let mean = |path: &[&str]| -> Value {
+        let get = |v: &Value| path.iter().fold(v, |v, key| &v[*key]).as_f64();
+        match (get(&before), get(&after)) {
+            (Some(a), Some(b)) => json!((a + b) / 2.0),
+            _ => Value::Null,
+        }
+    };
+    let mut merged = before.clone();
+    for field in [
+        "tasks_per_second",
+        "entities_per_second",
+        "rows_per_second",
+        "train_flops_per_second",
+        "export_flops_per_second",
+        "score_flops_per_second",
+    ] {
+        merged[field] = mean(&[field]);
+    }
+    for phase in ["train", "export", "score"] {
+        merged["peak_fraction"][phase] = mean(&["peak_fraction", phase]);
+    }
+    merged["peak_rss_bytes"] = match (before["peak_rss_bytes"].as_u64(), after["peak_rss_bytes"].as_u64()) {
+        (Some(a), Some(b)) => json!(a.max(b)),
+        (a, b) => json!(a.or(b)),
+    };
+    merged.as_object_mut().expect("a report is an object").remove("gemm_peak_window");
+    merged["runs"] = json!([before, after]);
+    merged["bracket"] = json!("timed before and after the PyTorch reference of this size; rates and fractions are the mean of the two runs");
+    merged
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -749,7 +821,8 @@ fn print_human(doc: &Value) {
     let gflops = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{:.1}", x / 1e9));
     let percent = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{:.0}%", x * 100.0));
     println!(
-        "GEMM peak ({}^3 f32, {} threads): {} GFLOP/s ({} independent single-threaded products, {} one split product)",
+        "GEMM peak at the start ({}^3 f32, {} threads): {} GFLOP/s ({} independent single-threaded products, {} one \
+         split product); each row's fractions are of the peak timed around it (its \"window\")",
         peak["n"],
         peak["threads"],
         gflops(&peak["peak_flops_per_second"]),
@@ -757,9 +830,17 @@ fn print_human(doc: &Value) {
         gflops(&peak["split_flops_per_second"]),
     );
     println!(
-        "{:<22} {:>12} {:>8} {:>12} {:>8} {:>12} {:>8} {:>14} {:>8}",
-        "limaml GFLOP/s", "train", "of peak", "export", "of peak", "score", "of peak", "torch row/s", "ratio"
+        "{:<22} {:>12} {:>8} {:>12} {:>8} {:>12} {:>8} {:>14} {:>8} {:>14}",
+        "limaml GFLOP/s", "train", "of peak", "export", "of peak", "score", "of peak", "torch row/s", "ratio", "window peak"
     );
+    // The window peak of a measurement, or of each of its bracketing runs.
+    let window_peak = |ours: &Value| -> String {
+        let one = |run: &Value| gflops(&run["gemm_peak_window"]["peak_flops_per_second"]);
+        match ours["runs"].as_array() {
+            Some(runs) => runs.iter().map(one).collect::<Vec<_>>().join(" / "),
+            None => one(ours),
+        }
+    };
     for c in doc["configs"].as_array().into_iter().flatten() {
         for (order, label) in [("first_order", "1st"), ("second_order", "2nd")] {
             let ours = &c["limaml"][order];
@@ -770,7 +851,7 @@ fn print_human(doc: &Value) {
                 (String::new(), String::new())
             };
             println!(
-                "{:<22} {:>12} {:>8} {:>12} {:>8} {:>12} {:>8} {:>14} {:>8}",
+                "{:<22} {:>12} {:>8} {:>12} {:>8} {:>12} {:>8} {:>14} {:>8} {:>14}",
                 format!("{} {} {label}", c["name"].as_str().unwrap_or(""), c["layers"].as_str().unwrap_or("")),
                 gflops(&ours["train_flops_per_second"]),
                 percent(&fraction["train"]),
@@ -780,6 +861,7 @@ fn print_human(doc: &Value) {
                 percent(&fraction["score"]),
                 torch_rows,
                 scoring,
+                window_peak(ours),
             );
         }
     }
@@ -840,4 +922,46 @@ fn print_human(doc: &Value) {
         TARGET_CACHED_RUN_SECONDS,
         verdict(&targets["cached_run_seconds"]),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(tasks_per_second: f64, train_fraction: f64, rss: u64) -> Value {
+        json!({
+            "tasks": 32,
+            "tasks_per_second": tasks_per_second,
+            "entities_per_second": 2.0 * tasks_per_second,
+            "rows_per_second": 3.0 * tasks_per_second,
+            "train_flops_per_second": 1e9,
+            "export_flops_per_second": 2e9,
+            "score_flops_per_second": 3e9,
+            "peak_fraction": {"train": train_fraction, "export": 0.5, "score": 0.25},
+            "peak_rss_bytes": rss,
+            "gemm_peak_window": {"peak_flops_per_second": 1e10},
+        })
+    }
+
+    #[test]
+    fn a_bracketed_measurement_is_the_mean_of_its_two_runs_and_keeps_both() {
+        let merged = bracketed(run(100.0, 0.4, 10), run(300.0, 0.6, 30));
+        assert_eq!(merged["tasks_per_second"], json!(200.0));
+        assert_eq!(merged["entities_per_second"], json!(400.0));
+        assert_eq!(merged["rows_per_second"], json!(600.0));
+        assert_eq!(merged["peak_fraction"]["train"], json!(0.5));
+        assert_eq!(merged["peak_fraction"]["export"], json!(0.5));
+        assert_eq!(merged["peak_rss_bytes"], json!(30));
+        assert_eq!(merged["tasks"], json!(32));
+        assert_eq!(merged["runs"][0]["tasks_per_second"], json!(100.0));
+        assert_eq!(merged["runs"][1]["tasks_per_second"], json!(300.0));
+        assert!(merged.get("gemm_peak_window").is_none(), "each run keeps its own window");
+    }
+
+    #[test]
+    fn a_bracketed_rate_missing_from_either_run_is_null() {
+        let mut after = run(300.0, 0.6, 30);
+        after["tasks_per_second"] = Value::Null;
+        assert_eq!(bracketed(run(100.0, 0.4, 10), after)["tasks_per_second"], Value::Null);
+    }
 }
