@@ -7,14 +7,16 @@
 //!   meta-training tasks/s first- and second-order, embedding-export entities/s and Global-Block
 //!   scoring rows/s, and the peak resident memory of the measurement;
 //! - the same through the PyTorch reference, when `bench/.venv` exists, and the ratios
-//!   (limaml throughput / PyTorch throughput, same data, same thread count, same run);
+//!   (limaml throughput / PyTorch throughput, same data, same thread count, same run); limaml
+//!   is then timed before and after the reference and its rates are the mean ([`bracketed`]);
 //! - how cost grows with the number of users ([`SCALING_USERS`]): one real meta-training epoch
 //!   (`limaml_models::train`), a real export (`export_meta_embeddings`) and the bytes of what a
 //!   run stores (data set, task set, model, meta-embedding table);
 //! - a fully cached `limaml run experiments/quick.toml` (when the spec is found);
 //! - the machine's sustained `f32` matrix-product throughput with the same threads
-//!   ([`measure_gemm_peak`]), against which every measurement's FLOP rate (counted from the
-//!   layer shapes and rows, `limaml_models::StepFlops`) is reported as `peak_fraction`.
+//!   ([`measure_gemm_peak`]), timed right before and after each measurement
+//!   ([`windowed_measurement`]), against which that measurement's FLOP rates (counted from the
+//!   layer shapes and rows, `limaml_models::StepFlops`) are reported as `peak_fraction`.
 //!
 //! Every measurement runs in a child process of this binary (the job passed as JSON in
 //! [`CHILD_JOB_ENV`]): its peak RSS (`VmHWM`) is then that measurement's alone. Both sides use the thread count candle uses
