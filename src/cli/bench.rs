@@ -341,7 +341,7 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
         "second_order_ratio_vs_torch": second_order,
         "export_ratio_vs_torch": export,
         "scoring_ratio_vs_torch": scoring,
-        "ratios_are": "limaml throughput / the fastest PyTorch variant's; top-level values are the smallest over the model sizes",
+        "ratios_are": "limaml throughput (with the reference: the mean of limaml's runs before and after it) / the fastest PyTorch variant's; top-level values are the smallest over the model sizes",
         "gemm_peak": gemm_peak,
         "training_peak_fraction": training_peak_fraction,
         "configs": configs,

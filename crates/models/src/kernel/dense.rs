@@ -21,13 +21,55 @@ pub fn matmul(
     assert_eq!(out.len(), m * n, "matmul output");
     assert_eq!(a.len(), m * k, "matmul lhs");
     assert_eq!(b.len(), k * n, "matmul rhs");
-    if m == 0 || n == 0 {
-        return;
-    }
     if k == 0 {
         if !accumulate {
             out.fill(0.0);
         }
+        return;
+    }
+    // SAFETY: `out` holds m * n initialized values.
+    unsafe { gemm_into(out.as_mut_ptr(), accumulate, a, a_transposed, b, b_transposed, m, k, n) }
+}
+
+/// `op(a) op(b)` (`m x n`) in a new vector, as [`matmul`] without accumulating, but without
+/// first zeroing the output: `gemm` writes every value of a product it does not accumulate
+/// into (and reads none), so the zeros would only be overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn product(a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, m: usize, k: usize, n: usize) -> Vec<f32> {
+    assert_eq!(a.len(), m * k, "matmul lhs");
+    assert_eq!(b.len(), k * n, "matmul rhs");
+    if k == 0 || m == 0 || n == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the capacity is m * n; gemm, not accumulating (`read_dst` false), writes every
+    // one of those m * n values before anything reads them, so all are initialized after it.
+    unsafe {
+        gemm_into(out.as_mut_ptr(), false, a, a_transposed, b, b_transposed, m, k, n);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// The product through `gemm` into `m x n` values at `out` (row-major).
+///
+/// # Safety
+/// `out` must be valid for writes of `m * n` values, and for reads of them when `accumulate`;
+/// `a` and `b` must hold `m * k` and `k * n` values (the callers assert it).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    out: *mut f32,
+    accumulate: bool,
+    a: &[f32],
+    a_transposed: bool,
+    b: &[f32],
+    b_transposed: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    debug_assert!(a.len() == m * k && b.len() == k * n);
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
     let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
@@ -35,14 +77,14 @@ pub fn matmul(
     // One thread per product: callers parallelize over independent tasks and chunks, which
     // measured faster than splitting these medium-sized products (bench/README.md).
     let parallelism = Parallelism::None;
-    // SAFETY: the asserts above bound every index gemm reads or writes: `out` is m x n with
-    // row stride n, `a` and `b` hold m * k and k * n values laid out as the strides say.
+    // SAFETY: the caller's contract bounds every index gemm reads or writes: `out` is m x n with row stride n, `a` and `b` hold m * k and k * n values laid
+    // out as the strides say; with `read_dst` false gemm reads nothing of `out`.
     unsafe {
         gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out,
             1,
             n as isize,
             accumulate,
@@ -155,5 +197,26 @@ mod tests {
         matmul(&mut out, true, &a, false, &b, false, m, k, n);
         let plus_one: Vec<f32> = expected.iter().map(|v| v + 1.0).collect();
         assert_eq!(out, plus_one);
+    }
+
+    #[test]
+    fn product_is_the_same_bits_as_matmul_into_zeros_for_every_transposition() {
+        // Large enough for gemm's blocking (several k blocks and register tiles), with reused
+        // memory under the new vector: a value gemm left unwritten would show.
+        let (m, k, n) = (67, 300, 45);
+        let a: Vec<f32> = (0..m * k).map(|v| ((v * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| ((v * 53) % 97) as f32 / 48.0 - 1.0).collect();
+        let (a_t, b_t) = (transpose(&a, m, k), transpose(&b, k, n));
+        for (lhs, lt) in [(&a, false), (&a_t, true)] {
+            for (rhs, rt) in [(&b, false), (&b_t, true)] {
+                drop(vec![f32::NAN; m * n]);
+                let mut expected = vec![0.0; m * n];
+                matmul(&mut expected, false, lhs, lt, rhs, rt, m, k, n);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&product(lhs, lt, rhs, rt, m, k, n)), bits(&expected), "a transposed {lt}, b transposed {rt}");
+            }
+        }
+        assert_eq!(product(&[], false, &[], false, 2, 0, 3), vec![0.0; 6]);
+        assert!(product(&[], false, &[1.0, 2.0], false, 0, 1, 2).is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::dense::{add_bias_rows, add_column_sums, matmul, relu_backward, relu_in_place, DenseStack};
+use super::dense::{add_bias_rows, add_column_sums, matmul, product, relu_backward, relu_in_place, DenseStack};
 use super::rows::PackedRows;
 
 /// The Global Block's weights with its first layer split by input: `a0 = x Wx + e We + b0`
@@ -88,16 +88,13 @@ impl GlobalBlock<'_> {
     /// row's counterpart representation `x[columns] P`.
     pub fn row_part(&self, x: &[f32], rows: usize) -> RowPart {
         let h = self.first_width();
-        let mut first = vec![0.0f32; rows * h];
-        matmul(&mut first, false, x, false, self.row_weight(), false, rows, self.row_dim, h);
+        let mut first = product(x, false, self.row_weight(), false, rows, self.row_dim, h);
         add_bias_rows(&mut first, &self.stack.biases[0]);
         let counterpart = match &self.dot {
             Some(dot) => {
                 let (c, m) = (dot.columns.len() + 1, self.meta_dim());
                 let xc = columns_of(x, self.row_dim, &dot.columns);
-                let mut q = vec![0.0f32; rows * m];
-                matmul(&mut q, false, &xc, false, dot.weight, false, rows, c, m);
-                q
+                product(&xc, false, dot.weight, false, rows, c, m)
             }
             None => Vec::new(),
         };
@@ -149,8 +146,7 @@ impl GlobalBlock<'_> {
         }
         let xc = columns_of(x, self.row_dim, &dot.columns);
         matmul(d_weight, true, &xc, true, &dq, false, c, rows, m);
-        let mut dxc = vec![0.0f32; rows * c];
-        matmul(&mut dxc, false, &dq, false, dot.weight, true, rows, m, c);
+        let dxc = product(&dq, false, dot.weight, true, rows, m, c);
         for (row, g) in d_x.chunks_exact_mut(self.row_dim).zip(dxc.chunks_exact(c)) {
             // The constant column (last) is no input.
             row[dot.columns.clone()].iter_mut().zip(g).for_each(|(a, b)| *a += b);
@@ -162,9 +158,7 @@ impl GlobalBlock<'_> {
     pub(crate) fn meta_embedding_gradient(&self, d_per_task: &[f32]) -> Vec<f32> {
         let (h, m) = (self.first_width(), self.meta_dim());
         let n_tasks = d_per_task.len() / h;
-        let mut out = vec![0.0f32; n_tasks * m];
-        matmul(&mut out, false, d_per_task, false, self.meta_weight(), true, n_tasks, h, m);
-        out
+        product(d_per_task, false, self.meta_weight(), true, n_tasks, h, m)
     }
 
     /// `(T x h)` per-task vectors added to each packed row (`rows x h`) of its task.
@@ -239,8 +233,7 @@ pub(crate) fn global_forward(stack: &DenseStack, first_pre: Vec<f32>) -> GlobalP
     for layer in 1..n_layers {
         let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
         let x = hidden.last().expect("layer 0 is pushed first");
-        let mut out = vec![0.0f32; rows * fan_out];
-        matmul(&mut out, false, x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
+        let mut out = product(x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
         add_bias_rows(&mut out, &stack.biases[layer]);
         if layer + 1 < n_layers {
             relu_in_place(&mut out);
@@ -274,8 +267,7 @@ pub(crate) fn global_backward(
             matmul(&mut grads.weights[layer], true, x, true, &d_pre, false, fan_in, rows, fan_out);
             add_column_sums(&mut grads.biases[layer], &d_pre);
         }
-        let mut d_x = vec![0.0f32; rows * fan_in];
-        matmul(&mut d_x, false, &d_pre, false, &stack.weights[layer], true, rows, fan_out, fan_in);
+        let mut d_x = product(&d_pre, false, &stack.weights[layer], true, rows, fan_out, fan_in);
         relu_backward(&mut d_x, x);
         d_pre = d_x;
     }
@@ -454,9 +446,7 @@ fn tile_logits_portable(job: &TileJob, scratch: &mut ServeScratch, out: &mut [f3
         Some(dot) => {
             let c = dot.columns.len() + 1;
             let xc = columns_of(x, global.row_dim, &dot.columns);
-            let mut q = vec![0.0f32; rows * m];
-            matmul(&mut q, false, &xc, false, dot.weight, false, rows, c, m);
-            q
+            product(&xc, false, dot.weight, false, rows, c, m)
         }
         None => Vec::new(),
     };
@@ -519,8 +509,7 @@ pub(crate) fn global_tangent(stack: &DenseStack, pass: &GlobalPass, first_tangen
     for layer in 1..n_layers {
         let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
         let x = tangents.last().expect("layer 0 is pushed first");
-        let mut out = vec![0.0f32; rows * fan_out];
-        matmul(&mut out, false, x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
+        let mut out = product(x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
         if layer + 1 < n_layers {
             relu_backward(&mut out, &pass.hidden[layer]);
             tangents.push(out);
@@ -552,11 +541,9 @@ pub(crate) fn global_dual_backward(
         matmul(&mut grads.weights[layer], true, x, true, &d_pre, false, fan_in, rows, fan_out);
         matmul(&mut grads.weights[layer], true, x_tangent, true, &d_tangent, false, fan_in, rows, fan_out);
         add_column_sums(&mut grads.biases[layer], &d_pre);
-        let mut d_x = vec![0.0f32; rows * fan_in];
-        matmul(&mut d_x, false, &d_pre, false, w, true, rows, fan_out, fan_in);
+        let mut d_x = product(&d_pre, false, w, true, rows, fan_out, fan_in);
         relu_backward(&mut d_x, x);
-        let mut d_x_tangent = vec![0.0f32; rows * fan_in];
-        matmul(&mut d_x_tangent, false, &d_tangent, false, w, true, rows, fan_out, fan_in);
+        let mut d_x_tangent = product(&d_tangent, false, w, true, rows, fan_out, fan_in);
         relu_backward(&mut d_x_tangent, x);
         d_pre = d_x;
         d_tangent = d_x_tangent;

@@ -2,7 +2,7 @@
 //! or second-order ([`outer_gradients`]). Must not build inputs or apply updates (`limaml`
 //! does).
 
-use super::dense::{add_column_sums, matmul, DenseStack};
+use super::dense::{add_column_sums, matmul, product, DenseStack};
 use super::global_block::{global_backward, global_dual_backward, global_tangent, DotInputGradients, GlobalBlock, RowPart};
 use super::meta_block::{meta_backward, meta_dual_backward, meta_forward, meta_tangent, MetaPass, TaskStacks};
 use super::rows::{logistic_loss, sum_by_task, PackedRows};
@@ -160,8 +160,7 @@ pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep
     let d_per_task = sum_by_task(&d_first, &outer.task_of_row, n_tasks, h);
     matmul(d_meta_weight, false, embedding, true, &d_per_task, false, m, n_tasks, h);
     let mut d_embedding = global.meta_embedding_gradient(&d_per_task);
-    let mut d_row_inputs = vec![0.0f32; rows * row_dim];
-    matmul(&mut d_row_inputs, false, &d_first, false, global.row_weight(), true, rows, h, row_dim);
+    let mut d_row_inputs = product(&d_first, false, global.row_weight(), true, rows, h, row_dim);
     let mut dot_grads = vec![0.0f32; global.dot.as_ref().map_or(0, |d| d.weight.len())];
     global.dot_backward(
         &d_logits,

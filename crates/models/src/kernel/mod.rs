@@ -32,7 +32,7 @@ mod maml;
 mod meta_block;
 mod rows;
 
-pub use dense::{matmul, DenseStack};
+pub use dense::{matmul, product, DenseStack};
 pub(crate) use dense::{add_bias_rows, add_column_sums, relu_backward, relu_in_place};
 pub use global_block::{logits, logits_per_row, serve_tiles, untiled_logits_per_row, DotTerm, GatherRows, GlobalBlock, GlobalPass, RowPart, SERVE_TILE};
 pub use maml::{adapt, outer_gradients, Adapted, OuterGradients, OuterStep};
