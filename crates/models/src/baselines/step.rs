@@ -18,7 +18,7 @@
 //! products go through [`kernel::matmul`](crate::kernel::matmul) (one thread each, so results
 //! do not depend on the thread count).
 
-use crate::kernel::{add_bias_rows, add_column_sums, matmul, relu_backward, relu_in_place, DenseStack};
+use crate::kernel::{add_bias_rows, add_column_sums, matmul, product, relu_backward, relu_in_place, DenseStack};
 
 /// The columns of a row input, in [`Features::row_inputs`](crate::inputs::Features::row_inputs)
 /// order, then the activity summary: user features, item features, item-id embedding, user-id
@@ -116,8 +116,7 @@ fn forward(weights: &StepWeights, rows: &StepRows) -> (Vec<Vec<f32>>, Vec<f32>) 
     let mut activations = vec![row_inputs(weights, rows)];
     for layer in 0..deep.n_layers() {
         let (fan_in, fan_out) = (deep.widths[layer], deep.widths[layer + 1]);
-        let mut out = vec![0.0f32; n * fan_out];
-        matmul(&mut out, false, &activations[layer], false, &deep.weights[layer], false, n, fan_in, fan_out);
+        let mut out = product(&activations[layer], false, &deep.weights[layer], false, n, fan_in, fan_out);
         add_bias_rows(&mut out, &deep.biases[layer]);
         if layer + 1 < deep.n_layers() {
             relu_in_place(&mut out);
@@ -177,8 +176,7 @@ pub(crate) fn train_step(weights: &StepWeights, rows: &StepRows) -> StepGradient
         matmul(&mut grads.weights[layer], false, input, true, &d_out, false, fan_in, n, fan_out);
         add_column_sums(&mut grads.biases[layer], &d_out);
         if layer > 0 {
-            let mut d_in = vec![0.0f32; n * fan_in];
-            matmul(&mut d_in, false, &d_out, false, &deep.weights[layer], true, n, fan_out, fan_in);
+            let mut d_in = product(&d_out, false, &deep.weights[layer], true, n, fan_out, fan_in);
             relu_backward(&mut d_in, input);
             d_out = d_in;
         } else {
@@ -188,8 +186,7 @@ pub(crate) fn train_step(weights: &StepWeights, rows: &StepRows) -> StepGradient
             let width = columns.len();
             if width > 0 {
                 let w0 = &deep.weights[0][columns.start * fan_out..columns.end * fan_out];
-                embedding_input = vec![0.0f32; n * width];
-                matmul(&mut embedding_input, false, &d_out, false, w0, true, n, fan_out, width);
+                embedding_input = product(&d_out, false, w0, true, n, fan_out, width);
             }
         }
     }
