@@ -15,8 +15,9 @@
 //! are about 28 MFLOP (issue 17); the rest was the graph: index selects, concatenations,
 //! zero-filled gradient buffers and the input gradient of the feature columns, which nothing
 //! reads. Here the input gradient is computed only for the id-embedding columns, and the
-//! products go through [`kernel::matmul`](crate::kernel::matmul) (one thread each, so results
-//! do not depend on the thread count).
+//! products go through [`kernel::matmul`](crate::kernel::matmul) and, into a new vector,
+//! [`kernel::product`](crate::kernel::product) (one thread each, so results do not depend on
+//! the thread count).
 
 use crate::kernel::{add_bias_rows, add_column_sums, matmul, product, relu_backward, relu_in_place, DenseStack};
 
