@@ -124,10 +124,10 @@ pub struct GemmPeak {
 }
 
 /// Runs `n x n x n` products for about `seconds` per layout (after a warm-up) and reports the
-/// FLOP/s (`2 n^3` per product) of each: the rate of the fastest of about five windows of
-/// `seconds / 5` (at most [`GEMM_WINDOW_SECONDS`]), the convention the timed phases follow
-/// ([`fastest_pass`]), so the peak and the phases it is compared against are both their least
-/// disturbed rate.
+/// FLOP/s (`2 n^3` per product) of each: the rate of its fastest window (windows of
+/// `seconds / 5`, at most [`GEMM_WINDOW_SECONDS`], so at least five), the convention the timed
+/// phases follow ([`fastest_pass`]), so the peak and the phases it is compared against are both
+/// their least disturbed rate.
 pub fn measure_gemm_peak(n: usize, threads: usize, seconds: f64) -> GemmPeak {
     use rayon::prelude::*;
     let threads = threads.max(1);
