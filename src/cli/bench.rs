@@ -259,10 +259,11 @@ fn run_benchmarks(plan: &BenchPlan, threads: usize, work_dir: &Path, args: &Benc
         // With a reference, limaml is timed again right after it: the host's speed drifts
         // over minutes (bench/README.md), and the mean of the two brackets the reference's run.
         let limaml = if torch.is_some() {
-            let after = measure_limaml(size, ", again after pytorch")?;
+            let mut after = measure_limaml(size, ", again after pytorch")?;
             let mut limaml = serde_json::Map::new();
             for (order, first) in before {
-                limaml.insert(order.clone(), bracketed(first, after[&order].clone()));
+                let second = after.remove(&order).expect("both runs measure the same orders");
+                limaml.insert(order, bracketed(first, second));
             }
             limaml
         } else {

@@ -77,8 +77,9 @@ unsafe fn gemm_into(
     // One thread per product: callers parallelize over independent tasks and chunks, which
     // measured faster than splitting these medium-sized products (bench/README.md).
     let parallelism = Parallelism::None;
-    // SAFETY: the caller's contract bounds every index gemm reads or writes: `out` is m x n with row stride n, `a` and `b` hold m * k and k * n values laid
-    // out as the strides say; with `read_dst` false gemm reads nothing of `out`.
+    // SAFETY: the caller's contract bounds every index gemm reads or writes: `out` is m x n
+    // with row stride n, `a` and `b` hold m * k and k * n values laid out as the strides say;
+    // with `read_dst` false gemm reads nothing of `out`.
     unsafe {
         gemm(
             m,
