@@ -2,6 +2,7 @@
 //! id-embedding tables.
 //!
 //! Owns [`GatheredRows`] (the rows of a table one step reads, copied into a small leaf `Var`),
+//! [`GradientParts`] (a dense gradient given as parts the update sums as it reads them),
 //! [`LazyAdam`] and [`Optimizers`]. Must not know what a table means: models say which of their
 //! parameters are tables and which rows a step reads.
 //!
@@ -737,39 +738,131 @@ impl DenseAdamW {
         DenseAdamW { params, vars }
     }
 
-    /// One AdamW step of every parameter that has a gradient in `grads`, at the step whose bias
-    /// corrections are `(scale_m, scale_v)`. The gradients are read where they are (not copied
-    /// out), and each element updates as [`DenseStepConstants::update`] says.
-    fn step(&mut self, grads: &GradStore, (scale_m, scale_v): (f64, f64)) -> Result<(), ModelError> {
-        use rayon::prelude::*;
+    /// One AdamW step of every parameter that has a gradient in `grads` or in `parts`, at the
+    /// step whose bias corrections are `(scale_m, scale_v)`. The gradients are read where they
+    /// are (not copied out), and each element updates as [`DenseStepConstants::update`] says.
+    /// Parameters of at least four chunks in all update side by side (one parallel region for
+    /// all of them, so a thread woken for the first keeps working through the others).
+    fn step(&mut self, grads: &GradStore, parts: &[GradientParts], (scale_m, scale_v): (f64, f64)) -> Result<(), ModelError> {
         let constants = DenseStepConstants::new(&self.params, scale_m, scale_v);
+        // Each parameter's gradient, found before the parallel region.
+        let mut sources: Vec<(&mut DenseVar, GradientInput)> = Vec::new();
         for dense in &mut self.vars {
-            let Some(gradient) = grads.get(dense.var.as_tensor()) else { continue };
-            // Borrowed where the gradient is one contiguous f32 block of its own (every
-            // hand-written pass makes one), copied out otherwise: a gradient sharing the
-            // variable's storage would hold a read lock on what `on_values` locks for writing.
-            let borrowed = {
-                let weights = TensorValues::of(dense.var.as_tensor())?;
-                TensorValues::of(gradient).ok().filter(|g| !g.shares_storage_with(&weights))
+            let n = dense.first_moment.len();
+            let input = if let Some(gradient) = grads.get(dense.var.as_tensor()) {
+                GradientInput::Tensor(gradient.clone())
+            } else if let Some(given) = parts.iter().find(|p| p.var.id() == dense.var.as_tensor().id()) {
+                if given.parts.is_empty() || given.parts.iter().any(|p| p.len() != n) {
+                    return Err(ModelError::ShapeMismatch(format!(
+                        "gradient parts of lengths {:?} for a parameter of {n} values",
+                        given.parts.iter().map(|p| p.len()).collect::<Vec<_>>()
+                    )));
+                }
+                GradientInput::Parts(&given.parts)
+            } else {
+                continue;
             };
-            let copied = match borrowed {
-                Some(_) => Vec::new(),
-                None => gradient.flatten_all()?.to_vec1::<f32>()?,
-            };
-            let gradient = borrowed.as_ref().map_or(copied.as_slice(), TensorValues::as_slice);
-            let DenseVar { var, first_moment, second_moment } = dense;
-            // In place: the weights are updated where they are, not copied out and back.
-            on_values(var, |theta| {
-                const CHUNK: usize = 1 << 14;
-                theta
-                    .par_chunks_mut(CHUNK)
-                    .zip(first_moment.par_chunks_mut(CHUNK))
-                    .zip(second_moment.par_chunks_mut(CHUNK))
-                    .zip(gradient.par_chunks(CHUNK))
-                    .for_each(|(((theta, m), v), g)| constants.update_chunk(theta, m, v, g));
-            })?;
+            sources.push((dense, input));
         }
-        Ok(())
+        if sources.iter().map(|(dense, _)| dense.first_moment.len()).sum::<usize>() < 4 * DenseVar::CHUNK {
+            // Small (a baseline's minibatch step): one parameter after the other, each split
+            // into chunks only if it is larger than one, so that another thread is woken only
+            // for a parameter worth it.
+            for (dense, input) in sources {
+                dense.update(&constants, &input)?;
+            }
+            return Ok(());
+        }
+        let failure: std::sync::Mutex<Option<ModelError>> = std::sync::Mutex::new(None);
+        rayon::scope(|scope| {
+            for (dense, source) in sources {
+                let (failure, constants) = (&failure, &constants);
+                scope.spawn(move |_| {
+                    if let Err(e) = dense.update(constants, &source) {
+                        failure.lock().expect("failure lock").get_or_insert(e);
+                    }
+                });
+            }
+        });
+        match failure.into_inner().expect("failure lock") {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A dense parameter's gradient as parts whose sum, element by element and in order
+/// (`(p0 + p1) + p2 ...`), is the gradient: the update sums as it reads, instead of a pass
+/// that writes the sum first (LiMAML's task groups each give one part,
+/// [`Optimizers::step_with_parts`]).
+pub struct GradientParts<'a> {
+    /// The variable's tensor (as in [`ParamStore::vars`]).
+    pub var: &'a Tensor,
+    pub parts: Vec<&'a [f32]>,
+}
+
+/// One dense parameter's gradient in [`DenseAdamW::step`]: a tensor, or parts to sum.
+enum GradientInput<'a> {
+    Tensor(Tensor),
+    Parts(&'a [&'a [f32]]),
+}
+
+/// Where [`DenseVar::update`] reads the gradient: whole, or as parts to sum.
+#[derive(Clone, Copy)]
+enum GradientSource<'a> {
+    Whole(&'a [f32]),
+    Parts(&'a [&'a [f32]]),
+}
+
+impl DenseVar {
+    /// Elements a parallel task updates.
+    const CHUNK: usize = 1 << 14;
+
+    /// This parameter's AdamW step, in place, over chunks in parallel.
+    fn update(&mut self, constants: &DenseStepConstants, input: &GradientInput) -> Result<(), ModelError> {
+        use rayon::prelude::*;
+        const CHUNK: usize = DenseVar::CHUNK;
+        let n = self.first_moment.len();
+        // A gradient tensor is borrowed where it is one contiguous f32 block of its own (every
+        // hand-written pass makes one), copied out otherwise: a gradient sharing the
+        // variable's storage would hold a read lock on what `on_values` locks for writing.
+        let (borrowed, copied);
+        let source = match input {
+            GradientInput::Tensor(gradient) => {
+                borrowed = {
+                    let weights = TensorValues::of(self.var.as_tensor())?;
+                    TensorValues::of(gradient).ok().filter(|g| !g.shares_storage_with(&weights))
+                };
+                copied = match borrowed {
+                    Some(_) => Vec::new(),
+                    None => gradient.flatten_all()?.to_vec1::<f32>()?,
+                };
+                let whole = borrowed.as_ref().map_or(copied.as_slice(), TensorValues::as_slice);
+                if whole.len() != n {
+                    return Err(ModelError::ShapeMismatch(format!(
+                        "a gradient of {} values for a parameter of {n}",
+                        whole.len()
+                    )));
+                }
+                GradientSource::Whole(whole)
+            }
+            GradientInput::Parts(parts) => GradientSource::Parts(parts),
+        };
+        let DenseVar { var, first_moment, second_moment } = self;
+        on_values(var, |theta| {
+            theta
+                .par_chunks_mut(CHUNK)
+                .zip(first_moment.par_chunks_mut(CHUNK))
+                .zip(second_moment.par_chunks_mut(CHUNK))
+                .enumerate()
+                .for_each(|(c, ((theta, m), v))| {
+                    let range = c * CHUNK..c * CHUNK + theta.len();
+                    match source {
+                        GradientSource::Whole(g) => constants.update_chunk(theta, m, v, &g[range]),
+                        GradientSource::Parts(parts) => constants.update_chunk_summing(theta, m, v, parts, range),
+                    }
+                });
+        })
     }
 }
 
@@ -837,6 +930,31 @@ impl DenseStepConstants {
     #[target_feature(enable = "avx2")]
     unsafe fn update_chunk_avx2(&self, theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
         self.update_chunk_portable(theta, m, v, g)
+    }
+
+    /// [`DenseStepConstants::update_chunk`] from the sum of `parts` over `range` (this chunk's
+    /// elements), added in order into a small buffer a block at a time: the same sums, so the
+    /// same bits, as updating from a gradient summed beforehand.
+    fn update_chunk_summing(
+        &self,
+        theta: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        parts: &[&[f32]],
+        range: std::ops::Range<usize>,
+    ) {
+        const BLOCK: usize = 1024;
+        let mut sum = [0f32; BLOCK];
+        for start in (0..theta.len()).step_by(BLOCK) {
+            let end = (start + BLOCK).min(theta.len());
+            let (from, to) = (range.start + start, range.start + end);
+            let g = &mut sum[..end - start];
+            g.copy_from_slice(&parts[0][from..to]);
+            for part in &parts[1..] {
+                g.iter_mut().zip(&part[from..to]).for_each(|(s, &p)| *s += p);
+            }
+            self.update_chunk(&mut theta[start..end], &mut m[start..end], &mut v[start..end], g);
+        }
     }
 
     #[inline(always)]
@@ -919,7 +1037,20 @@ impl Optimizers {
         // One step count for both: the tables' optimizer advances it and the dense one reads
         // its bias corrections.
         self.embeddings.step(grads, gathered)?;
-        self.dense.step(grads, self.embeddings.bias_corrections())
+        self.dense.step(grads, &[], self.embeddings.bias_corrections())
+    }
+
+    /// [`Optimizers::step_with`], the dense parameters named in `parts` stepping from the sum
+    /// of their parts (summed as the update reads them; a parameter in both `grads` and
+    /// `parts` steps from `grads`).
+    pub fn step_with_parts(
+        &mut self,
+        grads: &GradStore,
+        parts: &[GradientParts],
+        gathered: &[GatheredRows],
+    ) -> Result<(), ModelError> {
+        self.embeddings.step(grads, gathered)?;
+        self.dense.step(grads, parts, self.embeddings.bias_corrections())
     }
 }
 

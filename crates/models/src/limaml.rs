@@ -23,7 +23,7 @@ use crate::config::{LimamlConfig, MetaInput, MetaInteraction, OuterRows};
 use crate::error::ModelError;
 use crate::inputs::{row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features, RowInputTables};
 use crate::kernel::{self, DenseStack, DotTerm, GlobalBlock, PackedRows};
-use crate::lazy_adam::{gradient_store, GatheredRows, Optimizers};
+use crate::lazy_adam::{gradient_store, GatheredRows, GradientParts, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
 use crate::params::ParamStore;
 
@@ -585,7 +585,9 @@ impl LimamlNet {
     /// for the tables, so the gradient and the (lazy Adam) update touch only those rows: the
     /// step costs O(meta-batch), not O(users). The gradients come from the hand-written passes
     /// ([`kernel`]); candle's autograd ([`LimamlNet::autograd_outer_loss`]) is their test
-    /// reference.
+    /// reference. Without `outer_gradient_clip`, the task groups' gradients of the dense
+    /// layers are summed by the optimizer as it reads them (the same sums, the same bits); a
+    /// clip needs their sum's norm first, so with one they are summed before.
     pub fn meta_train_step(
         &self,
         store: &ParamStore,
@@ -604,13 +606,29 @@ impl LimamlNet {
             None => batch.entity_rows.clone(),
         };
         let batch = batch.with_gathered_entities(entities.as_ref())?;
-        let (loss, mut gradients) =
-            self.outer_gradients(&params, data, &batch, &entity_rows, items.as_ref(), gradients)?;
-        if let Some(limit) = self.config.outer_gradient_clip {
-            clip_global_norm(&mut gradients, limit)?;
-        }
-        let mut grads = gradient_store()?;
+        let (loss, per_group) =
+            self.outer_gradient_parts(&params, data, &batch, &entity_rows, items.as_ref(), gradients)?;
         let gathered: Vec<GatheredRows> = entities.into_iter().chain(items).collect();
+        let mut grads = gradient_store()?;
+        let Some(limit) = self.config.outer_gradient_clip else {
+            // No clipping: each dense parameter steps from its groups' parts, summed as the
+            // optimizer reads them; the tables' gathered rows from their sums.
+            let mut parts = Vec::new();
+            for (k, &(index, _)) in per_group.first().map_or(&[][..], Vec::as_slice).iter().enumerate() {
+                let of_groups: Vec<&[f32]> = per_group.iter().map(|group| group[k].1.as_slice()).collect();
+                match gathered.iter().find(|g| g.table == index) {
+                    Some(g) => {
+                        let sum = sum_in_order(&of_groups);
+                        grads.insert(g.values.as_tensor(), Tensor::from_vec(sum, params[index].shape(), &Device::Cpu)?);
+                    }
+                    None => parts.push(GradientParts { var: store.vars()[index].as_tensor(), parts: of_groups }),
+                }
+            }
+            optimizer.step_with_parts(&grads, &parts, &gathered)?;
+            return Ok(loss);
+        };
+        let mut gradients = sum_groups(&params, per_group)?;
+        clip_global_norm(&mut gradients, limit)?;
         for (index, gradient) in gradients {
             match gathered.iter().find(|g| g.table == index) {
                 Some(g) => grads.insert(g.values.as_tensor(), gradient),
@@ -667,6 +685,22 @@ impl LimamlNet {
         items: Option<&GatheredRows>,
         order: InnerGradients,
     ) -> Result<(f64, Vec<(usize, Tensor)>), ModelError> {
+        let (loss, per_group) = self.outer_gradient_parts(params, data, batch, entity_rows, items, order)?;
+        Ok((loss, sum_groups(params, per_group)?))
+    }
+
+    /// [`LimamlNet::outer_gradients`] before the task groups' gradients are summed: the loss
+    /// and each group's gradients, in group order (the gradient is their sum in that order,
+    /// element by element).
+    fn outer_gradient_parts(
+        &self,
+        params: &[Tensor],
+        data: &LimamlData,
+        batch: &TaskBatch,
+        entity_rows: &[u32],
+        items: Option<&GatheredRows>,
+        order: InnerGradients,
+    ) -> Result<(f64, Vec<ParamGradients>), ModelError> {
         let n_tasks = batch.n_tasks;
         let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
         let width = meta_input.len() / n_tasks.max(1);
@@ -704,24 +738,8 @@ impl LimamlNet {
             })
             .collect::<Result<_, ModelError>>()?;
         per_group.sort_by_key(|(g, _)| *g);
-        let per_group = per_group.into_iter().map(|(_, result)| result);
-        let mut loss = 0.0;
-        let mut total: ParamGradients = Vec::new();
-        for (group_loss, grads) in per_group {
-            loss += group_loss;
-            if total.is_empty() {
-                total = grads;
-            } else {
-                for ((_, sum), (_, g)) in total.iter_mut().zip(grads) {
-                    sum.iter_mut().zip(g).for_each(|(s, g)| *s += g);
-                }
-            }
-        }
-        let tensors = total
-            .into_iter()
-            .map(|(index, g)| Ok((index, Tensor::from_vec(g, params[index].shape(), &Device::Cpu)?)))
-            .collect::<Result<_, ModelError>>()?;
-        Ok((loss, tensors))
+        let loss = per_group.iter().fold(0.0, |loss, (_, (group_loss, _))| loss + group_loss);
+        Ok((loss, per_group.into_iter().map(|(_, (_, grads))| grads).collect()))
     }
 
     /// [`LimamlNet::outer_gradients`] of the tasks `tasks` of the step's batch (`meta_input`
@@ -1126,6 +1144,34 @@ fn clip_global_norm(gradients: &mut [(usize, Tensor)], limit: f64) -> Result<(),
 
 /// A gradient per parameter, by its index in the [`ParamStore`] (row-major values).
 type ParamGradients = Vec<(usize, Vec<f32>)>;
+
+/// The task groups' gradients (each group's in the same parameter order) summed in group
+/// order, element by element, as tensors shaped as `params`.
+fn sum_groups(params: &[Tensor], per_group: Vec<ParamGradients>) -> Result<Vec<(usize, Tensor)>, ModelError> {
+    let mut total: ParamGradients = Vec::new();
+    for grads in per_group {
+        if total.is_empty() {
+            total = grads;
+        } else {
+            for ((_, sum), (_, g)) in total.iter_mut().zip(grads) {
+                sum.iter_mut().zip(g).for_each(|(s, g)| *s += g);
+            }
+        }
+    }
+    total
+        .into_iter()
+        .map(|(index, g)| Ok((index, Tensor::from_vec(g, params[index].shape(), &Device::Cpu)?)))
+        .collect()
+}
+
+/// `parts` (of one length) summed element by element in order: `(p0 + p1) + p2 ...`.
+fn sum_in_order(parts: &[&[f32]]) -> Vec<f32> {
+    let mut sum = parts.first().map_or_else(Vec::new, |p| p.to_vec());
+    for part in parts.iter().skip(1) {
+        sum.iter_mut().zip(*part).for_each(|(s, &p)| *s += p);
+    }
+    sum
+}
 
 /// Tasks per group of an outer step computed on its own (see [`LimamlNet::outer_gradients`]).
 pub const TASKS_PER_GROUP: usize = 8;

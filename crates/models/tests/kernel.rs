@@ -360,3 +360,35 @@ fn outer_gradients_are_the_same_bits_on_one_two_and_three_threads() {
     assert_eq!(bits_on(2), one, "two threads");
     assert_eq!(bits_on(3), one, "three threads");
 }
+
+#[test]
+fn an_unclipped_outer_step_updates_the_weights_as_the_summed_gradients_would_bit_for_bit() {
+    // Without clipping, the dense parameters step from the task groups' gradients summed as the
+    // optimizer reads them; a clip too large to act sums them first. 20 tasks: groups of 8, 8
+    // and 4; three steps, so the moments carry over.
+    use limaml_models::lazy_adam::Optimizers;
+    use limaml_models::TrainConfig;
+    let (interactions, tasks) = common::synthetic(5);
+    let train = TrainConfig::default();
+    let run = |clip: Option<f64>| -> Vec<Vec<u32>> {
+        let config = LimamlConfig { meta_batch: 20, outer_gradient_clip: clip, ..LimamlConfig::default() };
+        let (net, store) =
+            LimamlNet::create(&config, DataShape::of(&tasks), &mut StdRng::seed_from_u64(3)).unwrap();
+        let data = LimamlData::new(&interactions, &tasks, config.evaluation_support_tasks).unwrap();
+        let (supports, outer) = support_and_outer_rows(&data, &config, 20);
+        let batch = task_batch(&data, &supports, &outer);
+        let mut optimizer = Optimizers::new(&store, &train, &net.embedding_tables()).unwrap();
+        for _ in 0..3 {
+            net.meta_train_step(&store, &mut optimizer, &data, &batch, InnerGradients::FirstOrder).unwrap();
+        }
+        optimizer.catch_up().unwrap();
+        store
+            .vars()
+            .iter()
+            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    let unclipped = run(None);
+    assert_eq!(unclipped, run(Some(f64::MAX)));
+    assert_ne!(unclipped, run(Some(1e-3)), "a clip that acts changes the weights");
+}

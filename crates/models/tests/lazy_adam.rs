@@ -179,3 +179,82 @@ fn a_non_contiguous_gradient_is_read_in_its_logical_order() {
     });
     assert_eq!(ours, candle);
 }
+
+#[test]
+fn stepping_from_gradient_parts_is_stepping_from_their_sum_bit_for_bit() {
+    for large in [(131, 127), (300, 230)] {
+        parts_and_sum_bits_agree(large);
+    }
+}
+
+fn parts_and_sum_bits_agree(large: (usize, usize)) {
+    use limaml_models::lazy_adam::GradientParts;
+    // Parameters in four chunks or more update side by side, fewer one after the other: both
+    // ways, with a parameter larger than a chunk (16 384) and a short tail, a small one and one
+    // left without a gradient; three parts each, summed in order.
+    let train = TrainConfig { learning_rate: 3e-3, l2: 1e-2, ..TrainConfig::default() };
+    let build = || {
+        let mut store = ParamStore::new();
+        store.normal("large", large.0, large.1, 0.5, &mut StdRng::seed_from_u64(1)).unwrap();
+        store.normal("small", 3, 5, 0.5, &mut StdRng::seed_from_u64(2)).unwrap();
+        store.normal("untouched", 4, 4, 0.5, &mut StdRng::seed_from_u64(3)).unwrap();
+        store
+    };
+    let (parted, summed) = (build(), build());
+    let mut from_parts = Optimizers::new(&parted, &train, &[]).unwrap();
+    let mut from_sum = Optimizers::new(&summed, &train, &[]).unwrap();
+    for step in 1..=4 {
+        // The first two parts cancel exactly, so adding them in another order (the third to
+        // the second first) loses most of the third's bits.
+        let part = |var: usize, p: usize, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|k| match p {
+                    0 => 1e4 * (1.0 + (k % 7) as f32),
+                    1 => -1e4 * (1.0 + (k % 7) as f32),
+                    _ => mixed_gradient(step, k * (var + 1)),
+                })
+                .collect()
+        };
+        let mut parts_of = Vec::new();
+        let mut grads = gradient_store().unwrap();
+        for var in 0..2 {
+            let n = summed.vars()[var].as_tensor().elem_count();
+            let parts: Vec<Vec<f32>> = (0..3).map(|p| part(var, p, n)).collect();
+            let sum: Vec<f32> = (0..n).map(|k| (parts[0][k] + parts[1][k]) + parts[2][k]).collect();
+            let shape = summed.vars()[var].as_tensor().shape().clone();
+            grads.insert(summed.vars()[var].as_tensor(), Tensor::from_vec(sum, shape, &Device::Cpu).unwrap());
+            parts_of.push(parts);
+        }
+        let given: Vec<GradientParts> = parts_of
+            .iter()
+            .enumerate()
+            .map(|(var, parts)| GradientParts {
+                var: parted.vars()[var].as_tensor(),
+                parts: parts.iter().map(Vec::as_slice).collect(),
+            })
+            .collect();
+        from_parts.step_with_parts(&gradient_store().unwrap(), &given, &[]).unwrap();
+        from_sum.step_with(&grads, &[]).unwrap();
+    }
+    let bits = |store: &ParamStore| -> Vec<Vec<u32>> {
+        store
+            .vars()
+            .iter()
+            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    let (a, b) = (bits(&parted), bits(&summed));
+    assert_eq!(a, b, "{large:?}");
+    assert_ne!(a[0], bits(&build())[0], "the large parameter moved");
+}
+
+#[test]
+fn gradient_parts_of_the_wrong_length_are_an_error() {
+    use limaml_models::lazy_adam::GradientParts;
+    let mut store = ParamStore::new();
+    store.normal("weights", 4, 3, 0.5, &mut StdRng::seed_from_u64(1)).unwrap();
+    let mut optimizer = Optimizers::new(&store, &TrainConfig::default(), &[]).unwrap();
+    let short = [0.5f32; 11];
+    let given = [GradientParts { var: store.vars()[0].as_tensor(), parts: vec![&short[..]] }];
+    assert!(optimizer.step_with_parts(&gradient_store().unwrap(), &given, &[]).is_err());
+}
