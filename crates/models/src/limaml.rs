@@ -21,8 +21,10 @@ use rayon::prelude::*;
 
 use crate::config::{LimamlConfig, MetaInput, MetaInteraction, OuterRows};
 use crate::error::ModelError;
-use crate::inputs::{row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features, RowInputTables};
-use crate::kernel::{self, DenseStack, DotTerm, GlobalBlock, PackedRows};
+use crate::inputs::{
+    row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features, RowInputTables, TensorValues,
+};
+use crate::kernel::{self, DenseStack, DenseView, DotTerm, GlobalBlock, PackedRows};
 use crate::lazy_adam::{gradient_store, GatheredRows, GradientParts, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
 use crate::params::ParamStore;
@@ -704,13 +706,14 @@ impl LimamlNet {
         let n_tasks = batch.n_tasks;
         let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
         let width = meta_input.len() / n_tasks.max(1);
+        let values = self.block_values(params)?;
         let step = GroupStep {
             params,
             data,
             batch,
             items,
             order,
-            blocks: self.blocks(params)?,
+            blocks: values.blocks(),
             loss_scale: 1.0 / n_tasks.max(1) as f32,
         };
         // Fixed groups of tasks (not one per thread), run in parallel and summed in group
@@ -903,7 +906,8 @@ impl LimamlNet {
     ) -> Result<Vec<f32>, ModelError> {
         const CHUNK: usize = 8192;
         let m = self.config.meta_embedding_dim;
-        let blocks = self.blocks(params)?;
+        let values = self.block_values(params)?;
+        let blocks = values.blocks();
         let global = self.global_block(&blocks);
         let tables = RowInputTables::new(features, self.item_embedding.map(|i| &params[i]))?;
         if tables.width() != global.row_dim {
@@ -926,23 +930,35 @@ impl LimamlNet {
         Ok(chunks.concat())
     }
 
-    /// The blocks' weights as plain vectors.
-    fn blocks(&self, params: &[Tensor]) -> Result<Blocks, ModelError> {
-        Ok(Blocks {
-            meta: dense_stack(self.meta.params(params))?,
-            global: dense_stack(self.global.params(params))?,
-            dot: self
-                .dot
-                .map(|d| params[d].flatten_all()?.to_vec1::<f32>())
-                .transpose()?,
+    /// The blocks' parameter values, borrowed where they are (see [`BlockValues`]).
+    fn block_values<'p>(&self, params: &'p [Tensor]) -> Result<BlockValues<'p>, ModelError> {
+        let values = |layers: &'p [Tensor]| -> Result<(Vec<usize>, Vec<ParamValues<'p>>), ModelError> {
+            let mut widths = Vec::new();
+            for weight in layers.iter().step_by(2) {
+                let (fan_in, fan_out) = weight.dims2()?;
+                if widths.is_empty() {
+                    widths.push(fan_in);
+                }
+                widths.push(fan_out);
+            }
+            Ok((widths, layers.iter().map(ParamValues::of).collect::<Result<_, _>>()?))
+        };
+        let (meta_widths, meta) = values(self.meta.params(params))?;
+        let (global_widths, global) = values(self.global.params(params))?;
+        Ok(BlockValues {
+            meta_widths,
+            meta,
+            global_widths,
+            global,
+            dot: self.dot.map(|d| ParamValues::of(&params[d])).transpose()?,
         })
     }
 
-    fn global_block<'a>(&self, blocks: &'a Blocks) -> GlobalBlock<'a> {
+    fn global_block<'a>(&self, blocks: &'a Blocks<'a>) -> GlobalBlock<'a> {
         GlobalBlock {
             stack: &blocks.global,
             row_dim: self.row_dim(),
-            dot: blocks.dot.as_deref().map(|weight| DotTerm {
+            dot: blocks.dot.map(|weight| DotTerm {
                 weight,
                 columns: counterpart_columns(&self.shape, self.config.item_id_embedding_dim),
             }),
@@ -954,7 +970,7 @@ impl LimamlNet {
     fn adapt_packed(
         &self,
         params: &[Tensor],
-        blocks: &Blocks,
+        blocks: &Blocks<'_>,
         data: &LimamlData,
         batch: &TaskBatch,
     ) -> Result<kernel::Adapted, ModelError> {
@@ -1061,7 +1077,8 @@ impl LimamlNet {
         data: &LimamlData,
         members: &[TaskRows],
     ) -> Result<Vec<f32>, ModelError> {
-        let blocks = self.blocks(params)?;
+        let values = self.block_values(params)?;
+        let blocks = values.blocks();
         // Chunks are independent (each task adapts on its own rows): in parallel, in order.
         let chunks: Vec<Vec<f32>> = members
             .par_chunks(EVAL_CHUNK)
@@ -1081,7 +1098,8 @@ impl LimamlNet {
         data: &LimamlData,
         members: &[TaskRows],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let blocks = self.blocks(params)?;
+        let values = self.block_values(params)?;
+        let blocks = values.blocks();
         let global = self.global_block(&blocks);
         let chunks: Vec<Vec<Vec<f32>>> = members
             .par_chunks(EVAL_CHUNK)
@@ -1183,16 +1201,70 @@ struct GroupStep<'a> {
     batch: &'a TaskBatch,
     items: Option<&'a GatheredRows>,
     order: InnerGradients,
-    blocks: Blocks,
+    blocks: Blocks<'a>,
     loss_scale: f32,
 }
 
-/// The Meta Block's and the Global Block's weights as plain vectors (what [`kernel`] reads),
-/// copied out of the parameter tensors once per call.
-struct Blocks {
-    meta: DenseStack,
-    global: DenseStack,
-    dot: Option<Vec<f32>>,
+/// The values of the Meta Block's and the Global Block's parameters, borrowed where they are
+/// (each holds a read lock on its parameter's storage while it lives, so none may outlive the
+/// call that took it: the optimizer writes them in place), copied where they cannot be.
+/// Copying them out every step took 2 % of the large model's step on one thread and 4 % on
+/// two (bench/README.md, eleventh pass).
+struct BlockValues<'p> {
+    meta_widths: Vec<usize>,
+    meta: Vec<ParamValues<'p>>,
+    global_widths: Vec<usize>,
+    global: Vec<ParamValues<'p>>,
+    dot: Option<ParamValues<'p>>,
+}
+
+impl BlockValues<'_> {
+    /// The blocks as [`kernel`] reads them.
+    fn blocks(&self) -> Blocks<'_> {
+        fn view<'v>(widths: &[usize], layers: &'v [ParamValues]) -> DenseView<'v> {
+            DenseStack {
+                widths: widths.to_vec(),
+                weights: layers.iter().step_by(2).map(ParamValues::as_slice).collect(),
+                biases: layers.iter().skip(1).step_by(2).map(ParamValues::as_slice).collect(),
+            }
+        }
+        Blocks {
+            meta: view(&self.meta_widths, &self.meta),
+            global: view(&self.global_widths, &self.global),
+            dot: self.dot.as_ref().map(ParamValues::as_slice),
+        }
+    }
+}
+
+/// One parameter's values: in place where it is one contiguous `f32` block on the CPU, a
+/// copy otherwise.
+enum ParamValues<'p> {
+    InPlace(TensorValues<'p>),
+    Copied(Vec<f32>),
+}
+
+impl<'p> ParamValues<'p> {
+    fn of(tensor: &'p Tensor) -> Result<ParamValues<'p>, ModelError> {
+        match TensorValues::of(tensor) {
+            Ok(values) => Ok(ParamValues::InPlace(values)),
+            Err(_) => Ok(ParamValues::Copied(tensor.flatten_all()?.to_vec1::<f32>()?)),
+        }
+    }
+
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            ParamValues::InPlace(values) => values.as_slice(),
+            ParamValues::Copied(values) => values,
+        }
+    }
+}
+
+/// The Meta Block's and the Global Block's weights as [`kernel`] reads them (borrowed from a
+/// [`BlockValues`]).
+struct Blocks<'v> {
+    meta: DenseView<'v>,
+    global: DenseView<'v>,
+    dot: Option<&'v [f32]>,
 }
 
 /// The columns of a row input (user features, item features, item-id embedding) that describe

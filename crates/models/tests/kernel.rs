@@ -315,6 +315,7 @@ fn serving_tiles_give_the_untiled_logits_bit_for_bit() {
     for hidden in [vec![16, 12], vec![20], vec![8, 8, 8], vec![64, 64]] {
         let widths: Vec<usize> = std::iter::once(row_dim + m).chain(hidden.clone()).chain([1]).collect();
         let stack = pseudo_random_stack(&widths, hidden.len());
+        let stack = stack.view();
         for with_dot in [false, true] {
             let global = GlobalBlock {
                 stack: &stack,

@@ -132,16 +132,21 @@ pub(crate) fn relu_backward(grad: &mut [f32], activation: &[f32]) {
         .for_each(|(g, &a)| *g = if a > 0.0 { *g } else { 0.0 });
 }
 
-/// A dense stack (ReLU between layers, none after the last) as plain row-major vectors:
-/// `weights[k]` is `widths[k] x widths[k + 1]`, `biases[k]` is `widths[k + 1]`.
+/// A dense stack (ReLU between layers, none after the last) as plain row-major values:
+/// `weights[k]` is `widths[k] x widths[k + 1]`, `biases[k]` is `widths[k + 1]`. Owned vectors
+/// (gradients, per-task stacks) or, as a [`DenseView`], borrowed ones.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DenseStack {
+pub struct DenseStack<W = Vec<f32>> {
     pub widths: Vec<usize>,
-    pub weights: Vec<Vec<f32>>,
-    pub biases: Vec<Vec<f32>>,
+    pub weights: Vec<W>,
+    pub biases: Vec<W>,
 }
 
-impl DenseStack {
+/// A [`DenseStack`] whose values are borrowed, e.g. from the parameter tensors where they
+/// are, so that a step reads the weights without copying them out.
+pub type DenseView<'a> = DenseStack<&'a [f32]>;
+
+impl<W: std::ops::Deref<Target = [f32]>> DenseStack<W> {
     pub fn n_layers(&self) -> usize {
         self.weights.len()
     }
@@ -152,6 +157,24 @@ impl DenseStack {
             widths: self.widths.clone(),
             weights: self.weights.iter().map(|w| vec![0.0; w.len()]).collect(),
             biases: self.biases.iter().map(|b| vec![0.0; b.len()]).collect(),
+        }
+    }
+
+    /// This stack's values, borrowed.
+    pub fn view(&self) -> DenseView<'_> {
+        DenseStack {
+            widths: self.widths.clone(),
+            weights: self.weights.iter().map(|w| &w[..]).collect(),
+            biases: self.biases.iter().map(|b| &b[..]).collect(),
+        }
+    }
+
+    /// This stack's values, copied into vectors of their own.
+    pub fn to_owned_stack(&self) -> DenseStack {
+        DenseStack {
+            widths: self.widths.clone(),
+            weights: self.weights.iter().map(|w| w.to_vec()).collect(),
+            biases: self.biases.iter().map(|b| b.to_vec()).collect(),
         }
     }
 }

@@ -7,14 +7,14 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::dense::{add_bias_rows, add_column_sums, matmul, product, relu_backward, relu_in_place, DenseStack};
+use super::dense::{add_bias_rows, add_column_sums, matmul, product, relu_backward, relu_in_place, DenseStack, DenseView};
 use super::rows::PackedRows;
 
 /// The Global Block's weights with its first layer split by input: `a0 = x Wx + e We + b0`
 /// (`x` the row input, `row_dim` wide; `e` the meta embedding), and optionally a dot-product
 /// term added to the logit.
 pub struct GlobalBlock<'a> {
-    pub stack: &'a DenseStack,
+    pub stack: &'a DenseView<'a>,
     pub row_dim: usize,
     pub dot: Option<DotTerm<'a>>,
 }
@@ -89,7 +89,7 @@ impl GlobalBlock<'_> {
     pub fn row_part(&self, x: &[f32], rows: usize) -> RowPart {
         let h = self.first_width();
         let mut first = product(x, false, self.row_weight(), false, rows, self.row_dim, h);
-        add_bias_rows(&mut first, &self.stack.biases[0]);
+        add_bias_rows(&mut first, self.stack.biases[0]);
         let counterpart = match &self.dot {
             Some(dot) => {
                 let (c, m) = (dot.columns.len() + 1, self.meta_dim());
@@ -218,7 +218,7 @@ pub struct GlobalPass {
 }
 
 /// Runs the Global Block from its first layer's pre-activation (`rows x h`).
-pub(crate) fn global_forward(stack: &DenseStack, first_pre: Vec<f32>) -> GlobalPass {
+pub(crate) fn global_forward(stack: &DenseView, first_pre: Vec<f32>) -> GlobalPass {
     let n_layers = stack.n_layers();
     if n_layers == 1 {
         return GlobalPass {
@@ -233,8 +233,8 @@ pub(crate) fn global_forward(stack: &DenseStack, first_pre: Vec<f32>) -> GlobalP
     for layer in 1..n_layers {
         let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
         let x = hidden.last().expect("layer 0 is pushed first");
-        let mut out = product(x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
-        add_bias_rows(&mut out, &stack.biases[layer]);
+        let mut out = product(x, false, stack.weights[layer], false, rows, fan_in, fan_out);
+        add_bias_rows(&mut out, stack.biases[layer]);
         if layer + 1 < n_layers {
             relu_in_place(&mut out);
             hidden.push(out);
@@ -252,7 +252,7 @@ pub(crate) fn global_forward(stack: &DenseStack, first_pre: Vec<f32>) -> GlobalP
 /// pre-activation (returned, `rows x h`), adding the weight gradients of layers `1..` to
 /// `grads` when given (layer 0's are the caller's: they need the row inputs).
 pub(crate) fn global_backward(
-    stack: &DenseStack,
+    stack: &DenseView,
     pass: &GlobalPass,
     d_logits: Vec<f32>,
     mut grads: Option<&mut DenseStack>,
@@ -267,7 +267,7 @@ pub(crate) fn global_backward(
             matmul(&mut grads.weights[layer], true, x, true, &d_pre, false, fan_in, rows, fan_out);
             add_column_sums(&mut grads.biases[layer], &d_pre);
         }
-        let mut d_x = product(&d_pre, false, &stack.weights[layer], true, rows, fan_out, fan_in);
+        let mut d_x = product(&d_pre, false, stack.weights[layer], true, rows, fan_out, fan_in);
         relu_backward(&mut d_x, x);
         d_pre = d_x;
     }
@@ -460,7 +460,7 @@ fn tile_logits_portable(job: &TileJob, scratch: &mut ServeScratch, out: &mut [f3
         }
     }
     let runs = first_run.len();
-    let bias = &stack.biases[0];
+    let bias: &[f32] = stack.biases[0];
     // Fewer than two product rows would take gemm's matrix-vector path (another summation
     // order); few repeats save little: the per-row product then.
     if runs < 2 || 2 * runs > rows {
@@ -483,12 +483,12 @@ fn tile_logits_portable(job: &TileJob, scratch: &mut ServeScratch, out: &mut [f3
     for hidden_layer in 1..last {
         let (fan_in, fan_out) = (stack.widths[hidden_layer], stack.widths[hidden_layer + 1]);
         let output = at_least(next, rows * fan_out);
-        matmul(output, false, &layer[..rows * fan_in], false, &stack.weights[hidden_layer], false, rows, fan_in, fan_out);
-        add_bias_relu_rows(output, &stack.biases[hidden_layer]);
+        matmul(output, false, &layer[..rows * fan_in], false, stack.weights[hidden_layer], false, rows, fan_in, fan_out);
+        add_bias_relu_rows(output, stack.biases[hidden_layer]);
         std::mem::swap(layer, next);
     }
-    matmul(out, false, &layer[..rows * stack.widths[last]], false, &stack.weights[last], false, rows, stack.widths[last], 1);
-    add_bias_rows(out, &stack.biases[last]);
+    matmul(out, false, &layer[..rows * stack.widths[last]], false, stack.weights[last], false, rows, stack.widths[last], 1);
+    add_bias_rows(out, stack.biases[last]);
     if global.dot.is_some() {
         let own_row: Vec<u32> = (0..rows as u32).collect();
         add_dot(out, &counterpart, meta, &own_row, m);
@@ -497,7 +497,7 @@ fn tile_logits_portable(job: &TileJob, scratch: &mut ServeScratch, out: &mut [f3
 
 /// The Global Block's forward-mode tangent from its first layer's pre-activation tangent
 /// (`rows x h`): each hidden layer's output tangent and the logits' (`rows`).
-pub(crate) fn global_tangent(stack: &DenseStack, pass: &GlobalPass, first_tangent: Vec<f32>) -> (Vec<Vec<f32>>, Vec<f32>) {
+pub(crate) fn global_tangent(stack: &DenseView, pass: &GlobalPass, first_tangent: Vec<f32>) -> (Vec<Vec<f32>>, Vec<f32>) {
     let n_layers = stack.n_layers();
     if n_layers == 1 {
         return (Vec::new(), first_tangent);
@@ -509,7 +509,7 @@ pub(crate) fn global_tangent(stack: &DenseStack, pass: &GlobalPass, first_tangen
     for layer in 1..n_layers {
         let (fan_in, fan_out) = (stack.widths[layer], stack.widths[layer + 1]);
         let x = tangents.last().expect("layer 0 is pushed first");
-        let mut out = product(x, false, &stack.weights[layer], false, rows, fan_in, fan_out);
+        let mut out = product(x, false, stack.weights[layer], false, rows, fan_in, fan_out);
         if layer + 1 < n_layers {
             relu_backward(&mut out, &pass.hidden[layer]);
             tangents.push(out);
@@ -524,7 +524,7 @@ pub(crate) fn global_tangent(stack: &DenseStack, pass: &GlobalPass, first_tangen
 /// tangent down to the first layer's pre-activation; adds the weight gradients of layers `1..`
 /// to `grads`. Returns the first layer's primal and tangent pre-activation adjoints.
 pub(crate) fn global_dual_backward(
-    stack: &DenseStack,
+    stack: &DenseView,
     pass: &GlobalPass,
     tangents: &[Vec<f32>],
     d_logits: Vec<f32>,

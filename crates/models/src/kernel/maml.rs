@@ -2,7 +2,7 @@
 //! or second-order ([`outer_gradients`]). Must not build inputs or apply updates (`limaml`
 //! does).
 
-use super::dense::{add_column_sums, matmul, product, DenseStack};
+use super::dense::{add_column_sums, matmul, product, DenseStack, DenseView};
 use super::global_block::{global_backward, global_dual_backward, global_tangent, DotInputGradients, GlobalBlock, RowPart};
 use super::meta_block::{meta_backward, meta_dual_backward, meta_forward, meta_tangent, MetaPass, TaskStacks};
 use super::rows::{logistic_loss, sum_by_task, PackedRows};
@@ -17,7 +17,7 @@ pub struct Adapted {
 /// the Meta Block (the Global Block and the inputs stay as given). `support_row_part` is
 /// [`GlobalBlock::row_part`] of the support rows.
 pub fn adapt(
-    meta: &DenseStack,
+    meta: &DenseView,
     global: &GlobalBlock,
     meta_input: &[f32],
     support: &PackedRows,
@@ -34,7 +34,7 @@ pub fn adapt(
 
 /// The Meta Block's weights before each inner step and after the last (`steps + 1` entries).
 pub(crate) fn adapt_trajectory(
-    meta: &DenseStack,
+    meta: &DenseView,
     global: &GlobalBlock,
     meta_input: &[f32],
     support: &PackedRows,
@@ -123,7 +123,7 @@ pub struct OuterStep<'a> {
 /// `<g, v> = sum_r c_r s'_r` (`c_r` a support row's loss gradient at its logit, `s'_r` the
 /// logit's derivative along the Meta Block direction `v`), so one forward-mode tangent pass
 /// and one backward pass over primal and tangent values give it.
-pub fn outer_gradients(meta: &DenseStack, global: &GlobalBlock, step: &OuterStep) -> OuterGradients {
+pub fn outer_gradients(meta: &DenseView, global: &GlobalBlock, step: &OuterStep) -> OuterGradients {
     let (support, outer) = (step.support, step.outer);
     let n_tasks = support.n_tasks;
     let (h, row_dim, m) = (global.first_width(), global.row_dim, global.meta_dim());

@@ -2,7 +2,7 @@
 //! ([`TaskStacks`]), and its forward, backward, tangent and dual backward passes. Must not
 //! touch rows (the Global Block's passes do).
 
-use super::dense::{matmul, add_column_sums, relu_backward, relu_in_place, DenseStack};
+use super::dense::{matmul, add_column_sums, relu_backward, relu_in_place, DenseStack, DenseView};
 
 /// One rank-one term per task: task `t`'s matrix is `left[t] ⊗ right[t]` (`left` is
 /// `T x fan_in`, `right` is `T x fan_out`).
@@ -33,13 +33,13 @@ pub struct TaskStacks {
 
 impl TaskStacks {
     /// `n_tasks` copies of `shared`.
-    pub fn repeat(shared: &DenseStack, n_tasks: usize) -> TaskStacks {
+    pub fn repeat(shared: &DenseView, n_tasks: usize) -> TaskStacks {
         TaskStacks {
             n_tasks,
             widths: shared.widths.clone(),
             terms: vec![Vec::new(); shared.n_layers()],
             biases: shared.biases.iter().map(|b| b.repeat(n_tasks)).collect(),
-            base: Some(shared.clone()),
+            base: Some(shared.to_owned_stack()),
         }
     }
 

@@ -1,9 +1,9 @@
 //! LiMAML's passes written out by hand over packed rows: the inner loop, the first- and
 //! second-order outer gradients, export, adapted scoring and serving.
 //!
-//! Owns [`DenseStack`] (an MLP's weights as plain vectors), [`TaskStacks`] (per-task Meta
-//! Blocks as shared weights plus rank-one terms), [`PackedRows`] (the rows of many tasks back
-//! to back, no padding) and the forward, tangent and backward passes over them. Must not know
+//! Owns [`DenseStack`] (an MLP's weights as plain vectors; a [`DenseView`] borrows them),
+//! [`TaskStacks`] (per-task Meta Blocks as shared weights plus rank-one terms), [`PackedRows`]
+//! (the rows of many tasks back to back, no padding) and the forward, tangent and backward passes over them. Must not know
 //! where rows, features or weights come from (`limaml` builds the inputs and applies the
 //! gradients); candle's autograd path in `limaml` stays as the reference it is tested against.
 //!
@@ -32,7 +32,7 @@ mod maml;
 mod meta_block;
 mod rows;
 
-pub use dense::{matmul, product, DenseStack};
+pub use dense::{matmul, product, DenseStack, DenseView};
 pub(crate) use dense::{add_bias_rows, add_column_sums, relu_backward, relu_in_place};
 pub use global_block::{logits, logits_per_row, serve_tiles, untiled_logits_per_row, DotTerm, GatherRows, GlobalBlock, GlobalPass, RowPart, SERVE_TILE};
 pub use maml::{adapt, outer_gradients, Adapted, OuterGradients, OuterStep};
