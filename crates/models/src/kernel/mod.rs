@@ -3,9 +3,10 @@
 //!
 //! Owns [`DenseStack`] (an MLP's weights as plain vectors; a [`DenseView`] borrows them),
 //! [`TaskStacks`] (per-task Meta Blocks as shared weights plus rank-one terms), [`PackedRows`]
-//! (the rows of many tasks back to back, no padding) and the forward, tangent and backward passes over them. Must not know
-//! where rows, features or weights come from (`limaml` builds the inputs and applies the
-//! gradients); candle's autograd path in `limaml` stays as the reference it is tested against.
+//! (the rows of many tasks back to back, no padding) and the forward, tangent and backward
+//! passes over them. Must not know where rows, features or weights come from (`limaml` builds
+//! the inputs and applies the gradients); candle's autograd path in `limaml` stays as the
+//! reference it is tested against.
 //!
 //! Why by hand: candle's autograd, on these small matrices, spent most of a meta-training step
 //! on work the step does not need (bench/README.md has the profile): weight gradients of the
