@@ -967,13 +967,13 @@ impl LimamlNet {
 
     /// Adapts each task of `batch` on its support through the hand-written inner loop (no
     /// outer graph).
-    fn adapt_packed(
+    fn adapt_packed<'v>(
         &self,
         params: &[Tensor],
-        blocks: &Blocks<'_>,
+        blocks: &Blocks<'v>,
         data: &LimamlData,
         batch: &TaskBatch,
-    ) -> Result<kernel::Adapted, ModelError> {
+    ) -> Result<kernel::Adapted<'v>, ModelError> {
         let meta_input = self.meta_input(params, data, batch)?.flatten_all()?.to_vec1::<f32>()?;
         let supports: Vec<&[u32]> = batch.support_rows.iter().map(Vec::as_slice).collect();
         let support = PackedRows::new(batch.n_tasks, &[supports], &data.interactions.label)

@@ -168,15 +168,6 @@ impl<W: std::ops::Deref<Target = [f32]>> DenseStack<W> {
             biases: self.biases.iter().map(|b| &b[..]).collect(),
         }
     }
-
-    /// This stack's values, copied into vectors of their own.
-    pub fn to_owned_stack(&self) -> DenseStack {
-        DenseStack {
-            widths: self.widths.clone(),
-            weights: self.weights.iter().map(|w| w.to_vec()).collect(),
-            biases: self.biases.iter().map(|b| b.to_vec()).collect(),
-        }
-    }
 }
 
 #[cfg(test)]

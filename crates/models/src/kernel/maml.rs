@@ -8,23 +8,23 @@ use super::meta_block::{meta_backward, meta_dual_backward, meta_forward, meta_ta
 use super::rows::{logistic_loss, sum_by_task, PackedRows};
 
 /// A Meta Block adapted on each task's support: the weights and its embedding.
-pub struct Adapted {
-    pub stacks: TaskStacks,
+pub struct Adapted<'a> {
+    pub stacks: TaskStacks<'a>,
     pub pass: MetaPass,
 }
 
 /// The inner loop: `steps` SGD steps at `rate` on each task's mean support loss, adapting only
 /// the Meta Block (the Global Block and the inputs stay as given). `support_row_part` is
 /// [`GlobalBlock::row_part`] of the support rows.
-pub fn adapt(
-    meta: &DenseView,
+pub fn adapt<'a>(
+    meta: &DenseView<'a>,
     global: &GlobalBlock,
     meta_input: &[f32],
     support: &PackedRows,
     support_row_part: &RowPart,
     steps: usize,
     rate: f32,
-) -> Adapted {
+) -> Adapted<'a> {
     let mut trajectory =
         adapt_trajectory(meta, global, meta_input, support, support_row_part, steps, rate);
     let stacks = trajectory.pop().expect("the trajectory starts with the initialization");
@@ -33,15 +33,15 @@ pub fn adapt(
 }
 
 /// The Meta Block's weights before each inner step and after the last (`steps + 1` entries).
-pub(crate) fn adapt_trajectory(
-    meta: &DenseView,
+pub(crate) fn adapt_trajectory<'a>(
+    meta: &DenseView<'a>,
     global: &GlobalBlock,
     meta_input: &[f32],
     support: &PackedRows,
     support_row_part: &RowPart,
     steps: usize,
     rate: f32,
-) -> Vec<TaskStacks> {
+) -> Vec<TaskStacks<'a>> {
     let mut trajectory = vec![TaskStacks::repeat(meta, support.n_tasks)];
     for _ in 0..steps {
         let mut stacks = trajectory.last().expect("pushed above").clone();
@@ -61,7 +61,7 @@ pub(crate) fn support_gradient(
     meta_input: &[f32],
     support: &PackedRows,
     support_row_part: &RowPart,
-) -> TaskStacks {
+) -> TaskStacks<'static> {
     let h = global.first_width();
     let pass = meta_forward(stacks, meta_input);
     let forward = global.forward(support_row_part, &pass.output, &support.task_of_row);
@@ -215,7 +215,7 @@ pub fn outer_gradients(meta: &DenseView, global: &GlobalBlock, step: &OuterStep)
 /// The gradient of `psi = <g(theta), v>` (`g` each task's support-loss gradient at its Meta
 /// Block `theta`, `v` a per-task direction) with respect to everything `g` reads.
 pub(crate) struct PsiGradients {
-    meta: TaskStacks,
+    meta: TaskStacks<'static>,
     global: DenseStack,
     dot: Vec<f32>,
     support_row_inputs: Vec<f32>,

@@ -22,29 +22,30 @@ pub struct RankOne {
 /// task's layer as one matrix product with the shared weights plus per-task dot products, and
 /// never copies a `T x in x out` tensor.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskStacks {
+pub struct TaskStacks<'a> {
     pub n_tasks: usize,
     pub widths: Vec<usize>,
-    pub base: Option<DenseStack>,
+    /// Borrowed: the stacks of an inner loop's steps share it, uncopied.
+    pub base: Option<DenseView<'a>>,
     pub terms: Vec<Vec<RankOne>>,
     /// Per layer, `T x fan_out`.
     pub biases: Vec<Vec<f32>>,
 }
 
-impl TaskStacks {
+impl<'a> TaskStacks<'a> {
     /// `n_tasks` copies of `shared`.
-    pub fn repeat(shared: &DenseView, n_tasks: usize) -> TaskStacks {
+    pub fn repeat(shared: &DenseView<'a>, n_tasks: usize) -> TaskStacks<'a> {
         TaskStacks {
             n_tasks,
             widths: shared.widths.clone(),
             terms: vec![Vec::new(); shared.n_layers()],
             biases: shared.biases.iter().map(|b| b.repeat(n_tasks)).collect(),
-            base: Some(shared.to_owned_stack()),
+            base: Some(shared.clone()),
         }
     }
 
     /// A per-task gradient of these stacks' shape, all zeros (no base, no terms).
-    pub(crate) fn zero_gradient(&self) -> TaskStacks {
+    pub(crate) fn zero_gradient(&self) -> TaskStacks<'static> {
         TaskStacks {
             n_tasks: self.n_tasks,
             widths: self.widths.clone(),
@@ -55,7 +56,7 @@ impl TaskStacks {
     }
 
     /// `self -= rate * gradient` (`gradient` without a base).
-    pub(crate) fn descend(&mut self, gradient: &TaskStacks, rate: f32) {
+    pub(crate) fn descend(&mut self, gradient: &TaskStacks<'_>, rate: f32) {
         for (terms, grads) in self.terms.iter_mut().zip(&gradient.terms) {
             for g in grads {
                 terms.push(RankOne {
@@ -79,7 +80,7 @@ impl TaskStacks {
             vec![0.0f32; n * fan_out]
         };
         if let Some(base) = &self.base {
-            matmul(&mut out, true, x, false, &base.weights[layer], false, n, fan_in, fan_out);
+            matmul(&mut out, true, x, false, base.weights[layer], false, n, fan_in, fan_out);
         }
         for term in &self.terms[layer] {
             for t in 0..n {
@@ -98,7 +99,7 @@ impl TaskStacks {
         let (fan_in, fan_out, n) = (self.widths[layer], self.widths[layer + 1], self.n_tasks);
         let mut out = vec![0.0f32; n * fan_in];
         if let Some(base) = &self.base {
-            matmul(&mut out, false, d, false, &base.weights[layer], true, n, fan_out, fan_in);
+            matmul(&mut out, false, d, false, base.weights[layer], true, n, fan_out, fan_in);
         }
         for term in &self.terms[layer] {
             for t in 0..n {
@@ -172,7 +173,7 @@ pub fn meta_backward(
     pass: &MetaPass,
     d_output: &[f32],
     d_input: Option<&mut [f32]>,
-) -> TaskStacks {
+) -> TaskStacks<'static> {
     let mut grads = stacks.zero_gradient();
     let n_layers = stacks.widths.len() - 1;
     let mut d_pre = d_output.to_vec();
@@ -232,7 +233,7 @@ pub(crate) fn meta_dual_backward(
     d_output: &[f32],
     d_output_tangent: &[f32],
     d_input: &mut [f32],
-) -> TaskStacks {
+) -> TaskStacks<'static> {
     let mut grads = stacks.zero_gradient();
     let n_layers = stacks.widths.len() - 1;
     let mut d_pre = d_output.to_vec();
