@@ -111,11 +111,7 @@ fn weights_after_two_epochs(config: &MethodConfig, seed: u64) -> Vec<Vec<u32>> {
         net.train_epoch(&store, &mut optimizer, &interactions, &tasks, train.batch_size, &mut rng).unwrap();
     }
     optimizer.catch_up().unwrap();
-    store
-        .vars()
-        .iter()
-        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect())
-        .collect()
+    common::weight_bits(&store)
 }
 
 #[test]

@@ -383,11 +383,7 @@ fn an_unclipped_outer_step_updates_the_weights_as_the_summed_gradients_would_bit
             net.meta_train_step(&store, &mut optimizer, &data, &batch, InnerGradients::FirstOrder).unwrap();
         }
         optimizer.catch_up().unwrap();
-        store
-            .vars()
-            .iter()
-            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect())
-            .collect()
+        common::weight_bits(&store)
     };
     let unclipped = run(None);
     assert_eq!(unclipped, run(Some(f64::MAX)));

@@ -207,3 +207,12 @@ pub fn all_methods() -> Vec<(&'static str, MethodConfig)> {
         .chain([("logistic", MethodConfig::default_for("logistic").unwrap())])
         .collect()
 }
+
+/// Every parameter's values in `store`, as bits (to compare two trainings bit for bit).
+pub fn weight_bits(store: &limaml_models::params::ParamStore) -> Vec<Vec<u32>> {
+    store
+        .vars()
+        .iter()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect())
+        .collect()
+}
