@@ -801,6 +801,21 @@ pub struct GradientParts<'a> {
     pub parts: Vec<&'a [f32]>,
 }
 
+/// `out` = the element-wise sum, in order (`(p0 + p1) + p2 ...`), of the values of `parts`
+/// from `from` on (`out.len()` of each): one gradient from the parts [`GradientParts`] holds.
+pub(crate) fn sum_parts_into(out: &mut [f32], parts: &[&[f32]], from: usize) {
+    let to = from + out.len();
+    match parts.split_first() {
+        Some((first, rest)) => {
+            out.copy_from_slice(&first[from..to]);
+            for part in rest {
+                out.iter_mut().zip(&part[from..to]).for_each(|(s, &p)| *s += p);
+            }
+        }
+        None => out.fill(0.0),
+    }
+}
+
 /// One dense parameter's gradient in [`DenseAdamW::step`]: a tensor, or parts to sum.
 enum GradientInput<'a> {
     Tensor(Tensor),
@@ -947,12 +962,9 @@ impl DenseStepConstants {
         let mut sum = [0f32; BLOCK];
         for start in (0..theta.len()).step_by(BLOCK) {
             let end = (start + BLOCK).min(theta.len());
-            let (from, to) = (range.start + start, range.start + end);
+            let from = range.start + start;
             let g = &mut sum[..end - start];
-            g.copy_from_slice(&parts[0][from..to]);
-            for part in &parts[1..] {
-                g.iter_mut().zip(&part[from..to]).for_each(|(s, &p)| *s += p);
-            }
+            sum_parts_into(g, parts, from);
             self.update_chunk(&mut theta[start..end], &mut m[start..end], &mut v[start..end], g);
         }
     }

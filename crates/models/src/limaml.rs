@@ -25,7 +25,7 @@ use crate::inputs::{
     row_input_dim, support_activity, u32_tensor, DataShape, EmbeddingLookup, Features, RowInputTables, TensorValues,
 };
 use crate::kernel::{self, DenseStack, DenseView, DotTerm, GlobalBlock, PackedRows};
-use crate::lazy_adam::{gradient_store, GatheredRows, GradientParts, Optimizers};
+use crate::lazy_adam::{gradient_store, sum_parts_into, GatheredRows, GradientParts, Optimizers};
 use crate::mlp::{masked_task_loss_sum, mlp_forward, Mlp};
 use crate::params::ParamStore;
 
@@ -620,7 +620,8 @@ impl LimamlNet {
                 let of_groups: Vec<&[f32]> = per_group.iter().map(|group| group[k].1.as_slice()).collect();
                 match gathered.iter().find(|g| g.table == index) {
                     Some(g) => {
-                        let sum = sum_in_order(&of_groups);
+                        let mut sum = vec![0.0; of_groups.first().map_or(0, |p| p.len())];
+                        sum_parts_into(&mut sum, &of_groups, 0);
                         grads.insert(g.values.as_tensor(), Tensor::from_vec(sum, params[index].shape(), &Device::Cpu)?);
                     }
                     None => parts.push(GradientParts { var: store.vars()[index].as_tensor(), parts: of_groups }),
@@ -1180,15 +1181,6 @@ fn sum_groups(params: &[Tensor], per_group: Vec<ParamGradients>) -> Result<Vec<(
         .into_iter()
         .map(|(index, g)| Ok((index, Tensor::from_vec(g, params[index].shape(), &Device::Cpu)?)))
         .collect()
-}
-
-/// `parts` (of one length) summed element by element in order: `(p0 + p1) + p2 ...`.
-fn sum_in_order(parts: &[&[f32]]) -> Vec<f32> {
-    let mut sum = parts.first().map_or_else(Vec::new, |p| p.to_vec());
-    for part in parts.iter().skip(1) {
-        sum.iter_mut().zip(*part).for_each(|(s, &p)| *s += p);
-    }
-    sum
 }
 
 /// Tasks per group of an outer step computed on its own (see [`LimamlNet::outer_gradients`]).
