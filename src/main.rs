@@ -32,7 +32,7 @@ extern "C" {
 /// scores, gathered rows), and every page handed back is faulted in and zeroed again by the
 /// kernel when reused. Measured at one million synthetic users (bench/README.md, twelfth
 /// pass): the system time of `limaml run experiments/synthetic-1m.toml -j 2` halved (67 ->
-/// 32 s) and its peak resident memory grew from 4.6 to 5.9 GB; its wall-time effect was
+/// 31 s) and its peak resident memory grew from 4.6 to 6.0 GB; its wall-time effect was
 /// within this machine's run-to-run spread. The memory goes back at exit. Overrides
 /// `MIMALLOC_PURGE_DELAY`.
 fn keep_freed_memory() {
