@@ -934,15 +934,7 @@ impl LimamlNet {
     /// The blocks' parameter values, borrowed where they are (see [`BlockValues`]).
     fn block_values<'p>(&self, params: &'p [Tensor]) -> Result<BlockValues<'p>, ModelError> {
         let values = |layers: &'p [Tensor]| -> Result<(Vec<usize>, Vec<ParamValues<'p>>), ModelError> {
-            let mut widths = Vec::new();
-            for weight in layers.iter().step_by(2) {
-                let (fan_in, fan_out) = weight.dims2()?;
-                if widths.is_empty() {
-                    widths.push(fan_in);
-                }
-                widths.push(fan_out);
-            }
-            Ok((widths, layers.iter().map(ParamValues::of).collect::<Result<_, _>>()?))
+            Ok((stack_widths(layers)?, layers.iter().map(ParamValues::of).collect::<Result<_, _>>()?))
         };
         let (meta_widths, meta) = values(self.meta.params(params))?;
         let (global_widths, global) = values(self.global.params(params))?;
@@ -1129,21 +1121,30 @@ impl LimamlNet {
 
 /// An MLP's layers (`[w0, b0, w1, b1, ...]`) as plain vectors.
 pub(crate) fn dense_stack(layers: &[Tensor]) -> Result<DenseStack, ModelError> {
-    let (mut widths, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut weights, mut biases) = (Vec::new(), Vec::new());
     for pair in layers.chunks(2) {
-        let (fan_in, fan_out) = pair[0].dims2()?;
-        if widths.is_empty() {
-            widths.push(fan_in);
-        }
-        widths.push(fan_out);
         weights.push(pair[0].flatten_all()?.to_vec1::<f32>()?);
         biases.push(pair[1].flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(DenseStack {
-        widths,
+        widths: stack_widths(layers)?,
         weights,
         biases,
     })
+}
+
+/// The widths of a dense stack given as its layers' `[weight, bias]` tensors: the first
+/// weight's fan-in, then each weight's fan-out.
+fn stack_widths(layers: &[Tensor]) -> Result<Vec<usize>, ModelError> {
+    let mut widths = Vec::new();
+    for weight in layers.iter().step_by(2) {
+        let (fan_in, fan_out) = weight.dims2()?;
+        if widths.is_empty() {
+            widths.push(fan_in);
+        }
+        widths.push(fan_out);
+    }
+    Ok(widths)
 }
 
 /// Scales every gradient by `limit / norm` when their global L2 norm exceeds `limit`.
