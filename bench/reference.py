@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference of limaml's LiMAML step, for `limaml bench`.
 
-It mirrors crates/models/src/limaml.rs (and bench.rs, mlp.rs, train.rs) operation for
+It mirrors crates/models/src/limaml/ (and bench.rs, mlp.rs, train.rs) operation for
 operation (limaml's first-order and second-order passes are written by hand, kernel.rs, and
 compute the same values as its candle-autograd path, which this file follows), so that the
 throughput ratios compare implementations of the *same* computation:
