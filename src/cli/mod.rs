@@ -2,8 +2,6 @@
 //! exit codes. Must not hold experiment logic.
 
 mod bench;
-mod bench_metrics;
-mod bench_search;
 mod commands;
 mod compare;
 mod fetch;

@@ -18,7 +18,7 @@ use limaml_data::{Dataset, TaskRole, TaskSet};
 use limaml_models::{EvalConfig, MethodConfig, TrainConfig, TrainedModel};
 use serde_json::{json, Value};
 
-use super::{BenchArgs, Failure};
+use super::super::{BenchArgs, Failure};
 
 const REPEATS: usize = 3;
 /// The target: every metric together adds under this share to the evaluate stage's time.
@@ -111,13 +111,13 @@ fn evaluate_costs(dataset: &Dataset, tasks: &TaskSet, model: &TrainedModel) -> R
 }
 
 pub fn metrics_bench(args: &BenchArgs) -> Result<Value, Failure> {
-    let progress = |message: &str| super::bench::progress(args, message);
+    let progress = |message: &str| super::progress(args, message);
     progress("metrics: ML-100K evaluate stage");
     let (source, dataset, tasks, method, train) = match movielens()? {
         Some((dataset, tasks, method, train)) => ("ml-100k", dataset, tasks, method, train),
         None => {
             progress("ML-100K not found: synthetic data of its size instead");
-            let (dataset, tasks) = super::bench::synthetic_task_set(943, 1682, 7)?;
+            let (dataset, tasks) = super::synthetic_task_set(943, 1682, 7)?;
             ("synthetic 943 users x 1682 items", dataset, tasks, MethodConfig::default_for("global").expect("known"), TrainConfig::default())
         }
     };
@@ -126,7 +126,7 @@ pub fn metrics_bench(args: &BenchArgs) -> Result<Value, Failure> {
 
     let users = if args.quick { 10_000 } else { 100_000 };
     progress(&format!("metrics: full catalogue, {users} users x {CATALOGUE_ITEMS} items"));
-    let (dataset, tasks) = super::bench::synthetic_task_set(users, CATALOGUE_ITEMS, 7)?;
+    let (dataset, tasks) = super::synthetic_task_set(users, CATALOGUE_ITEMS, 7)?;
     let method = MethodConfig::default_for("global").expect("known");
     let model = quick_model(&dataset, &tasks, &method, &TrainConfig::default(), 1)?;
     let started = Instant::now();

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use limaml::exec::{self, local::LocalExecutor, RunOptions};
 use limaml::store::{LockWait, Store};
 
-use super::{BenchArgs, Failure};
+use super::super::{BenchArgs, Failure};
 
 pub const SPEC: &str = "experiments/search.toml";
 /// The target: halving's search costs at most 1/this of random search's.
@@ -42,7 +42,7 @@ fn run_strategy(strategy: &str, args: &BenchArgs, work_dir: &Path) -> Result<Val
     let store = Store::open(&work_dir.join(strategy), LockWait::NoWait, |_| {}).map_err(failed)?;
     let cancel = AtomicBool::new(false);
     let options = RunOptions { keep_going: false, cancel: &cancel, show_progress: false, quiet: true };
-    super::bench::progress(args, &format!("search: {strategy} on {SPEC}"));
+    super::progress(args, &format!("search: {strategy} on {SPEC}"));
     let started = Instant::now();
     let outcome = exec::run_plan(&plan, &loaded, &store, &LocalExecutor { jobs: 1 }, &options).map_err(failed)?;
     let wall = started.elapsed().as_secs_f64();
