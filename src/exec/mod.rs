@@ -15,7 +15,6 @@ use petgraph::graph::NodeIndex;
 use serde::Serialize;
 
 use crate::plan::{Plan, PlanNode};
-use crate::stages::shared::Lingering;
 use crate::stages::{InputSource, StageContext, StageError, StageOutput};
 use crate::store::{RunRecord, RunStage, RunStatus, StageRecord, StageStatus, Store, StoreError};
 pub use progress::Progress;
@@ -36,8 +35,6 @@ pub struct ExecutionJob<'a> {
     pub keep_going: bool,
     pub cancel: &'a AtomicBool,
     pub progress: &'a Progress,
-    /// The data set and task set its stages last decoded, kept between them for the run.
-    pub lingering: Lingering,
 }
 
 #[derive(Debug, Clone)]
@@ -137,14 +134,12 @@ fn injected_failure(name: &str) -> Option<String> {
 
 /// Runs one stage against any input source and returns its output without touching the store:
 /// the test hooks, then the stage, with a panic turned into an error. The caller commits (the
-/// local executor to the store; a cluster job to its staging folder). `lingering`: where the
-/// run keeps decoded inputs between its stages (none for a stage alone in its process).
+/// local executor to the store; a cluster job to its staging folder).
 pub fn execute_stage(
     node: &PlanNode,
     inputs: &dyn InputSource,
     cancel: &AtomicBool,
     progress: &(dyn Fn(String) + Sync),
-    lingering: Option<&Lingering>,
 ) -> Result<StageOutput, StageError> {
     if let Ok(ms) = std::env::var("LIMAML_STAGE_SLEEP_MS") {
         std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
@@ -152,7 +147,7 @@ pub fn execute_stage(
     if let Some(message) = injected_failure(&node.name) {
         return Err(StageError::Failed(message));
     }
-    let context = StageContext { inputs, progress, cancelled: cancel, lingering };
+    let context = StageContext { inputs, progress, cancelled: cancel };
     std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&context))).map_err(|panic| {
         let text = panic
             .downcast_ref::<String>()
@@ -185,7 +180,7 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
         let inputs = StoreInputs { store: job.store, records, order };
         let name = node.name.clone();
         let report = move |message: String| job.progress.message(&name, message);
-        let output = execute_stage(node, &inputs, job.cancel, &report, Some(&job.lingering))?;
+        let output = execute_stage(node, &inputs, job.cancel, &report)?;
         let mut outputs = BTreeMap::new();
         for (name, bytes) in &output.artifacts {
             let artifact = job.store.put_artifact(bytes).map_err(|e| StageError::Failed(e.to_string()))?;
@@ -368,7 +363,6 @@ pub fn run_plan(
         keep_going: options.keep_going,
         cancel: options.cancel,
         progress: &progress,
-        lingering: Lingering::default(),
     };
     let results = if pending > 0 { executor.execute(&job) } else { Vec::new() };
     progress.done();

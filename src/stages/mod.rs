@@ -56,8 +56,6 @@ pub struct StageContext<'a> {
     /// Short status text for the progress display ("epoch 3/20 loss 0.61").
     pub progress: &'a (dyn Fn(String) + Sync),
     pub cancelled: &'a AtomicBool,
-    /// Where the run keeps the inputs its stages decoded, between them ([`shared::Lingering`]).
-    pub lingering: Option<&'a shared::Lingering>,
 }
 
 impl StageContext<'_> {
@@ -70,16 +68,15 @@ impl StageContext<'_> {
     }
 
     /// Decodes a postcard-encoded input artifact once for every stage of this process that holds
-    /// it at the same time, or that runs while the run keeps it ([`shared::decode_shared`]); read
-    /// only, as every stage reads the data set and the task set. Without a known digest, a
-    /// decode of its own.
+    /// it at the same time ([`shared::decode_shared`]); read only, as every stage reads the data
+    /// set and the task set. Without a known digest, a decode of its own.
     pub fn decode_shared<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
         &self,
         role: &str,
         name: &str,
     ) -> Result<std::sync::Arc<T>, StageError> {
         match self.inputs.digest(role, name) {
-            Some(digest) => shared::decode_shared(&digest, self.lingering, || self.decode(role, name)),
+            Some(digest) => shared::decode_shared(&digest, || self.decode(role, name)),
             None => self.decode(role, name).map(std::sync::Arc::new),
         }
     }
