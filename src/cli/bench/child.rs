@@ -15,7 +15,7 @@ use limaml_models::{
 use serde::{Deserialize, Serialize};
 
 use super::super::Failure;
-use super::{ModelSize, CHILD_JOB_ENV, GEMM_PEAK_SIZE, SCALING_MAX_ROWS, SYNTHETIC_ITEMS};
+use super::{failed, ModelSize, CHILD_JOB_ENV, GEMM_PEAK_SIZE, SCALING_MAX_ROWS, SYNTHETIC_ITEMS};
 
 /// One measurement, run in a child process.
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ pub(super) fn run_child(job: &str) -> Result<ExitCode, Failure> {
             let size = ModelSize::by_name(&size)?;
             let (interactions, tasks): (Interactions, TaskSet) =
                 limaml_data::from_bytes(&fs::read(data_dir.join("tasks.postcard"))?)
-                    .map_err(|e| Failure::Failed(e.to_string()))?;
+                    .map_err(failed)?;
             let result = bench_meta_training(
                 &size.limaml_config(second_order),
                 &TrainConfig::default(),
@@ -100,7 +100,7 @@ pub(super) fn run_child(job: &str) -> Result<ExitCode, Failure> {
                 7,
                 meta_batches,
             )
-            .map_err(|e| Failure::Failed(e.to_string()))?;
+            .map_err(failed)?;
             serde_json::to_value(ThroughputReport { result, peak_rss_bytes: peak_rss_bytes() })
         }
         ChildJob::Scaling { users, size } => serde_json::to_value(scaling_point(users, ModelSize::by_name(&size)?)?),
@@ -111,17 +111,16 @@ pub(super) fn run_child(job: &str) -> Result<ExitCode, Failure> {
 }
 
 fn scaling_point(users: usize, size: ModelSize) -> Result<ScalingPoint, Failure> {
-    let failed = |e: &dyn std::fmt::Display| Failure::Failed(e.to_string());
     let started = Instant::now();
     let config = DataConfig {
         source: DataSource::Synthetic,
         synthetic: SyntheticConfig { seed: 0, n_users: users, n_items: SYNTHETIC_ITEMS, ..SyntheticConfig::default() },
         ..DataConfig::default()
     };
-    let dataset = limaml_data::load(&config, Path::new(".")).map_err(|e| failed(&e))?;
+    let dataset = limaml_data::load(&config, Path::new(".")).map_err(failed)?;
     let generate_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let tasks = limaml_data::slice(&dataset, &SplitConfig::default(), 1).map_err(|e| failed(&e))?;
+    let tasks = limaml_data::slice(&dataset, &SplitConfig::default(), 1).map_err(failed)?;
     let slice_seconds = started.elapsed().as_secs_f64();
 
     let method = MethodConfig::Limaml(size.limaml_config(false));
@@ -133,17 +132,17 @@ fn scaling_point(users: usize, size: ModelSize) -> Result<ScalingPoint, Failure>
         ..TrainConfig::default()
     };
     let started = Instant::now();
-    let model = train(&method, &train_config, &dataset.interactions, &tasks, 7, &mut |_| {}).map_err(|e| failed(&e))?;
+    let model = train(&method, &train_config, &dataset.interactions, &tasks, 7, &mut |_| {}).map_err(failed)?;
     let train_epoch_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let table = export_meta_embeddings(&model, &dataset.interactions, &tasks, SupportVersion::Latest)
-        .map_err(|e| failed(&e))?;
+        .map_err(failed)?;
     let export_seconds = started.elapsed().as_secs_f64();
 
     let dataset_bytes = limaml_data::to_bytes(&dataset).len();
     let task_set_bytes = limaml_data::to_bytes(&tasks).len();
-    let model_bytes = model.to_bytes().map_err(|e| failed(&e))?.len();
-    let meta_embedding_bytes = table.to_safetensors_bytes().map_err(|e| failed(&e))?.len();
+    let model_bytes = model.to_bytes().map_err(failed)?.len();
+    let meta_embedding_bytes = table.to_safetensors_bytes().map_err(failed)?.len();
     Ok(ScalingPoint {
         users,
         interactions: dataset.interactions.len(),

@@ -19,6 +19,7 @@ use limaml_models::{EvalConfig, MethodConfig, TrainConfig, TrainedModel};
 use serde_json::{json, Value};
 
 use super::super::{BenchArgs, Failure};
+use super::failed;
 
 const REPEATS: usize = 3;
 /// The target: every metric together adds under this share to the evaluate stage's time.
@@ -37,10 +38,6 @@ fn fastest<T>(mut work: impl FnMut() -> Result<T, Failure>) -> Result<(f64, T), 
         last = Some(value);
     }
     Ok((best, last.expect("REPEATS > 0")))
-}
-
-fn failed(e: impl std::fmt::Display) -> Failure {
-    Failure::Failed(e.to_string())
 }
 
 /// ML-100K as `experiments/ml-100k.toml` slices it, or `None` when the files are absent.

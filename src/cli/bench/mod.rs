@@ -177,6 +177,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error of a library call as the bench's failure (shared by the suites and the children).
+fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure::Failed(e.to_string())
+}
+
 fn progress(args: &BenchArgs, message: &str) {
     if !args.json || std::env::var_os("LIMAML_BENCH_VERBOSE").is_some() {
         eprintln!("bench: {message}");
@@ -370,8 +375,8 @@ fn synthetic_task_set(users: usize, items: usize, seed: u64) -> Result<(Dataset,
         synthetic: SyntheticConfig { seed, n_users: users, n_items: items, ..SyntheticConfig::default() },
         ..DataConfig::default()
     };
-    let dataset = limaml_data::load(&config, Path::new(".")).map_err(|e| Failure::Failed(e.to_string()))?;
-    let tasks = limaml_data::slice(&dataset, &SplitConfig::default(), 1).map_err(|e| Failure::Failed(e.to_string()))?;
+    let dataset = limaml_data::load(&config, Path::new(".")).map_err(failed)?;
+    let tasks = limaml_data::slice(&dataset, &SplitConfig::default(), 1).map_err(failed)?;
     Ok((dataset, tasks))
 }
 

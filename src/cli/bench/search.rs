@@ -20,16 +20,13 @@ use limaml::exec::{self, local::LocalExecutor, RunOptions};
 use limaml::store::{LockWait, Store};
 
 use super::super::{BenchArgs, Failure};
+use super::failed;
 
 pub const SPEC: &str = "experiments/search.toml";
 /// The target: halving's search costs at most 1/this of random search's.
 pub const TARGET_SPEEDUP: f64 = 2.0;
 /// The target: halving's best validation objective within this many seed standard deviations.
 pub const NOISE_MULTIPLE: f64 = 2.0;
-
-fn failed(e: impl std::fmt::Display) -> Failure {
-    Failure::Failed(e.to_string())
-}
 
 /// Runs the spec with `strategy` in a fresh store under `work_dir`.
 fn run_strategy(strategy: &str, args: &BenchArgs, work_dir: &Path) -> Result<Value, Failure> {
