@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use comfy_table::{presets, Table};
 
-use super::{Failure, SpecArgs};
+use super::{failed, Failure, SpecArgs};
 
 pub fn inspect_command(args: &SpecArgs, json: bool) -> Result<ExitCode, Failure> {
     let loaded = limaml::spec::load(&args.spec, &args.overrides)?;
@@ -16,7 +16,7 @@ pub fn inspect_command(args: &SpecArgs, json: bool) -> Result<ExitCode, Failure>
     for warning in &summary.warnings {
         eprintln!("warning: data: {}", warning.message);
     }
-    let value = serde_json::to_value(&summary).map_err(|e| Failure::Failed(e.to_string()))?;
+    let value = serde_json::to_value(&summary).map_err(failed)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&value).expect("serializes"));
         return Ok(ExitCode::SUCCESS);

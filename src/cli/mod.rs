@@ -349,6 +349,11 @@ pub enum Failure {
     Interrupted,
 }
 
+/// An error of a library call (or the environment) as a command's failure: exit 1.
+pub fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure::Failed(e.to_string())
+}
+
 impl From<limaml::spec::SpecError> for Failure {
     fn from(error: limaml::spec::SpecError) -> Self {
         Failure::BadInput(error.to_string())

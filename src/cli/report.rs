@@ -9,7 +9,7 @@ use limaml::report::compare::{self, TableOptions};
 use limaml::report::{html, plots, ranking_tables, reproduce};
 
 use super::commands::{find_run, open_reader};
-use super::Failure;
+use super::{failed, Failure};
 
 pub fn report_command(store_path: &Path, ids: &[String], out: Option<&Path>) -> Result<ExitCode, Failure> {
     let store = open_reader(store_path)?;
@@ -40,15 +40,15 @@ pub fn report_command(store_path: &Path, ids: &[String], out: Option<&Path>) -> 
     let mut figures = Vec::new();
     let (segments, _) = reproduce::segment_names(&rows);
     let segment_plot = out.join("comparison").join("auc-by-segment.svg");
-    std::fs::create_dir_all(out.join("comparison")).map_err(|e| Failure::Failed(e.to_string()))?;
-    plots::segment_auc(&segment_plot, &rows, &segments).map_err(|e| Failure::Failed(e.to_string()))?;
+    std::fs::create_dir_all(out.join("comparison")).map_err(failed)?;
+    plots::segment_auc(&segment_plot, &rows, &segments).map_err(failed)?;
     if segment_plot.exists() {
         figures.push(segment_plot);
     }
     let curves = reproduce::learning_curves(&store, &runs[0])?;
     let curve_plot = out.join("comparison").join("learning-curves.svg");
     plots::line_chart(&curve_plot, "Validation AUC per epoch (mean over seeds, band: min to max)", "epoch", "validation AUC", &curves, None)
-        .map_err(|e| Failure::Failed(e.to_string()))?;
+        .map_err(failed)?;
     if curve_plot.exists() {
         figures.push(curve_plot);
     }

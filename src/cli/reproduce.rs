@@ -69,7 +69,7 @@ pub fn reproduce_command(
         println!();
         reproduce::write_table(out, name, table)?;
     }
-    let plots = reproduce::write_plots(&store, &runs, out).map_err(|e| Failure::Failed(e.to_string()))?;
+    let plots = reproduce::write_plots(&store, &runs, out).map_err(super::failed)?;
     let page = limaml::report::html::write_index(out, "limaml reproduce: the paper's tables", &tables, &plots)?;
     eprintln!("wrote {}", page.display());
     println!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use limaml::store::recovery;
 
-use super::Failure;
+use super::{failed, Failure};
 
 /// Fails (exit 2) when `path` cannot hold a store: not a folder, cannot be created, or not
 /// writable (a read-only mount, `/proc`).
@@ -70,7 +70,7 @@ pub fn check_command(store_path: &Path, json: bool) -> Result<ExitCode, Failure>
 
 pub fn recover_command(store_path: &Path) -> Result<ExitCode, Failure> {
     check_store_path(store_path)?;
-    let report = recovery::recover(store_path).map_err(|e| Failure::Failed(e.to_string()))?;
+    let report = recovery::recover(store_path).map_err(failed)?;
     if let Some(aside) = &report.database_moved_to {
         println!("moved the old database to {}", aside.display());
     }

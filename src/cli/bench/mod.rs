@@ -37,7 +37,7 @@ use limaml_models::{bench_limaml_config, GemmPeak, LimamlConfig, BENCH_INNER_STE
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{BenchArgs, Failure};
+use super::{failed, BenchArgs, Failure};
 
 mod child;
 mod human;
@@ -175,11 +175,6 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// An error of a library call as the bench's failure (shared by the suites and the children).
-fn failed(e: impl std::fmt::Display) -> Failure {
-    Failure::Failed(e.to_string())
 }
 
 fn progress(args: &BenchArgs, message: &str) {
