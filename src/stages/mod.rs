@@ -128,5 +128,11 @@ pub trait Stage: Send + Sync {
     fn source_digest(&self) -> Result<Option<String>, StageError> {
         Ok(None)
     }
+    /// Whether most of the stage's work spreads over every core rather than one thread. Not
+    /// part of the key. The local executor starts such a stage after the one-thread stages
+    /// ready with it (`exec::local`).
+    fn uses_every_core(&self) -> bool {
+        false
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError>;
 }

@@ -187,6 +187,10 @@ impl Stage for TrainSelected {
         self.train.source_digest()
     }
 
+    fn uses_every_core(&self) -> bool {
+        self.train.uses_every_core()
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         let selection = ctx.inputs.metrics("selection")?;
         let params: TrialParams = selection

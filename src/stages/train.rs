@@ -80,6 +80,10 @@ impl Stage for Train {
         }
     }
 
+    fn uses_every_core(&self) -> bool {
+        limaml_models::trains_on_every_core(&self.method)
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
         let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;

@@ -60,6 +60,10 @@ impl Stage for Trial {
         self.train.source_digest()
     }
 
+    fn uses_every_core(&self) -> bool {
+        self.train.uses_every_core()
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
         let roles = ctx.inputs.roles();
         let prior = if roles.iter().any(|r| r == "promotion") {

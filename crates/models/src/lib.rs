@@ -42,4 +42,4 @@ pub use eval::{
 };
 pub use inputs::DataShape;
 pub use logistic::{L2Candidate, L2Search};
-pub use train::{resumable, resume, train, EpochRecord, TrainedModel};
+pub use train::{resumable, resume, train, trains_on_every_core, EpochRecord, TrainedModel};

@@ -127,6 +127,13 @@ pub fn train(
     method_for(method).train(method, train, interactions, tasks, seed, on_epoch)
 }
 
+/// Whether training `method` spreads over every core rather than one thread (see
+/// [`crate::methods::Method::trains_on_every_core`]); it says nothing of the results, which do
+/// not depend on the thread count.
+pub fn trains_on_every_core(method: &MethodConfig) -> bool {
+    method_for(method).trains_on_every_core()
+}
+
 /// Trains one network with the epoch loop ([`crate::methods::Method::train`]'s default;
 /// `logistic` calls it once per pair of strengths).
 pub(crate) fn train_one(
@@ -297,4 +304,18 @@ pub(crate) fn score_rows(
     max_support: usize,
 ) -> Result<Vec<f32>, ModelError> {
     net.score(&ScoreInputs { features, data, interactions, tasks, max_support }, rows, task_index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trains_on_every_core;
+    use crate::config::MethodConfig;
+
+    #[test]
+    fn only_limaml_declares_that_its_training_uses_every_core() {
+        for kind in ["global", "id_embedding", "wide_deep", "logistic", "limaml"] {
+            let config = MethodConfig::default_for(kind).expect("a built-in method");
+            assert_eq!(trains_on_every_core(&config), kind == "limaml", "{kind}");
+        }
+    }
 }

@@ -22,6 +22,11 @@ impl Method for Limaml {
         "limaml"
     }
 
+    /// Meta-training's task groups and the passes over every entity run in parallel chunks.
+    fn trains_on_every_core(&self) -> bool {
+        true
+    }
+
     fn create(&self, config: &MethodConfig, shape: DataShape, rng: &mut StdRng) -> Result<Box<dyn Network>, ModelError> {
         let MethodConfig::Limaml(c) = config else { unreachable!("the registry gives limaml its own config") };
         let (net, store) = LimamlNet::create(c, shape, rng)?;

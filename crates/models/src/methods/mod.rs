@@ -96,6 +96,14 @@ pub(crate) trait Method: Sync {
     /// The `kind` tag it implements.
     fn kind(&self) -> &'static str;
 
+    /// Whether its training spreads over every core (the calling thread's pool, `crate::pool`)
+    /// rather than running on one thread. The local executor starts such a stage after the
+    /// one-thread stages ready with it, so that it fills the cores they leave idle at the end
+    /// of a run instead of competing with them.
+    fn trains_on_every_core(&self) -> bool {
+        false
+    }
+
     /// Its network's parameters for `shape`, drawn from `rng`.
     fn create(&self, config: &MethodConfig, shape: DataShape, rng: &mut StdRng) -> Result<Box<dyn Network>, ModelError>;
 
