@@ -8,7 +8,18 @@
 //! Why: a run's last stage to end often runs alone. At a million users on two cores
 //! (`-j 2`), five training stages of similar length ran in rounds of two, two and one, and the
 //! last one (a one-thread baseline) ran alone for 2-4 minutes while a core idled
-//! (bench/README.md). Started last, a stage that can use every core takes the idle one.
+//! (bench/README.md). Started last, a stage that can use every core takes the idle one. The
+//! sixth pass tried this order on another host and reverted it (one run each way, within that
+//! host's noise); the fifteenth measured it again in alternating runs (bench/README.md). It
+//! costs where the stage that uses every core is also by far the longest: started late, it
+//! has fewer one-thread stages left to share the cores with.
+//!
+//! What a run keeps: the values its stages decode through `StageContext::decode_shared` stay
+//! alive ([`KeptValues`]) while a stage that reads their producer runs, and through the moment
+//! one such stage ends and the next starts, so a chain of stages that read the same data set
+//! one after another (`embeddings`, then `evaluate`) decodes it once. A value whose readers are
+//! all waiting for a worker goes, as before: keeping it until they start could hold every
+//! seed's task set at once.
 //!
 //! [`Stage::uses_every_core`]: crate::stages::Stage::uses_every_core
 
@@ -22,6 +33,7 @@ use petgraph::Direction;
 
 use super::{run_stage, ExecutionJob, Executor, StageResult};
 use crate::plan::Plan;
+use crate::stages::shared::KeptValues;
 use crate::store::StageStatus;
 
 pub struct LocalExecutor {
@@ -57,18 +69,19 @@ impl Executor for LocalExecutor {
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::channel::<StageResult>();
         let mut no_worker: Option<String> = None;
+        let kept = KeptValues::default();
         std::thread::scope(|scope| {
             // A worker that cannot start (thread limit, memory) leaves fewer workers, not a panic.
             let mut started = 0usize;
             for worker in 0..self.jobs.max(1) {
-                let work_rx = &work_rx;
+                let (work_rx, kept) = (&work_rx, &kept);
                 let done_tx = done_tx.clone();
                 let spawned = std::thread::Builder::new().name(format!("limaml-worker-{worker}")).spawn_scoped(
                     scope,
                     move || loop {
                         let next = work_rx.lock().expect("work queue lock").recv();
                         let Ok(node) = next else { break };
-                        let result = run_stage(job, node);
+                        let result = run_stage(job, node, Some(kept));
                         if done_tx.send(result).is_err() {
                             break;
                         }
@@ -90,6 +103,11 @@ impl Executor for LocalExecutor {
                 return;
             }
             let mut in_flight = 0usize;
+            // Running stages, and the producers whose kept values may go once none of their
+            // readers runs (checked after each round of starts, so a reader started as the
+            // last one ends keeps them).
+            let mut running = vec![false; count];
+            let mut to_release: Vec<NodeIndex> = Vec::new();
             loop {
                 if job.cancel.load(Ordering::Relaxed) {
                     stop_dispatching = true;
@@ -99,14 +117,28 @@ impl Executor for LocalExecutor {
                 while !stop_dispatching && in_flight < started {
                     let Some(node) = ready.pop() else { break };
                     work_tx.send(node).expect("workers alive");
+                    running[node.index()] = true;
                     in_flight += 1;
                 }
+                to_release.retain(|&producer| {
+                    let read = plan.dependents(producer).any(|reader| running[reader.index()]);
+                    if !read {
+                        release_outputs(job, &kept, producer);
+                    }
+                    read
+                });
                 if in_flight == 0 {
                     break;
                 }
                 let result = done_rx.recv().expect("a worker reports");
                 in_flight -= 1;
+                running[result.node.index()] = false;
                 settled[result.node.index()] = true;
+                for &(_, producer) in &plan.node(result.node).inputs {
+                    if !to_release.contains(&producer) {
+                        to_release.push(producer);
+                    }
+                }
                 match result.status {
                     StageStatus::Executed => {
                         for next in plan.dependents(result.node) {
@@ -157,6 +189,15 @@ impl Executor for LocalExecutor {
     }
 }
 
+/// Lets go of the kept values decoded from `producer`'s artifacts.
+fn release_outputs(job: &ExecutionJob<'_>, kept: &KeptValues, producer: NodeIndex) {
+    if let Ok(Some(record)) = job.store.stage(&job.plan.node(producer).key) {
+        for artifact in record.outputs.values() {
+            kept.release(&artifact.digest);
+        }
+    }
+}
+
 /// The stages ready to start, in the order they start (see the module docs): one-thread stages
 /// first, then those that use every core, each in the order they became ready.
 #[derive(Default)]
@@ -181,15 +222,33 @@ impl ReadyStages {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     use super::LocalExecutor;
     use crate::exec::progress::Progress;
-    use crate::exec::{ExecutionJob, Executor};
-    use crate::plan::PlanBuilder;
+    use crate::exec::{ExecutionJob, Executor, StageResult};
+    use crate::plan::{Plan, PlanBuilder};
     use crate::stages::{Stage, StageContext, StageError, StageOutput};
     use crate::store::{LockWait, StageStatus, Store};
+
+    /// Runs every stage of `plan` on one worker, into a fresh store.
+    fn run_on_one_worker(plan: &Plan) -> Vec<StageResult> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockWait::NoWait, |_| {}).unwrap();
+        let cancel = AtomicBool::new(false);
+        let progress = Progress::new(plan.graph.node_count(), false, true);
+        let job = ExecutionJob {
+            plan,
+            store: &store,
+            to_run: vec![true; plan.graph.node_count()],
+            run_id: "test",
+            keep_going: false,
+            cancel: &cancel,
+            progress: &progress,
+        };
+        LocalExecutor { jobs: 1 }.execute(&job)
+    }
 
     /// A stage that writes its name in `started` when it runs.
     struct Recorded {
@@ -229,26 +288,75 @@ mod tests {
         // Ready only once `first` has run, after `parallel` became ready.
         builder.add("after_first".into(), stage("after_first", false), vec![("in".into(), first)]).unwrap();
         let plan = builder.finish("order".into(), None).unwrap();
-
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), LockWait::NoWait, |_| {}).unwrap();
-        let cancel = AtomicBool::new(false);
-        let progress = Progress::new(plan.graph.node_count(), false, true);
-        let job = ExecutionJob {
-            plan: &plan,
-            store: &store,
-            to_run: vec![true; plan.graph.node_count()],
-            run_id: "test",
-            keep_going: false,
-            cancel: &cancel,
-            progress: &progress,
-        };
-        let results = LocalExecutor { jobs: 1 }.execute(&job);
+        let results = run_on_one_worker(&plan);
 
         assert!(results.iter().all(|r| r.status == StageStatus::Executed));
         let started = started.lock().unwrap().clone();
         assert_eq!(started.len(), 5);
         assert_eq!(started[0], "root");
         assert_eq!(started[4], "parallel", "start order: {started:?}");
+    }
+
+    static DECODES: AtomicUsize = AtomicUsize::new(0);
+
+    /// A number that counts how often it is decoded.
+    struct Counted(u32);
+
+    impl<'de> serde::Deserialize<'de> for Counted {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            DECODES.fetch_add(1, Ordering::SeqCst);
+            u32::deserialize(deserializer).map(Counted)
+        }
+    }
+
+    /// `Produce` writes the artifact `value`; `Read` decodes its input's, through the shared path;
+    /// `CountKept` writes how many artifacts the run keeps values of when it runs.
+    enum Step {
+        Produce,
+        Read,
+        CountKept(Arc<Mutex<Option<usize>>>),
+    }
+
+    struct Sharing(&'static str, Step);
+
+    impl Stage for Sharing {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn params(&self) -> serde_json::Value {
+            serde_json::json!({ "name": self.0 })
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> Result<StageOutput, StageError> {
+            let mut output = StageOutput::default();
+            match &self.1 {
+                Step::Produce => {
+                    output.artifacts.insert("value".into(), crate::stages::encode(&7u32)?);
+                }
+                Step::Read => assert_eq!(ctx.decode_shared::<Counted>("in", "value")?.0, 7),
+                Step::CountKept(kept) => *kept.lock().unwrap() = Some(ctx.kept.expect("a local run keeps values").artifacts()),
+            }
+            Ok(output)
+        }
+    }
+
+    #[test]
+    fn stages_that_read_an_input_one_after_another_decode_it_once_and_the_run_lets_it_go_after_its_last_reader() {
+        let kept_later = Arc::new(Mutex::new(None));
+        let mut builder = PlanBuilder::new();
+        let produce = builder.add("produce".into(), Arc::new(Sharing("produce", Step::Produce)), vec![]).unwrap();
+        let first = builder.add("first".into(), Arc::new(Sharing("first", Step::Read)), vec![("in".into(), produce)]).unwrap();
+        builder.add("second".into(), Arc::new(Sharing("second", Step::Read)), vec![("in".into(), produce)]).unwrap();
+        // Ready once `first` has ended, so it starts after `second` (one worker, oldest first).
+        let later = Sharing("later", Step::CountKept(kept_later.clone()));
+        builder.add("later".into(), Arc::new(later), vec![("after".into(), first)]).unwrap();
+        let plan = builder.finish("sharing".into(), None).unwrap();
+        let results = run_on_one_worker(&plan);
+
+        assert!(results.iter().all(|r| r.status == StageStatus::Executed), "{results:?}");
+        assert_eq!(DECODES.load(Ordering::SeqCst), 1, "two readers one after another, one decode");
+        assert_eq!(*kept_later.lock().unwrap(), Some(0), "both readers had ended: nothing kept");
     }
 }

@@ -15,6 +15,7 @@ use petgraph::graph::NodeIndex;
 use serde::Serialize;
 
 use crate::plan::{Plan, PlanNode};
+use crate::stages::shared::KeptValues;
 use crate::stages::{InputSource, StageContext, StageError, StageOutput};
 use crate::store::{RunRecord, RunStage, RunStatus, StageRecord, StageStatus, Store, StoreError};
 pub use progress::Progress;
@@ -140,6 +141,7 @@ pub fn execute_stage(
     inputs: &dyn InputSource,
     cancel: &AtomicBool,
     progress: &(dyn Fn(String) + Sync),
+    kept: Option<&KeptValues>,
 ) -> Result<StageOutput, StageError> {
     if let Ok(ms) = std::env::var("LIMAML_STAGE_SLEEP_MS") {
         std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
@@ -147,7 +149,7 @@ pub fn execute_stage(
     if let Some(message) = injected_failure(&node.name) {
         return Err(StageError::Failed(message));
     }
-    let context = StageContext { inputs, progress, cancelled: cancel };
+    let context = StageContext { inputs, progress, cancelled: cancel, kept };
     std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&context))).map_err(|panic| {
         let text = panic
             .downcast_ref::<String>()
@@ -158,8 +160,9 @@ pub fn execute_stage(
     })?
 }
 
-/// The whole life of one stage: read inputs, run, store artifacts, commit the record.
-pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
+/// The whole life of one stage: read inputs, run, store artifacts, commit the record. The values
+/// it decodes through `StageContext::decode_shared` go into `kept` when given.
+pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex, kept: Option<&KeptValues>) -> StageResult {
     let node = job.plan.node(index);
     let started = Instant::now();
     let started_unix_ms = unix_ms();
@@ -180,7 +183,7 @@ pub fn run_stage(job: &ExecutionJob<'_>, index: NodeIndex) -> StageResult {
         let inputs = StoreInputs { store: job.store, records, order };
         let name = node.name.clone();
         let report = move |message: String| job.progress.message(&name, message);
-        let output = execute_stage(node, &inputs, job.cancel, &report)?;
+        let output = execute_stage(node, &inputs, job.cancel, &report, kept)?;
         let mut outputs = BTreeMap::new();
         for (name, bytes) in &output.artifacts {
             let artifact = job.store.put_artifact(bytes).map_err(|e| StageError::Failed(e.to_string()))?;

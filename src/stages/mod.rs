@@ -56,6 +56,8 @@ pub struct StageContext<'a> {
     /// Short status text for the progress display ("epoch 3/20 loss 0.61").
     pub progress: &'a (dyn Fn(String) + Sync),
     pub cancelled: &'a AtomicBool,
+    /// The run's kept decoded values ([`shared::KeptValues`]); `None` outside the local executor.
+    pub kept: Option<&'a shared::KeptValues>,
 }
 
 impl StageContext<'_> {
@@ -68,17 +70,22 @@ impl StageContext<'_> {
     }
 
     /// Decodes a postcard-encoded input artifact once for every stage of this process that holds
-    /// it at the same time ([`shared::decode_shared`]); read only, as every stage reads the data
-    /// set and the task set. Without a known digest, a decode of its own.
+    /// it at the same time ([`shared::decode_shared`]), and for the later stages of the run that
+    /// read it while the run keeps it ([`StageContext::kept`]); read only, as every stage reads
+    /// the data set and the task set. Without a known digest, a decode of its own.
     pub fn decode_shared<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
         &self,
         role: &str,
         name: &str,
     ) -> Result<std::sync::Arc<T>, StageError> {
-        match self.inputs.digest(role, name) {
-            Some(digest) => shared::decode_shared(&digest, || self.decode(role, name)),
-            None => self.decode(role, name).map(std::sync::Arc::new),
+        let Some(digest) = self.inputs.digest(role, name) else {
+            return self.decode(role, name).map(std::sync::Arc::new);
+        };
+        let value: std::sync::Arc<T> = shared::decode_shared(&digest, || self.decode(role, name))?;
+        if let Some(kept) = self.kept {
+            kept.keep(&digest, value.clone());
         }
+        Ok(value)
     }
 
     /// Decodes a postcard-encoded input artifact.

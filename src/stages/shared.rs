@@ -3,8 +3,8 @@
 //! own copy of the same data set (500 MB) and task set (330 MB).
 //!
 //! Owns [`decode_shared`]: one decoded value per (artifact digest, type), handed out as an
-//! `Arc` and held here only weakly, so it lives exactly as long as some stage holds it and a
-//! later stage decodes it again. Must not change what a stage sees: the digest names the bytes,
+//! `Arc` and held here only weakly, so it lives exactly as long as some stage holds it (or a
+//! run's [`KeptValues`] keeps it) and a later stage decodes it again. Must not change what a stage sees: the digest names the bytes,
 //! so every holder sees the value those bytes decode to.
 
 use std::any::{Any, TypeId};
@@ -14,6 +14,38 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use super::StageError;
 
 type Slot = Arc<Mutex<Weak<dyn Any + Send + Sync>>>;
+
+/// Decoded values a run keeps alive between the stages that read them: without it, a value
+/// lives only while some stage holds it, and at the end of a run the stages that read the same
+/// data set one after another (`embeddings`, then `evaluate`) decoded it one after another.
+/// The local executor holds one for a run and releases a producer's values once every stage of
+/// the run that reads that producer has ended (`exec::local`).
+#[derive(Default)]
+pub struct KeptValues {
+    by_digest: Mutex<HashMap<String, Vec<Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl KeptValues {
+    /// Keeps `value`, decoded from the artifact with `digest`, until [`KeptValues::release`].
+    pub fn keep(&self, digest: &str, value: Arc<dyn Any + Send + Sync>) {
+        let mut by_digest = self.by_digest.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = by_digest.entry(digest.to_string()).or_default();
+        if !kept.iter().any(|held| Arc::ptr_eq(held, &value)) {
+            kept.push(value);
+        }
+    }
+
+    /// Lets go of the values decoded from the artifact with `digest` (stages holding them keep
+    /// them until they end).
+    pub fn release(&self, digest: &str) {
+        self.by_digest.lock().unwrap_or_else(|e| e.into_inner()).remove(digest);
+    }
+
+    /// How many artifacts have values kept.
+    pub fn artifacts(&self) -> usize {
+        self.by_digest.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
 
 /// One slot per (digest, type); a slot's lock is held while its value decodes, so two stages
 /// that want the same artifact decode it once, and other artifacts do not wait.

@@ -286,7 +286,7 @@ pub fn run_staged_stage(plan: &Plan, key: &str, staging: &Staging) -> Result<Sta
         let never_cancelled = AtomicBool::new(false);
         let name = node.name.clone();
         let report = move |message: String| eprintln!("  {name}: {message}");
-        let output = execute_stage(node, &inputs, &never_cancelled, &report)?;
+        let output = execute_stage(node, &inputs, &never_cancelled, &report, None)?;
         staging
             .write_result(node, &output, started_unix_ms, started.elapsed().as_secs_f64())
             .map_err(|e| StageError::Failed(e.to_string()))
