@@ -10,9 +10,9 @@
 //! last one (a one-thread baseline) ran alone for 2-4 minutes while a core idled
 //! (bench/README.md). Started last, a stage that can use every core takes the idle one. The
 //! sixth pass tried this order on another host and reverted it (one run each way, within that
-//! host's noise); the fifteenth measured it again in alternating runs (bench/README.md). It
-//! costs where the stage that uses every core is also by far the longest: started late, it
-//! has fewer one-thread stages left to share the cores with.
+//! host's noise); the fifteenth measured it again in alternating runs (bench/README.md). Where
+//! it would cost (reasoned, not measured): a stage that uses every core and is also by far the
+//! longest starts late, with fewer one-thread stages left to share the cores with.
 //!
 //! What a run keeps: the values its stages decode through `StageContext::decode_shared` stay
 //! alive ([`KeptValues`]) while a stage that reads their producer runs, and through the moment

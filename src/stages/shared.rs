@@ -4,8 +4,9 @@
 //!
 //! Owns [`decode_shared`]: one decoded value per (artifact digest, type), handed out as an
 //! `Arc` and held here only weakly, so it lives exactly as long as some stage holds it (or a
-//! run's [`KeptValues`] keeps it) and a later stage decodes it again. Must not change what a stage sees: the digest names the bytes,
-//! so every holder sees the value those bytes decode to.
+//! run's [`KeptValues`] keeps it) and a later stage decodes it again; and [`KeptValues`]. Must
+//! not change what a stage sees: the digest names the bytes, so every holder sees the value
+//! those bytes decode to.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -18,8 +19,8 @@ type Slot = Arc<Mutex<Weak<dyn Any + Send + Sync>>>;
 /// Decoded values a run keeps alive between the stages that read them: without it, a value
 /// lives only while some stage holds it, and at the end of a run the stages that read the same
 /// data set one after another (`embeddings`, then `evaluate`) decoded it one after another.
-/// The local executor holds one for a run and releases a producer's values once every stage of
-/// the run that reads that producer has ended (`exec::local`).
+/// The local executor holds one for a run and releases a producer's values once no stage that
+/// reads that producer runs, checked after it starts the next stages (`exec::local`).
 #[derive(Default)]
 pub struct KeptValues {
     by_digest: Mutex<HashMap<String, Vec<Arc<dyn Any + Send + Sync>>>>,
