@@ -93,9 +93,10 @@ fn show_json_lists_each_stages_artifacts() {
     let names: Vec<&str> = evaluate["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["per_task", "predictions"]);
     let embeddings = run["stages"].as_array().unwrap().iter().find(|s| s["kind"] == "export_embeddings").unwrap();
-    let csv = embeddings["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "meta_embeddings.csv").unwrap();
-    assert_eq!(csv["format"], "csv");
-    assert!(csv["bytes"].as_u64().unwrap() > 0 && csv["digest"].as_str().unwrap().len() == 64);
+    let tensors =
+        embeddings["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "meta_embeddings.safetensors").unwrap();
+    assert_eq!(tensors["format"], "safetensors");
+    assert!(tensors["bytes"].as_u64().unwrap() > 0 && tensors["digest"].as_str().unwrap().len() == 64);
 }
 
 #[test]

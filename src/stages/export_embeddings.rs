@@ -1,6 +1,8 @@
 //! Stage `export_embeddings` (LiMAML only): Meta Embedding Generation. Adapts the Meta Block on
 //! every entity's support data and stores one vector per entity, as a table for serving and as
-//! safetensors and CSV for other tools.
+//! safetensors for other tools; `limaml export` writes them as CSV on demand. Version 2 stopped
+//! storing a CSV copy at every run: nothing read it, and at a million users it was 192 MB of
+//! formatted floats written at the end of the run, after the last training stage.
 
 use limaml_data::{Dataset, TaskSet};
 use limaml_models::config::MethodConfig;
@@ -53,7 +55,7 @@ impl Stage for ExportEmbeddings {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn code(&self) -> &'static str {
@@ -83,7 +85,6 @@ impl Stage for ExportEmbeddings {
             "meta_embeddings.safetensors".into(),
             table.to_safetensors_bytes().map_err(|e| StageError::Failed(e.to_string()))?,
         );
-        output.artifacts.insert("meta_embeddings.csv".into(), table.to_csv().into_bytes());
         output.artifacts.insert("meta_embeddings".into(), encode(&table)?);
         Ok(output)
     }
