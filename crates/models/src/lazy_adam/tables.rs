@@ -8,7 +8,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::ParamsAdamW;
 
-use super::replay::{weight_decay_factor, BiasCorrections, StepByStep};
+use super::replay::{weight_decay_factor, BiasCorrections, ClosedForm, PendingColumns};
 use super::{on_values, GatheredRows};
 use crate::error::ModelError;
 use crate::inputs::TensorValues;
@@ -24,10 +24,70 @@ struct TableState {
     second_moment: Vec<f32>,
     /// Per row: the step count the row's value and moments are up to date with.
     up_to_step: Vec<i32>,
-    /// The columns of the row being replayed whose tiny second moment needs the replay step by
-    /// step, with their moments and value (reused from row to row).
-    step_by_step: StepByStep,
+    /// The columns of the rows being replayed whose tiny second moment needs the replay step by
+    /// step, with their moments and value, replayed together when the pass's rows are done.
+    step_by_step: PendingColumns,
 }
+
+/// AdamW over a row's columns side by side (see [`TableState::adam_step`]). With AVX2 where the
+/// CPU has it: wider lanes for the same correctly rounded operations in the same order (no
+/// fused multiply-add), so the same bits.
+fn adam_step_columns(
+    params: &ParamsAdamW,
+    corrections: (f64, f64),
+    m: &mut [f32],
+    v: &mut [f32],
+    value: &mut [f32],
+    grad: &[f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { adam_step_columns_avx2(params, corrections, m, v, value, grad) };
+        }
+    }
+    adam_step_columns_portable(params, corrections, m, v, value, grad)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_step_columns_avx2(
+    params: &ParamsAdamW,
+    corrections: (f64, f64),
+    m: &mut [f32],
+    v: &mut [f32],
+    value: &mut [f32],
+    grad: &[f32],
+) {
+    adam_step_columns_portable(params, corrections, m, v, value, grad)
+}
+
+#[inline(always)]
+fn adam_step_columns_portable(
+    params: &ParamsAdamW,
+    (scale_m, scale_v): (f64, f64),
+    m: &mut [f32],
+    v: &mut [f32],
+    value: &mut [f32],
+    grad: &[f32],
+) {
+    let (beta1, beta2, lr, eps) = (params.beta1, params.beta2, params.lr, params.eps);
+    let decay = weight_decay_factor(params);
+    for (((m, v), x), &g) in m.iter_mut().zip(v.iter_mut()).zip(value.iter_mut()).zip(grad) {
+        let g = g as f64;
+        let m_next = beta1 * *m as f64 + (1.0 - beta1) * g;
+        let v_next = beta2 * *v as f64 + (1.0 - beta2) * g * g;
+        *m = m_next as f32;
+        *v = v_next as f32;
+        let step = (m_next * scale_m) / ((v_next * scale_v).sqrt() + eps);
+        *x = (*x as f64 * decay - lr * step) as f32;
+    }
+}
+
+/// Step-by-step columns a replay pass holds at most before replaying them (a pass over a whole
+/// table, [`LazyAdam::catch_up`], would otherwise hold one per column of every row).
+const MAX_PENDING_COLUMNS: usize = 16_384;
 
 /// How many rows ahead replaying ([`TableState::replay_rows`]) and stepping ([`LazyAdam::step`])
 /// prefetch a row's state.
@@ -62,7 +122,7 @@ impl LazyAdam {
                     first_moment: vec![0.0; rows * dim],
                     second_moment: vec![0.0; rows * dim],
                     up_to_step: vec![0; rows],
-                    step_by_step: StepByStep::default(),
+                    step_by_step: PendingColumns::default(),
                 })
             })
             .collect::<Result<_, ModelError>>()?;
@@ -209,9 +269,7 @@ impl LazyAdam {
                     prefetch_range(&state.second_moment, ahead as usize * dim, dim);
                 }
                 let here = k * dim;
-                state.adam_step(&params, corrections, row, &mut values[here..here + dim], |j| {
-                    grad[here + j] as f64
-                });
+                state.adam_step(&params, corrections, row, &mut values[here..here + dim], &grad[here..here + dim]);
                 state.up_to_step[row as usize] = step_t;
             }
             state.write_rows(&g.rows, &values)?;
@@ -221,29 +279,13 @@ impl LazyAdam {
 }
 
 impl TableState {
-    /// AdamW's update of table row `row` (current value `value`) with gradient `grad(j)` for
-    /// column `j`, at the step whose bias corrections are `(scale_m, scale_v)`
+    /// AdamW's update of table row `row` (current value `value`) with gradient `grad` (one
+    /// per column), at the step whose bias corrections are `(scale_m, scale_v)`
     /// (`1 / (1 - beta1^t)`, `1 / (1 - beta2^t)`); updates the row's moments.
-    fn adam_step(
-        &mut self,
-        params: &ParamsAdamW,
-        (scale_m, scale_v): (f64, f64),
-        row: u32,
-        value: &mut [f32],
-        grad: impl Fn(usize) -> f64,
-    ) {
-        let (beta1, beta2) = (params.beta1, params.beta2);
-        let decay = weight_decay_factor(params);
-        for (j, x) in value.iter_mut().enumerate() {
-            let at = row as usize * self.dim + j;
-            let g = grad(j);
-            let m = beta1 * self.first_moment[at] as f64 + (1.0 - beta1) * g;
-            let v = beta2 * self.second_moment[at] as f64 + (1.0 - beta2) * g * g;
-            self.first_moment[at] = m as f32;
-            self.second_moment[at] = v as f32;
-            let step = (m * scale_m) / ((v * scale_v).sqrt() + params.eps);
-            *x = (*x as f64 * decay - params.lr * step) as f32;
-        }
+    fn adam_step(&mut self, params: &ParamsAdamW, corrections: (f64, f64), row: u32, value: &mut [f32], grad: &[f32]) {
+        let start = row as usize * self.dim;
+        let (m, v) = (&mut self.first_moment[start..][..self.dim], &mut self.second_moment[start..][..self.dim]);
+        adam_step_columns(params, corrections, m, v, value, grad);
     }
 
     /// Replays the skipped steps of `rows` in `table`, the table's values (row-major), in place.
@@ -268,7 +310,24 @@ impl TableState {
                 prefetch_range(table, ahead * dim, dim);
             }
             self.replay(params, bias, step_t, limit, row, &mut table[row as usize * dim..][..dim]);
+            if self.step_by_step.len() >= MAX_PENDING_COLUMNS {
+                self.replay_pending(params, bias, table);
+            }
         }
+        self.replay_pending(params, bias, table);
+    }
+
+    /// Replays the step-by-step columns [`TableState::replay`] left waiting, and stores their
+    /// values as it would have: rounded to the table's `f32`, then decayed over the row's steps
+    /// after the replay limit.
+    fn replay_pending(&mut self, params: &ParamsAdamW, bias: &BiasCorrections, table: &mut [f32]) {
+        self.step_by_step.replay(params, bias, |at, theta, rest_decay| {
+            let mut x = theta as f32;
+            if let Some(decay) = rest_decay {
+                x = (x as f64 * decay) as f32;
+            }
+            table[at] = x;
+        });
     }
 
     /// Replays row `row`'s zero-gradient steps after its last update up to `step_t`: the
@@ -289,7 +348,7 @@ impl TableState {
         }
         let replayed_to = step_t.min(from.saturating_add(limit));
         let n = replayed_to - from;
-        let decay = weight_decay_factor(params);
+        let first_pending = self.step_by_step.len();
         // With g = 0 the moments only decay (m_k = beta1^k m, v_k = beta2^k v), so the k-th
         // replayed update is m beta1^k c1 / (sqrt(v) beta2^(k/2) c2 + eps), c1 and c2 the bias
         // corrections. Expanding 1 / (a + eps) = 1 / a - eps / a^2 + O(eps^2 / a^3) gives
@@ -298,45 +357,35 @@ impl TableState {
         //   theta_n = d^n theta - lr (m / sqrt(v)) (w1 - (eps / sqrt(v)) w2).
         let (w1, w2) = bias.replay_sums(params, from, replayed_to, limit);
         let (m_decay, v_decay, theta_decay) = bias.powers(params, limit, n);
-        let steps = (from + 1) as usize..=replayed_to as usize;
-        let (scale_m, scale_v_sqrt) = (&bias.scale_m[steps.clone()], &bias.scale_v_sqrt[steps]);
-        for (j, x) in value.iter_mut().enumerate() {
-            let at = row as usize * self.dim + j;
-            let (m0, v0) = (self.first_moment[at] as f64, self.second_moment[at] as f64);
-            if v0 == 0.0 {
-                // Never had a gradient (so m0 = 0 too): only the weight decay moves it.
-                *x = (*x as f64 * theta_decay) as f32;
-                continue;
+        let closed_form = ClosedForm {
+            lr: params.lr,
+            eps: params.eps,
+            w1,
+            w2,
+            m_decay,
+            v_decay,
+            theta_decay,
+            closed_form_from: bias.closed_form_from(params),
+        };
+        let start = row as usize * self.dim;
+        let (m, v) = (&mut self.first_moment[start..][..self.dim], &mut self.second_moment[start..][..self.dim]);
+        // Tiny second moment: eps matters, replay step by step (later, side by side with the
+        // pass's other such columns; the value stays as it is until then).
+        for (j, (&m0, &v0)) in m.iter().zip(v.iter()).enumerate() {
+            if closed_form.needs_step_by_step(v0) {
+                self.step_by_step.push(bias, from, n, start + j, m0 as f64, v0 as f64, value[j] as f64);
             }
-            let sqrt_v0 = v0.sqrt();
-            if (v0 * v_decay).sqrt() >= 100.0 * params.eps {
-                // The O(eps^2 / a^2) remainder is below 1e-4 of each update.
-                let ratio = m0 / sqrt_v0;
-                *x = (*x as f64 * theta_decay
-                    - params.lr * ratio * (w1 - params.eps / sqrt_v0 * w2))
-                    as f32;
-            } else {
-                // Tiny second moment: eps matters, replay step by step (below, with the row's
-                // other such columns).
-                self.step_by_step.push(j, m0, v0, *x as f64);
-            }
-            self.first_moment[at] = (m0 * m_decay) as f32;
-            self.second_moment[at] = (v0 * v_decay) as f32;
         }
-        if !self.step_by_step.columns.is_empty() {
-            self.step_by_step.replay(params, decay, scale_m, scale_v_sqrt);
-            for (&j, &theta) in self.step_by_step.columns.iter().zip(&self.step_by_step.theta) {
-                value[j] = theta as f32;
-            }
-            self.step_by_step.clear();
-        }
+        closed_form.apply(m, v, value);
         let rest = step_t - replayed_to;
         if rest > 0 {
             let [decay, m_decay, v_decay] = bias.rest_decay(params, rest);
-            for (j, x) in value.iter_mut().enumerate() {
-                let at = row as usize * self.dim + j;
-                self.first_moment[at] = (self.first_moment[at] as f64 * m_decay) as f32;
-                self.second_moment[at] = (self.second_moment[at] as f64 * v_decay) as f32;
+            // The waiting columns' decay comes after their replay (`replay_pending`); the
+            // values decayed here are overwritten then.
+            self.step_by_step.set_rest_decay(first_pending, decay);
+            for ((m, v), x) in m.iter_mut().zip(v.iter_mut()).zip(value.iter_mut()) {
+                *m = (*m as f64 * m_decay) as f32;
+                *v = (*v as f64 * v_decay) as f32;
                 *x = (*x as f64 * decay) as f32;
             }
         }
@@ -352,5 +401,37 @@ impl TableState {
                 table[row as usize * dim..][..dim].copy_from_slice(value);
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adamw_over_a_rows_columns_side_by_side_is_the_one_column_code_bit_for_bit() {
+        let params = ParamsAdamW { lr: 1e-3, weight_decay: 1e-2, ..ParamsAdamW::default() };
+        let corrections = (1.0 / (1.0 - 0.9f64.powi(7)), 1.0 / (1.0 - 0.999f64.powi(7)));
+        // 37 columns, so the vector loop has a tail; zero, tiny and large gradients and moments.
+        let columns = 37;
+        let grad: Vec<f32> = (0..columns).map(|j| [0.0, 1e-9, -3e-4, 0.02, -1.5][j % 5] * (1.0 + j as f32 / 10.0)).collect();
+        let first: Vec<f32> = (0..columns).map(|j| [0.0, 2e-5, -1e-3][j % 3]).collect();
+        let second: Vec<f32> = (0..columns).map(|j| [0.0, 1e-12, 4e-7, 3e-3][j % 4]).collect();
+        let values: Vec<f32> = (0..columns).map(|j| 0.03 * (j as f32 - 12.0)).collect();
+        let (mut m, mut v, mut x) = (first.clone(), second.clone(), values.clone());
+        adam_step_columns(&params, corrections, &mut m, &mut v, &mut x, &grad);
+        let (scale_m, scale_v) = corrections;
+        let decay = weight_decay_factor(&params);
+        for j in 0..columns {
+            // The loop `TableState::adam_step` ran per column before.
+            let g = grad[j] as f64;
+            let m1 = params.beta1 * first[j] as f64 + (1.0 - params.beta1) * g;
+            let v1 = params.beta2 * second[j] as f64 + (1.0 - params.beta2) * g * g;
+            let step = (m1 * scale_m) / ((v1 * scale_v).sqrt() + params.eps);
+            let x1 = (values[j] as f64 * decay - params.lr * step) as f32;
+            assert_eq!(m[j].to_bits(), (m1 as f32).to_bits(), "column {j}'s first moment");
+            assert_eq!(v[j].to_bits(), (v1 as f32).to_bits(), "column {j}'s second moment");
+            assert_eq!(x[j].to_bits(), x1.to_bits(), "column {j}'s value");
+        }
     }
 }
