@@ -187,26 +187,21 @@ impl ClosedForm {
         self.apply_portable(m, v, value)
     }
 
-    /// Every column's three outcomes computed, one kept: no branch, so the loop vectorizes.
+    /// Every column's three outcomes computed, one kept: selects, not branches, and stores
+    /// made whatever the outcome, so the loop vectorizes.
     #[inline(always)]
     fn apply_portable(&self, m: &mut [f32], v: &mut [f32], value: &mut [f32]) {
         for ((m, v), x) in m.iter_mut().zip(v.iter_mut()).zip(value.iter_mut()) {
-            let (m0, v0) = (*m as f64, *v as f64);
-            let decayed = *x as f64 * self.theta_decay;
+            let (m_in, v_in, x_in) = (*m, *v, *x);
+            let (m0, v0) = (m_in as f64, v_in as f64);
+            let decayed = x_in as f64 * self.theta_decay;
             let sqrt_v0 = v0.sqrt();
             let closed = decayed - self.lr * (m0 / sqrt_v0) * (self.w1 - self.eps / sqrt_v0 * self.w2);
             let never_moved = v0 == 0.0;
-            *x = if never_moved {
-                decayed as f32
-            } else if self.closed_form_holds(v0) {
-                closed as f32
-            } else {
-                *x
-            };
-            if !never_moved {
-                *m = (m0 * self.m_decay) as f32;
-                *v = (v0 * self.v_decay) as f32;
-            }
+            let moved = if self.closed_form_holds(v0) { closed as f32 } else { x_in };
+            *x = if never_moved { decayed as f32 } else { moved };
+            *m = if never_moved { m_in } else { (m0 * self.m_decay) as f32 };
+            *v = if never_moved { v_in } else { (v0 * self.v_decay) as f32 };
         }
     }
 }
