@@ -137,17 +137,17 @@ impl StepByStep {
 /// weight decay for columns that never had a gradient, and the step-by-step replay (the
 /// caller's) for the rest.
 pub(super) struct ClosedForm {
-    pub(super) lr: f64,
-    pub(super) eps: f64,
+    lr: f64,
+    eps: f64,
     /// The replay sums ([`BiasCorrections::replay_sums`]).
-    pub(super) w1: f64,
-    pub(super) w2: f64,
+    w1: f64,
+    w2: f64,
     /// `beta1^n`, `beta2^n` and `d^n` over the `n` replayed steps.
-    pub(super) m_decay: f64,
-    pub(super) v_decay: f64,
-    pub(super) theta_decay: f64,
+    m_decay: f64,
+    v_decay: f64,
+    theta_decay: f64,
     /// [`BiasCorrections::closed_form_from`]: the closed form holds for `v v_decay` at least this.
-    pub(super) closed_form_from: f64,
+    closed_form_from: f64,
 }
 
 impl ClosedForm {
@@ -458,8 +458,25 @@ impl BiasCorrections {
     /// The least `v v_decay` for which the closed-form replay holds: `sqrt(v v_decay)` at
     /// least `100 eps`, where the `O(eps^2 / a^2)` remainder is below 1e-4 of each update
     /// ([`sqrt_at_least_from`], computed once).
-    pub(super) fn closed_form_from(&mut self, params: &ParamsAdamW) -> f64 {
+    fn closed_form_from(&mut self, params: &ParamsAdamW) -> f64 {
         *self.closed_form_from.get_or_insert_with(|| sqrt_at_least_from(100.0 * params.eps))
+    }
+
+    /// The closed-form replay of a row last updated at step `from`, over the skipped steps
+    /// `from + 1 ..= replayed_to` (at most `limit`).
+    pub(super) fn closed_form(&mut self, params: &ParamsAdamW, from: i32, replayed_to: i32, limit: i32) -> ClosedForm {
+        let (w1, w2) = self.replay_sums(params, from, replayed_to, limit);
+        let (m_decay, v_decay, theta_decay) = self.powers(params, limit, replayed_to - from);
+        ClosedForm {
+            lr: params.lr,
+            eps: params.eps,
+            w1,
+            w2,
+            m_decay,
+            v_decay,
+            theta_decay,
+            closed_form_from: self.closed_form_from(params),
+        }
     }
 
     /// `(beta1^n, beta2^n, d^n)`, `d` the weight decay factor, cached for `n` up to `limit`.
@@ -592,18 +609,9 @@ mod tests {
         let mut bias = BiasCorrections::default();
         bias.cover(&params, 400);
         let (from, n, limit) = (30, 220, 220);
-        let (w1, w2) = bias.replay_sums(&params, from, from + n, limit);
-        let (m_decay, v_decay, theta_decay) = bias.powers(&params, limit, n);
-        let closed_form = ClosedForm {
-            lr: params.lr,
-            eps: params.eps,
-            w1,
-            w2,
-            m_decay,
-            v_decay,
-            theta_decay,
-            closed_form_from: bias.closed_form_from(&params),
-        };
+        let closed_form = bias.closed_form(&params, from, from + n, limit);
+        let (w1, w2, m_decay, v_decay, theta_decay) =
+            (closed_form.w1, closed_form.w2, closed_form.m_decay, closed_form.v_decay, closed_form.theta_decay);
         // Large, small, at the threshold, tiny and zero second moments; a first moment left
         // over where the second underflowed to 0; 37 columns, so the vector loop has a tail.
         let threshold = (closed_form.closed_form_from / v_decay) as f32;

@@ -8,7 +8,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::ParamsAdamW;
 
-use super::replay::{weight_decay_factor, BiasCorrections, ClosedForm, PendingColumns};
+use super::replay::{weight_decay_factor, BiasCorrections, PendingColumns};
 use super::{on_values, GatheredRows};
 use crate::error::ModelError;
 use crate::inputs::TensorValues;
@@ -355,18 +355,7 @@ impl TableState {
         // sums shared by every column of the row, each update weighted by the weight decay
         // still to come:
         //   theta_n = d^n theta - lr (m / sqrt(v)) (w1 - (eps / sqrt(v)) w2).
-        let (w1, w2) = bias.replay_sums(params, from, replayed_to, limit);
-        let (m_decay, v_decay, theta_decay) = bias.powers(params, limit, n);
-        let closed_form = ClosedForm {
-            lr: params.lr,
-            eps: params.eps,
-            w1,
-            w2,
-            m_decay,
-            v_decay,
-            theta_decay,
-            closed_form_from: bias.closed_form_from(params),
-        };
+        let closed_form = bias.closed_form(params, from, replayed_to, limit);
         let start = row as usize * self.dim;
         let (m, v) = (&mut self.first_moment[start..][..self.dim], &mut self.second_moment[start..][..self.dim]);
         // Tiny second moment: eps matters, replay step by step (later, side by side with the
