@@ -29,59 +29,57 @@ struct TableState {
     step_by_step: PendingColumns,
 }
 
-/// AdamW over a row's columns side by side (see [`TableState::adam_step`]). With AVX2 where the
-/// CPU has it: wider lanes for the same correctly rounded operations in the same order (no
-/// fused multiply-add), so the same bits.
-fn adam_step_columns(
-    params: &ParamsAdamW,
-    corrections: (f64, f64),
-    m: &mut [f32],
-    v: &mut [f32],
-    value: &mut [f32],
-    grad: &[f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { adam_step_columns_avx2(params, corrections, m, v, value, grad) };
-        }
+/// AdamW's update of a table row at one step ([`TableState::adam_step`]): the step's constants,
+/// applied over a row's columns side by side.
+struct RowStep {
+    beta1: f64,
+    beta2: f64,
+    lr: f64,
+    eps: f64,
+    /// The weight decay factor ([`weight_decay_factor`]).
+    decay: f64,
+    /// The step's bias corrections, `1 / (1 - beta1^t)` and `1 / (1 - beta2^t)`.
+    scale_m: f64,
+    scale_v: f64,
+}
+
+impl RowStep {
+    fn new(params: &ParamsAdamW, (scale_m, scale_v): (f64, f64)) -> RowStep {
+        let (beta1, beta2, lr, eps) = (params.beta1, params.beta2, params.lr, params.eps);
+        RowStep { beta1, beta2, lr, eps, decay: weight_decay_factor(params), scale_m, scale_v }
     }
-    adam_step_columns_portable(params, corrections, m, v, value, grad)
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn adam_step_columns_avx2(
-    params: &ParamsAdamW,
-    corrections: (f64, f64),
-    m: &mut [f32],
-    v: &mut [f32],
-    value: &mut [f32],
-    grad: &[f32],
-) {
-    adam_step_columns_portable(params, corrections, m, v, value, grad)
-}
+    /// Updates a row's values `value` and moments `m`, `v` with its gradient `grad` (one per
+    /// column). With AVX2 where the CPU has it: wider lanes for the same correctly rounded
+    /// operations in the same order (no fused multiply-add), so the same bits.
+    fn apply(&self, m: &mut [f32], v: &mut [f32], value: &mut [f32], grad: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                return unsafe { self.apply_avx2(m, v, value, grad) };
+            }
+        }
+        self.apply_portable(m, v, value, grad)
+    }
 
-#[inline(always)]
-fn adam_step_columns_portable(
-    params: &ParamsAdamW,
-    (scale_m, scale_v): (f64, f64),
-    m: &mut [f32],
-    v: &mut [f32],
-    value: &mut [f32],
-    grad: &[f32],
-) {
-    let (beta1, beta2, lr, eps) = (params.beta1, params.beta2, params.lr, params.eps);
-    let decay = weight_decay_factor(params);
-    for (((m, v), x), &g) in m.iter_mut().zip(v.iter_mut()).zip(value.iter_mut()).zip(grad) {
-        let g = g as f64;
-        let m_next = beta1 * *m as f64 + (1.0 - beta1) * g;
-        let v_next = beta2 * *v as f64 + (1.0 - beta2) * g * g;
-        *m = m_next as f32;
-        *v = v_next as f32;
-        let step = (m_next * scale_m) / ((v_next * scale_v).sqrt() + eps);
-        *x = (*x as f64 * decay - lr * step) as f32;
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(&self, m: &mut [f32], v: &mut [f32], value: &mut [f32], grad: &[f32]) {
+        self.apply_portable(m, v, value, grad)
+    }
+
+    #[inline(always)]
+    fn apply_portable(&self, m: &mut [f32], v: &mut [f32], value: &mut [f32], grad: &[f32]) {
+        for (((m, v), x), &g) in m.iter_mut().zip(v.iter_mut()).zip(value.iter_mut()).zip(grad) {
+            let g = g as f64;
+            let m_next = self.beta1 * *m as f64 + (1.0 - self.beta1) * g;
+            let v_next = self.beta2 * *v as f64 + (1.0 - self.beta2) * g * g;
+            *m = m_next as f32;
+            *v = v_next as f32;
+            let step = (m_next * self.scale_m) / ((v_next * self.scale_v).sqrt() + self.eps);
+            *x = (*x as f64 * self.decay - self.lr * step) as f32;
+        }
     }
 }
 
@@ -254,7 +252,7 @@ impl LazyAdam {
         self.step_t += 1;
         let (params, step_t) = (self.params.clone(), self.step_t);
         self.bias.cover(&params, step_t);
-        let corrections = self.bias_corrections();
+        let row_step = RowStep::new(&params, self.bias_corrections());
         for g in gathered {
             let state = self.state(g.table)?;
             let dim = state.dim;
@@ -269,7 +267,7 @@ impl LazyAdam {
                     prefetch_range(&state.second_moment, ahead as usize * dim, dim);
                 }
                 let here = k * dim;
-                state.adam_step(&params, corrections, row, &mut values[here..here + dim], &grad[here..here + dim]);
+                state.adam_step(&row_step, row, &mut values[here..here + dim], &grad[here..here + dim]);
                 state.up_to_step[row as usize] = step_t;
             }
             state.write_rows(&g.rows, &values)?;
@@ -280,12 +278,11 @@ impl LazyAdam {
 
 impl TableState {
     /// AdamW's update of table row `row` (current value `value`) with gradient `grad` (one
-    /// per column), at the step whose bias corrections are `(scale_m, scale_v)`
-    /// (`1 / (1 - beta1^t)`, `1 / (1 - beta2^t)`); updates the row's moments.
-    fn adam_step(&mut self, params: &ParamsAdamW, corrections: (f64, f64), row: u32, value: &mut [f32], grad: &[f32]) {
+    /// per column) at the step `step`; updates the row's moments.
+    fn adam_step(&mut self, step: &RowStep, row: u32, value: &mut [f32], grad: &[f32]) {
         let start = row as usize * self.dim;
         let (m, v) = (&mut self.first_moment[start..][..self.dim], &mut self.second_moment[start..][..self.dim]);
-        adam_step_columns(params, corrections, m, v, value, grad);
+        step.apply(m, v, value, grad);
     }
 
     /// Replays the skipped steps of `rows` in `table`, the table's values (row-major), in place.
@@ -408,7 +405,7 @@ mod tests {
         let second: Vec<f32> = (0..columns).map(|j| [0.0, 1e-12, 4e-7, 3e-3][j % 4]).collect();
         let values: Vec<f32> = (0..columns).map(|j| 0.03 * (j as f32 - 12.0)).collect();
         let (mut m, mut v, mut x) = (first.clone(), second.clone(), values.clone());
-        adam_step_columns(&params, corrections, &mut m, &mut v, &mut x, &grad);
+        RowStep::new(&params, corrections).apply(&mut m, &mut v, &mut x, &grad);
         let (scale_m, scale_v) = corrections;
         let decay = weight_decay_factor(&params);
         for j in 0..columns {
