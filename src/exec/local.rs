@@ -114,12 +114,15 @@ impl Executor for LocalExecutor {
                 }
                 // One stage per free worker, so that the next choice is made when a worker
                 // frees, among every stage ready by then.
+                let mut starting = Vec::new();
                 while !stop_dispatching && in_flight < started {
                     let Some(node) = ready.pop() else { break };
-                    work_tx.send(node).expect("workers alive");
                     running[node.index()] = true;
                     in_flight += 1;
+                    starting.push(node);
                 }
+                // Released before the round's stages are handed over, so that none of them
+                // sees a value the run has let go of as still kept.
                 to_release.retain(|&producer| {
                     let read = plan.dependents(producer).any(|reader| running[reader.index()]);
                     if !read {
@@ -127,6 +130,9 @@ impl Executor for LocalExecutor {
                     }
                     read
                 });
+                for node in starting {
+                    work_tx.send(node).expect("workers alive");
+                }
                 if in_flight == 0 {
                     break;
                 }
