@@ -22,19 +22,17 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::blocks::WeightBlocks;
 use super::{adagrad_step, penalty_per_occurrence, LogLossSum, LogisticNet};
 use crate::config::{LogisticConfig, MethodConfig, TrainConfig};
 use crate::error::ModelError;
 use crate::eval::{auc, query_rows};
 use crate::inputs::DataShape;
 use crate::mlp::sigmoid;
-use crate::prefetch::{prefetch, prefetch_interaction, prefetch_range, prefetch_user_features};
+use crate::prefetch::{prefetch_interaction, prefetch_user_features};
 use crate::train::{improves, EpochRecord, TrainedModel};
 
-/// A slot not taken in the current minibatch.
-const FREE: u32 = u32::MAX;
-
-/// How many touched weights ahead the minibatch's Adagrad update prefetches their sums.
+/// How many touched weights ahead the minibatch's Adagrad update prefetches their blocks.
 const PREFETCH_AHEAD: usize = 8;
 
 /// One candidate's early-stopping state.
@@ -94,9 +92,7 @@ pub(crate) fn train_grid(
         candidates: (0..lanes).collect(),
         n_l2,
         n_cross_l2,
-        weights: vec![0f32; size * lanes],
-        squared_gradients: vec![0f64; size * lanes],
-        slot: vec![FREE; size],
+        blocks: WeightBlocks::new(lanes, &occurrences),
         touched: Vec::new(),
         gradient: Vec::new(),
         penalty: Vec::new(),
@@ -108,8 +104,8 @@ pub(crate) fn train_grid(
         total: vec![0f64; lanes],
     };
 
-    let context =
-        EpochContext { net: &net, tables, interactions, occurrences: &occurrences, batch_size: train.batch_size };
+    drop(occurrences);
+    let context = EpochContext { net: &net, tables, interactions, batch_size: train.batch_size };
 
     let (val_rows, _) = query_rows(tasks, &[TaskRole::Validation]);
     let val_labels: Vec<f32> = val_rows.iter().map(|&r| interactions.label[r as usize]).collect();
@@ -118,7 +114,7 @@ pub(crate) fn train_grid(
         let mut order = rows.to_vec();
         order.shuffle(&mut rng);
         let batches = lanes_state.epoch(&context, &order);
-        let Lanes { lanes, candidates: in_lanes, weights, logit, total, .. } = &mut lanes_state;
+        let Lanes { lanes, candidates: in_lanes, blocks, logit, total, .. } = &mut lanes_state;
         let lanes = *lanes;
 
         let validation_auc: Vec<Option<f64>> = if val_rows.is_empty() {
@@ -128,7 +124,7 @@ pub(crate) fn train_grid(
             for &r in &val_rows {
                 let (u, i) = (interactions.user[r as usize], interactions.item[r as usize]);
                 logit.fill(0.0);
-                net.for_each_feature(tables, u, i, |j, x| add_to_logits(logit, &weights[j * lanes..(j + 1) * lanes], x));
+                net.for_each_feature(tables, u, i, |j, x| add_to_logits(logit, blocks.weights(j), x));
                 scores.iter_mut().zip(logit.iter()).for_each(|(s, &z)| s.push(sigmoid(z as f32)));
             }
             scores.iter().map(|s| auc(s, &val_labels)).collect()
@@ -150,7 +146,7 @@ pub(crate) fn train_grid(
                 candidate.stopped = true;
             }
         }
-        copy_lanes(weights, lanes, &mut improved);
+        blocks.copy_lanes(&mut improved);
         for (c, kept) in improved {
             if let Some(best) = &mut candidates[in_lanes[c]].best {
                 best.2 = kept;
@@ -187,25 +183,6 @@ pub(crate) fn train_grid(
         .collect()
 }
 
-/// Copies lane `c` of `weights` (`lanes` values per weight) into its buffer, for each
-/// `(c, buffer)` of `lanes_out`, in one pass over the weights a block at a time (each block is
-/// read from cache for every further lane), instead of one strided pass per lane over the
-/// whole side-by-side vector (at 1M users, 5M weights of 25 lanes: 500 MB a pass).
-fn copy_lanes(weights: &[f32], lanes: usize, lanes_out: &mut [(usize, Vec<f32>)]) {
-    const BLOCK: usize = 4096;
-    let size = weights.len() / lanes.max(1);
-    for (_, buffer) in lanes_out.iter_mut() {
-        buffer.resize(size, 0.0);
-    }
-    for start in (0..size).step_by(BLOCK) {
-        let block = &weights[start * lanes..(start + BLOCK).min(size) * lanes];
-        for (c, buffer) in lanes_out.iter_mut() {
-            let out = &mut buffer[start..start + block.len() / lanes];
-            out.iter_mut().zip(block.chunks_exact(lanes)).for_each(|(o, weight)| *o = weight[*c]);
-        }
-    }
-}
-
 /// How many rows ahead of the current one [`prefetch_row_ahead`] brings in a row's ids and
 /// label, and how many ahead its user's feature row (whose address needs the id).
 const ROW_IDS_AHEAD: usize = 8;
@@ -236,13 +213,11 @@ struct EpochContext<'a> {
     net: &'a LogisticNet,
     tables: &'a FeatureTables,
     interactions: &'a Interactions,
-    /// Per weight: how many training rows read it.
-    occurrences: &'a [u64],
     batch_size: usize,
 }
 
-/// The candidates still training: their weights and Adagrad state side by side
-/// (`[j * lanes + c]` for lane `c`), and the scratch of a minibatch.
+/// The candidates still training: their weights and Adagrad state side by side, a block per
+/// weight ([`WeightBlocks`]), and the scratch of a minibatch.
 struct Lanes {
     lanes: usize,
     /// Per lane: the candidate it trains (its index in the grid), and that candidate's
@@ -250,11 +225,10 @@ struct Lanes {
     candidates: Vec<usize>,
     n_l2: Vec<f64>,
     n_cross_l2: Vec<f64>,
-    weights: Vec<f32>,
-    squared_gradients: Vec<f64>,
-    /// Per weight: its block in `gradient` and `penalty` in the current minibatch (FREE: not
-    /// touched yet), and the touched weights in first-touch order.
-    slot: Vec<u32>,
+    /// Per weight, every lane's weight and Adagrad sum, and the weight's slot in the current
+    /// minibatch: its block in `gradient` and `penalty`.
+    blocks: WeightBlocks,
+    /// The weights the current minibatch touched, in first-touch order.
     touched: Vec<usize>,
     gradient: Vec<f64>,
     penalty: Vec<f64>,
@@ -273,19 +247,8 @@ impl Lanes {
     /// together again and resizes the per-lane scratch. Each kept lane's values are moved, not
     /// recomputed.
     fn keep_lanes(&mut self, keep: &[usize]) {
-        let (old, new) = (self.lanes, keep.len());
-        let size = self.slot.len();
-        for j in 0..size {
-            for (c, &from) in keep.iter().enumerate() {
-                // `j * new + c <= j * old + from`: the reads ahead of each write are untouched.
-                self.weights[j * new + c] = self.weights[j * old + from];
-                self.squared_gradients[j * new + c] = self.squared_gradients[j * old + from];
-            }
-        }
-        self.weights.truncate(size * new);
-        self.weights.shrink_to_fit();
-        self.squared_gradients.truncate(size * new);
-        self.squared_gradients.shrink_to_fit();
+        let new = keep.len();
+        self.blocks.keep_lanes(keep);
         self.candidates = keep.iter().map(|&c| self.candidates[c]).collect();
         self.n_l2 = keep.iter().map(|&c| self.n_l2[c]).collect();
         self.n_cross_l2 = keep.iter().map(|&c| self.n_cross_l2[c]).collect();
@@ -318,14 +281,12 @@ impl Lanes {
 
     #[inline(always)]
     fn epoch_portable(&mut self, context: &EpochContext, order: &[u32]) -> usize {
-        let EpochContext { net, tables, interactions, occurrences, batch_size } = *context;
+        let EpochContext { net, tables, interactions, batch_size } = *context;
         let Lanes {
             lanes,
             n_l2,
             n_cross_l2,
-            weights,
-            squared_gradients,
-            slot,
+            blocks,
             touched,
             gradient,
             penalty,
@@ -340,17 +301,18 @@ impl Lanes {
         let lanes = *lanes;
         let learning_rate = net.learning_rate;
         // The penalty gradient per occurrence per unit of weight, `N l2_j / n_j` (0 for the
-        // bias and for weights no row reads), of weight `j` for every candidate, into `out`.
-        let penalty_of = |j: usize, out: &mut [f64]| {
+        // bias and for weights no row reads), of weight `j`, read by `count` rows, for every
+        // candidate, into `out`.
+        let penalty_of = |j: usize, count: u64, out: &mut [f64]| {
             let class = if net.is_cross(j) { &n_cross_l2[..] } else { &n_l2[..] };
-            out.iter_mut().zip(class).for_each(|(p, &nl2)| *p = penalty_per_occurrence(j, occurrences[j], nl2));
+            out.iter_mut().zip(class).for_each(|(p, &nl2)| *p = penalty_per_occurrence(j, count, nl2));
         };
         total.fill(0.0);
         let mut batches = 0usize;
-        // A row's features are enumerated one row ahead, and their weight lanes, slots and
-        // occurrence counts prefetched, so the next row's cache misses overlap this row's
-        // arithmetic; further ahead, the rows' ids and labels and then their users' feature
-        // rows are prefetched (shuffled rows over tables of millions: each a miss).
+        // A row's features are enumerated one row ahead, and their weights' blocks prefetched,
+        // so the next row's cache misses overlap this row's arithmetic; further ahead, the
+        // rows' ids and labels and then their users' feature rows are prefetched (shuffled rows
+        // over tables of millions: each a miss).
         for (b, batch) in order.chunks(batch_size).enumerate() {
             batch_loss.fill(LogLossSum::default());
             net.row_features(tables, interactions, batch[0], next_features);
@@ -362,30 +324,32 @@ impl Lanes {
                 if let Some(&ahead) = batch.get(k + 1) {
                     net.row_features(tables, interactions, ahead, next_features);
                     for &(j, _) in next_features.iter() {
-                        prefetch_range(weights, j * lanes, lanes);
-                        prefetch(slot, j);
-                        prefetch(occurrences, j);
+                        blocks.prefetch(j);
                     }
                 }
                 logit.fill(0.0);
                 for &(j, x) in row_features.iter() {
-                    add_to_logits(logit, &weights[j * lanes..(j + 1) * lanes], x);
+                    add_to_logits(logit, blocks.weights(j), x);
                 }
                 for ((&z, e), batch_loss) in logit.iter().zip(error.iter_mut()).zip(batch_loss.iter_mut()) {
                     *e = batch_loss.add(z, label);
                 }
                 for &(j, x) in row_features.iter() {
-                    if slot[j] == FREE {
-                        slot[j] = touched.len() as u32;
-                        touched.push(j);
-                        gradient.resize(touched.len() * lanes, 0.0);
-                        penalty.resize(touched.len() * lanes, 0.0);
-                        penalty_of(j, &mut penalty[(touched.len() - 1) * lanes..touched.len() * lanes]);
-                    }
-                    let s = slot[j] as usize;
+                    let s = match blocks.slot(j) {
+                        Some(s) => s,
+                        None => {
+                            let s = touched.len();
+                            blocks.set_slot(j, Some(s));
+                            touched.push(j);
+                            gradient.resize((s + 1) * lanes, 0.0);
+                            penalty.resize((s + 1) * lanes, 0.0);
+                            penalty_of(j, blocks.occurrences(j), &mut penalty[s * lanes..(s + 1) * lanes]);
+                            s
+                        }
+                    };
                     let g = &mut gradient[s * lanes..(s + 1) * lanes];
                     let p = &penalty[s * lanes..(s + 1) * lanes];
-                    let w = &weights[j * lanes..(j + 1) * lanes];
+                    let w = blocks.weights(j);
                     for ((g, &e), (&p, &w)) in g.iter_mut().zip(error.iter()).zip(p.iter().zip(w)) {
                         *g += e * x as f64 + p * w as f64;
                     }
@@ -394,15 +358,14 @@ impl Lanes {
             let scale = 1.0 / batch.len() as f64;
             for (s, &j) in touched.iter().enumerate() {
                 if let Some(&ahead) = touched.get(s + PREFETCH_AHEAD) {
-                    prefetch_range(squared_gradients, ahead * lanes, lanes);
+                    blocks.prefetch(ahead);
                 }
                 let g = &gradient[s * lanes..(s + 1) * lanes];
-                let w = &mut weights[j * lanes..(j + 1) * lanes];
-                let sq = &mut squared_gradients[j * lanes..(j + 1) * lanes];
+                let (sq, w) = blocks.sums_and_weights_mut(j);
                 for ((w, sq), &g) in w.iter_mut().zip(sq.iter_mut()).zip(g) {
                     adagrad_step(w, sq, g * scale, learning_rate);
                 }
-                slot[j] = FREE;
+                blocks.set_slot(j, None);
             }
             touched.clear();
             gradient.clear();

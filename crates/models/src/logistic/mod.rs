@@ -60,6 +60,7 @@ use crate::mlp::sigmoid;
 use crate::params::ParamStore;
 use crate::train::TrainedModel;
 
+mod blocks;
 mod grid;
 
 pub(crate) use grid::train_grid;
