@@ -236,6 +236,20 @@ pub fn evaluate(predictions: &Predictions, interactions: &Interactions, tasks: &
     evaluate_with(predictions, interactions, tasks, &EvalConfig::default(), None).report
 }
 
+/// The overall AUC and log loss of `predictions`, the values [`evaluate`]'s `overall` holds
+/// (the log loss summed over the rows in task order, as there), without the per-task, slice and
+/// ranking metrics: for a caller that reads only these two, as the logistic search does for
+/// each of its candidates.
+pub fn overall_auc_and_logloss(predictions: &Predictions, interactions: &Interactions) -> (Option<f64>, Option<f64>) {
+    let mut in_task_order: Vec<usize> = (0..predictions.rows.len()).collect();
+    in_task_order.sort_by_key(|&k| predictions.task_index[k]);
+    let (s, y): (Vec<f32>, Vec<f32>) = in_task_order
+        .iter()
+        .map(|&k| (predictions.score[k], interactions.label[predictions.rows[k] as usize]))
+        .unzip();
+    (auc(&s, &y), log_loss(&s, &y))
+}
+
 /// Every metric of `config` for `predictions`, overall and per slice, and the per-task table.
 /// `catalogue` holds, per task index, the ranks of its positives among every candidate item
 /// (see [`catalogue::catalogue_ranks`]); without it no `full_` metric is reported.

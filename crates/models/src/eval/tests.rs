@@ -115,3 +115,18 @@ fn metric_directions_are_known() {
     assert!(lower_is_better("logloss") && lower_is_better("low.ece") && lower_is_better("ne"));
     assert!(!lower_is_better("ndcg@10") && !lower_is_better("cold.gauc"));
 }
+
+#[test]
+fn the_overall_auc_and_logloss_alone_are_evaluates_overall_bit_for_bit() {
+    let (interactions, tasks) = two_tasks();
+    // The second task's rows first: the log loss still sums in task order.
+    let predictions = Predictions {
+        rows: vec![4, 5, 6, 0, 1, 2, 3],
+        task_index: vec![1, 1, 1, 0, 0, 0, 0],
+        score: vec![0.31, 0.77, 0.12, 0.9, 0.2, 0.6, 0.45],
+    };
+    let overall = evaluate(&predictions, &interactions, &tasks).overall;
+    let (auc, logloss) = overall_auc_and_logloss(&predictions, &interactions);
+    assert_eq!(auc.map(f64::to_bits), overall.auc.map(f64::to_bits));
+    assert_eq!(logloss.map(f64::to_bits), overall.logloss.map(f64::to_bits));
+}

@@ -52,10 +52,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::baselines::hash;
 use crate::config::{LogisticConfig, MethodConfig};
-use crate::embeddings::predict;
 use crate::error::ModelError;
-use crate::eval::evaluate;
+use crate::eval::overall_auc_and_logloss;
 use crate::inputs::DataShape;
+use crate::methods::method_for;
 use crate::mlp::sigmoid;
 use crate::params::ParamStore;
 use crate::train::TrainedModel;
@@ -464,15 +464,11 @@ pub(crate) fn train_with_l2_search(
             unreachable!("the grid trains logistic models")
         };
         let (l2, cross_l2) = (single.l2[0], single.cross_l2[0]);
-        let validation = predict(&model, interactions, tasks, None, &[TaskRole::Validation])?;
-        let metrics = evaluate(&validation, interactions, tasks).overall;
-        let candidate = L2Candidate {
-            l2,
-            cross_l2,
-            best_epoch: model.best_epoch,
-            validation_auc: metrics.auc,
-            validation_logloss: metrics.logloss,
-        };
+        // The data were checked when training started (`train`): not again for every candidate.
+        let validation =
+            method_for(&model.method).predict(&model, interactions, tasks, None, &[TaskRole::Validation])?;
+        let (validation_auc, validation_logloss) = overall_auc_and_logloss(&validation, interactions);
+        let candidate = L2Candidate { l2, cross_l2, best_epoch: model.best_epoch, validation_auc, validation_logloss };
         tracing::info!(
             "logistic l2 {l2:e} cross_l2 {cross_l2:e}: best epoch {}, validation auc {:?}, log loss {:?}",
             candidate.best_epoch,
