@@ -3,16 +3,27 @@
 //! its dependents; a stop request (Ctrl-C) lets running stages finish and commit. Must not
 //! change what a stage computes: the order it starts ready stages in changes only when they end.
 //!
-//! Which ready stage starts when a worker frees: the one-thread stages first, in the order they
-//! became ready, then the stages that spread over every core ([`Stage::uses_every_core`]).
-//! Why: a run's last stage to end often runs alone. At a million users on two cores
-//! (`-j 2`), five training stages of similar length ran in rounds of two, two and one, and the
-//! last one (a one-thread baseline) ran alone for 2-4 minutes while a core idled
-//! (bench/README.md). Started last, a stage that can use every core takes the idle one. The
-//! sixth pass tried this order on another host and reverted it (one run each way, within that
-//! host's noise); the fifteenth measured it again in alternating runs (bench/README.md). Where
-//! it would cost (reasoned, not measured): a stage that uses every core and is also by far the
-//! longest starts late, with fewer one-thread stages left to share the cores with.
+//! Which ready stage starts when a worker frees: the stages that train a model
+//! ([`Stage::trains`]) before the short ones (evaluations, exports, reports), and among those
+//! that train, the one-thread stages before those that spread over every core
+//! ([`Stage::uses_every_core`]); each group in the order its stages became ready.
+//!
+//! Why training first: a run's length is set by its chain of long stages; a short stage started
+//! ahead of one delays the run's end by its own length, while started later it fits where a
+//! worker would otherwise wait. At a million users on two cores (`-j 2`, bench/README.md,
+//! seventeenth pass), LiMAML's training, the head of the run's longest chain (training, then
+//! its embeddings, its evaluation, the report), waited 28 s for three evaluations that became
+//! ready with it, and the run ended with one core idle while it trained alone.
+//!
+//! Why every-core stages last among those that train: a run's last stage to end often runs
+//! alone. At a million users on two cores, five training stages of similar length ran in
+//! rounds of two, two and one, and the last one (a one-thread baseline) ran alone for 2-4
+//! minutes while a core idled (bench/README.md). Started last, a stage that can use every core
+//! takes the idle one. The sixth pass tried this order on another host and reverted it (one run
+//! each way, within that host's noise); the fifteenth measured it again in alternating runs
+//! (bench/README.md). Where it would cost (reasoned, not measured): a stage that uses every core
+//! and is also by far the longest starts late, with fewer one-thread stages left to share the
+//! cores with.
 //!
 //! What a run keeps: the values its stages decode through `StageContext::decode_shared` stay
 //! alive ([`KeptValues`]) while a stage that reads their producer runs, and through the moment
@@ -21,6 +32,7 @@
 //! all waiting for a worker goes, as before: keeping it until they start could hold every
 //! seed's task set at once.
 //!
+//! [`Stage::trains`]: crate::stages::Stage::trains
 //! [`Stage::uses_every_core`]: crate::stages::Stage::uses_every_core
 
 use std::collections::VecDeque;
@@ -204,25 +216,31 @@ fn release_outputs(job: &ExecutionJob<'_>, kept: &KeptValues, producer: NodeInde
     }
 }
 
-/// The stages ready to start, in the order they start (see the module docs): one-thread stages
-/// first, then those that use every core, each in the order they became ready.
+/// The stages ready to start, in the order they start (see the module docs): the one-thread
+/// stages that train, then those that train on every core, then the short ones, each in the
+/// order they became ready.
 #[derive(Default)]
 struct ReadyStages {
-    one_thread: VecDeque<NodeIndex>,
-    every_core: VecDeque<NodeIndex>,
+    training_on_one_thread: VecDeque<NodeIndex>,
+    training_on_every_core: VecDeque<NodeIndex>,
+    short: VecDeque<NodeIndex>,
 }
 
 impl ReadyStages {
     fn push(&mut self, plan: &Plan, node: NodeIndex) {
-        if plan.node(node).stage.uses_every_core() {
-            self.every_core.push_back(node);
-        } else {
-            self.one_thread.push_back(node);
-        }
+        let stage = &plan.node(node).stage;
+        let queue = match (stage.trains(), stage.uses_every_core()) {
+            (true, false) => &mut self.training_on_one_thread,
+            (true, true) => &mut self.training_on_every_core,
+            (false, _) => &mut self.short,
+        };
+        queue.push_back(node);
     }
 
     fn pop(&mut self) -> Option<NodeIndex> {
-        self.one_thread.pop_front().or_else(|| self.every_core.pop_front())
+        (self.training_on_one_thread.pop_front())
+            .or_else(|| self.training_on_every_core.pop_front())
+            .or_else(|| self.short.pop_front())
     }
 }
 
@@ -259,6 +277,7 @@ mod tests {
     /// A stage that writes its name in `started` when it runs.
     struct Recorded {
         name: &'static str,
+        trains: bool,
         every_core: bool,
         started: Arc<Mutex<Vec<&'static str>>>,
     }
@@ -273,6 +292,9 @@ mod tests {
         fn params(&self) -> serde_json::Value {
             serde_json::json!({ "name": self.name })
         }
+        fn trains(&self) -> bool {
+            self.trains
+        }
         fn uses_every_core(&self) -> bool {
             self.every_core
         }
@@ -282,10 +304,19 @@ mod tests {
         }
     }
 
+    /// The order the stages of `plan` start in, on one worker.
+    fn start_order(plan: &Plan, started: &Arc<Mutex<Vec<&'static str>>>) -> Vec<&'static str> {
+        let results = run_on_one_worker(plan);
+        assert!(results.iter().all(|r| r.status == StageStatus::Executed));
+        let started = started.lock().unwrap().clone();
+        assert_eq!(started.len(), plan.graph.node_count());
+        started
+    }
+
     #[test]
-    fn a_stage_that_uses_every_core_starts_after_the_one_thread_stages_ready_with_it_and_after_them() {
+    fn a_stage_that_uses_every_core_starts_after_the_one_thread_stages_that_train_ready_with_it_and_after_them() {
         let started = Arc::new(Mutex::new(Vec::new()));
-        let stage = |name, every_core| Arc::new(Recorded { name, every_core, started: started.clone() });
+        let stage = |name, every_core| Arc::new(Recorded { name, trains: true, every_core, started: started.clone() });
         let mut builder = PlanBuilder::new();
         let root = builder.add("root".into(), stage("root", false), vec![]).unwrap();
         builder.add("parallel".into(), stage("parallel", true), vec![("in".into(), root)]).unwrap();
@@ -294,13 +325,25 @@ mod tests {
         // Ready only once `first` has run, after `parallel` became ready.
         builder.add("after_first".into(), stage("after_first", false), vec![("in".into(), first)]).unwrap();
         let plan = builder.finish("order".into(), None).unwrap();
-        let results = run_on_one_worker(&plan);
 
-        assert!(results.iter().all(|r| r.status == StageStatus::Executed));
-        let started = started.lock().unwrap().clone();
-        assert_eq!(started.len(), 5);
-        assert_eq!(started[0], "root");
-        assert_eq!(started[4], "parallel", "start order: {started:?}");
+        let started = start_order(&plan, &started);
+        assert_eq!((started[0], started[4]), ("root", "parallel"), "start order: {started:?}");
+    }
+
+    #[test]
+    fn stages_that_train_start_before_the_short_stages_ready_with_them() {
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let stage = |name, trains, every_core| Arc::new(Recorded { name, trains, every_core, started: started.clone() });
+        let mut builder = PlanBuilder::new();
+        let root = builder.add("root".into(), stage("root", false, false), vec![]).unwrap();
+        let short = builder.add("short".into(), stage("short", false, false), vec![("in".into(), root)]).unwrap();
+        builder.add("parallel".into(), stage("parallel", true, true), vec![("in".into(), root)]).unwrap();
+        builder.add("one_thread".into(), stage("one_thread", true, false), vec![("in".into(), root)]).unwrap();
+        // Ready once `short` has run, after every other stage became ready.
+        builder.add("after_short".into(), stage("after_short", true, false), vec![("in".into(), short)]).unwrap();
+        let plan = builder.finish("order".into(), None).unwrap();
+
+        assert_eq!(start_order(&plan, &started), ["root", "one_thread", "parallel", "short", "after_short"]);
     }
 
     static DECODES: AtomicUsize = AtomicUsize::new(0);

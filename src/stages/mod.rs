@@ -135,9 +135,14 @@ pub trait Stage: Send + Sync {
     fn source_digest(&self) -> Result<Option<String>, StageError> {
         Ok(None)
     }
+    /// Whether the stage trains a model: the long stages of a run, which the local executor
+    /// starts before the short ones ready with them (`exec::local`). Not part of the key.
+    fn trains(&self) -> bool {
+        false
+    }
     /// Whether most of the stage's work spreads over every core rather than one thread. Not
     /// part of the key. The local executor starts such a stage after the one-thread stages
-    /// ready with it (`exec::local`).
+    /// that train, ready with it (`exec::local`).
     fn uses_every_core(&self) -> bool {
         false
     }

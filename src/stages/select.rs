@@ -187,6 +187,10 @@ impl Stage for TrainSelected {
         self.train.source_digest()
     }
 
+    fn trains(&self) -> bool {
+        true
+    }
+
     fn uses_every_core(&self) -> bool {
         self.train.uses_every_core()
     }

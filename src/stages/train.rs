@@ -80,6 +80,10 @@ impl Stage for Train {
         }
     }
 
+    fn trains(&self) -> bool {
+        true
+    }
+
     fn uses_every_core(&self) -> bool {
         limaml_models::trains_on_every_core(&self.method)
     }

@@ -60,6 +60,10 @@ impl Stage for Trial {
         self.train.source_digest()
     }
 
+    fn trains(&self) -> bool {
+        true
+    }
+
     fn uses_every_core(&self) -> bool {
         self.train.uses_every_core()
     }
