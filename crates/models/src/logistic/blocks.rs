@@ -187,16 +187,16 @@ mod tests {
         }
         blocks.set_slot(2, Some(0));
         blocks.set_slot(3, Some(41));
-        for j in 0..4 {
-            assert_eq!(blocks.occurrences(j), occurrences[j]);
+        for (j, &count) in occurrences.iter().enumerate() {
+            assert_eq!(blocks.occurrences(j), count);
             assert_eq!(blocks.weights(j), &[0, 1, 2, 3, 4].map(|c| -((10 * j + c) as f32)));
         }
         assert_eq!([0, 1, 2, 3].map(|j| blocks.slot(j)), [None, None, Some(0), Some(41)]);
 
         blocks.keep_lanes(&[1, 4]);
         assert_eq!(blocks.weights(0).len(), 2);
-        for j in 0..4 {
-            assert_eq!(blocks.occurrences(j), occurrences[j]);
+        for (j, &count) in occurrences.iter().enumerate() {
+            assert_eq!(blocks.occurrences(j), count);
             assert_eq!(blocks.weights(j), &[1, 4].map(|c| -((10 * j + c) as f32)));
             let (sums, _) = blocks.sums_and_weights_mut(j);
             assert_eq!(sums, &[1, 4].map(|c| (10 * j + c) as f64 + 0.5));
