@@ -10,9 +10,9 @@
 //! shuffle with the same seed (so they see the same minibatches) and read the same weights per
 //! row. Trained one after another, every candidate pays the row's feature enumeration and, at
 //! scale, a cache miss per user-id and user-tag weight (tens of millions of weights at 1M
-//! users); side by side (`weights[j * C + c]` for weight `j` of candidate `c`), one enumeration
-//! and one miss serve all `C` candidates, and the per-candidate arithmetic runs over contiguous
-//! lanes. Each candidate's own operations, and their order, are the sequential trainer's; a
+//! users); side by side (weight `j`'s `C` candidates in one block, `blocks`), one enumeration
+//! and one block's misses serve all `C` candidates, and the per-candidate arithmetic runs over
+//! contiguous lanes. Each candidate's own operations, and their order, are the sequential trainer's; a
 //! candidate that stops early keeps its best epoch's weights and leaves the lanes (they are
 //! packed again without it), so the epochs after it cost only the candidates still training.
 
