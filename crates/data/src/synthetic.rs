@@ -158,9 +158,10 @@ fn generate_on(config: &SyntheticConfig, seed: u64, threads: Threads) -> Result<
     };
     // The users' rows, in two parts that run at once where a second thread can be had: one
     // thread draws every random number in the stream's order and the items' sampling keys
-    // ([`UserDraws::draw_users`]), the other turns them into rows ([`UserRows::add`]). Nothing the rows compute feeds back into the draws (the
-    // shuffle's swaps and the clicks' uniforms depend on the row count only), so the stream,
-    // and every row, is the one a single loop gives.
+    // ([`UserDraws::batches`]), the other turns them into rows ([`UserRows::add`]). Nothing the
+    // rows compute feeds back into the draws (the shuffle's swaps and the clicks' uniforms
+    // depend on the row count only), so the stream, and every row, is the one a single loop
+    // gives.
     let draws = UserDraws {
         n_tags,
         exposure: &exposure,
@@ -183,8 +184,7 @@ fn generate_on(config: &SyntheticConfig, seed: u64, threads: Threads) -> Result<
         let drawer = (threads == Threads::Two).then(|| {
             let (draws, mut rng) = (&draws, rng.clone());
             let draw_all = move || {
-                for first in (0..n_users).step_by(USERS_PER_DRAW_BATCH) {
-                    let batch = draws.draw_users(&mut rng, (n_users - first).min(USERS_PER_DRAW_BATCH));
+                for batch in draws.batches(&mut rng, n_users) {
                     if sender.send(batch).is_err() {
                         return;
                     }
@@ -192,25 +192,13 @@ fn generate_on(config: &SyntheticConfig, seed: u64, threads: Threads) -> Result<
             };
             std::thread::Builder::new().name("limaml-synthetic-draws".into()).spawn_scoped(scope, draw_all)
         });
-        match drawer {
-            Some(Ok(_)) => {
-                let mut user = 0;
-                for batch in receiver {
-                    for draw in batch {
-                        rows.add(user, draw);
-                        user += 1;
-                    }
-                }
-            }
+        let batches: Box<dyn Iterator<Item = Vec<UserDraw>>> = match drawer {
+            Some(Ok(_)) => Box::new(receiver.into_iter()),
             // One thread: the same two parts, one batch at a time, here.
-            None | Some(Err(_)) => {
-                for first in (0..n_users).step_by(USERS_PER_DRAW_BATCH) {
-                    let batch = draws.draw_users(&mut rng, (n_users - first).min(USERS_PER_DRAW_BATCH));
-                    for (k, draw) in batch.into_iter().enumerate() {
-                        rows.add(first + k, draw);
-                    }
-                }
-            }
+            None | Some(Err(_)) => Box::new(draws.batches(&mut rng, n_users)),
+        };
+        for (user, draw) in batches.flatten().enumerate() {
+            rows.add(user, draw);
         }
     });
 
@@ -280,12 +268,10 @@ struct UserDraw {
     /// The user's hidden liking of each tag, and its drift.
     taste: Vec<f32>,
     taste_drift: Vec<f32>,
-    /// How many items the user interacts with.
-    count: usize,
     /// Per item, its sampling key `ln(u) / exposure` (`u` uniform in `(0, 1)`) and the item.
     keys: Vec<(f64, usize)>,
     /// Where each of the chosen items (in item order) goes in the user's history: the shuffle's
-    /// swaps, applied to positions.
+    /// swaps, applied to positions (one per item the user interacts with).
     order: Vec<usize>,
     /// The first interaction's time (seconds), and the gap before each interaction.
     start: f64,
@@ -295,9 +281,11 @@ struct UserDraw {
 }
 
 impl UserDraws<'_> {
-    /// The next `users` users' draws from `rng`.
-    fn draw_users(&self, rng: &mut StdRng, users: usize) -> Vec<UserDraw> {
-        (0..users).map(|_| self.draw_user(rng)).collect()
+    /// The draws of `n_users` users from `rng`, in batches of [`USERS_PER_DRAW_BATCH`].
+    fn batches<'r>(&'r self, rng: &'r mut StdRng, n_users: usize) -> impl Iterator<Item = Vec<UserDraw>> + 'r {
+        (0..n_users).step_by(USERS_PER_DRAW_BATCH).map(move |first| {
+            (first..(first + USERS_PER_DRAW_BATCH).min(n_users)).map(|_| self.draw_user(rng)).collect()
+        })
     }
 
     fn draw_user(&self, rng: &mut StdRng) -> UserDraw {
@@ -322,7 +310,7 @@ impl UserDraws<'_> {
             gaps.push(self.gap.sample(rng));
             clicks.push(rng.random::<f32>());
         }
-        UserDraw { taste, taste_drift, count, keys, order, start, gaps, clicks }
+        UserDraw { taste, taste_drift, keys, order, start, gaps, clicks }
     }
 }
 
@@ -341,7 +329,8 @@ impl UserRows<'_> {
     /// Appends `user`'s rows, made from its draws.
     fn add(&mut self, user: usize, draw: UserDraw) {
         let config = self.config;
-        let UserDraw { taste, taste_drift, count, mut keys, order, start, gaps, clicks } = draw;
+        let UserDraw { taste, taste_drift, mut keys, order, start, gaps, clicks } = draw;
+        let count = order.len();
         // The `count` items of largest key.
         keys.select_nth_unstable_by(count - 1, |a, b| b.0.total_cmp(&a.0));
         let mut sorted: Vec<usize> = keys[..count].iter().map(|&(_, i)| i).collect();
