@@ -33,7 +33,6 @@ pub(super) struct WeightBlocks {
     lanes: usize,
     /// Words per block, a whole number of lines.
     stride: usize,
-    len: usize,
     lines: Vec<Line>,
 }
 
@@ -44,7 +43,6 @@ impl WeightBlocks {
         let mut blocks = WeightBlocks {
             lanes,
             stride,
-            len: occurrences.len(),
             lines: bytemuck::zeroed_vec(occurrences.len() * stride / WORDS_PER_LINE),
         };
         let words = blocks.words_mut();
@@ -52,6 +50,11 @@ impl WeightBlocks {
             words[j * stride + OCCURRENCES] = count;
         }
         blocks
+    }
+
+    /// How many weights.
+    fn len(&self) -> usize {
+        self.lines.len() * WORDS_PER_LINE / self.stride
     }
 
     fn words(&self) -> &[u64] {
@@ -115,9 +118,9 @@ impl WeightBlocks {
     /// pass over the blocks.
     pub(super) fn copy_lanes(&self, lanes_out: &mut [(usize, Vec<f32>)]) {
         for (_, out) in lanes_out.iter_mut() {
-            out.resize(self.len, 0.0);
+            out.resize(self.len(), 0.0);
         }
-        for j in 0..self.len {
+        for j in 0..self.len() {
             let weights = self.weights(j);
             for (c, out) in lanes_out.iter_mut() {
                 out[j] = weights[*c];
@@ -131,7 +134,7 @@ impl WeightBlocks {
         let (old_lanes, old_stride) = (self.lanes, self.stride);
         let (new_lanes, new_stride) = (keep.len(), stride_of(keep.len()));
         let mut block = vec![0u64; old_stride];
-        let len = self.len;
+        let len = self.len();
         let words = self.words_mut();
         for j in 0..len {
             // Block `j` moves down (`j * new_stride <= j * old_stride`) and ends before block
