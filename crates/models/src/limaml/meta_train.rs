@@ -25,6 +25,13 @@ impl LimamlNet {
     /// [`OuterRows::SupportAndQuery`] the (capped) support rows adapted on; with
     /// [`OuterRows::CrossHalves`] each task is two members, each half adapted on and the other
     /// scored.
+    ///
+    /// Each meta-batch is built (its rows sampled, [`TaskBatch::new`]) while the step before it
+    /// runs (`rayon::join`; a free thread takes it). Building reads no parameter and draws from
+    /// `rng` in batch order, one batch after the other, so the batches are the ones built
+    /// between steps. Why: the step's groups run on every thread, but its parts around them run
+    /// on one; building there too held the other thread idle for about a tenth of the epoch
+    /// (bench/README.md, eighteenth pass).
     #[allow(clippy::too_many_arguments)]
     pub fn train_epoch(
         &self,
@@ -37,63 +44,81 @@ impl LimamlNet {
         rng: &mut StdRng,
     ) -> Result<f64, ModelError> {
         let batches = length_bucketed_batches(&data.training_tasks, self.config.meta_batch, rng);
+        let build = |chunk: &[usize], rng: &mut StdRng| self.build_batch(data, chunk, max_support, max_query, rng);
         let mut total = 0.0;
-        let mut steps = 0;
-        for chunk in &batches {
-            // (entity, rows adapted on, rows the outer loss scores) per member of the batch.
-            let mut parts: Vec<(u32, Vec<u32>, Vec<u32>)> = Vec::with_capacity(2 * chunk.len());
-            for &t in chunk {
-                let task = &data.training_tasks[t];
-                let sample = |rows: &[u32], rng: &mut StdRng| -> Vec<u32> {
-                    if rows.len() <= max_query {
-                        return rows.to_vec();
+        let mut next = batches.first().map(|chunk| build(chunk, rng)).transpose()?;
+        for k in 0..batches.len() {
+            let batch = next.take().expect("built before its step");
+            let (loss, following) = rayon::join(
+                || self.meta_train_step(store, optimizer, data, &batch, gradients),
+                || batches.get(k + 1).map(|chunk| build(chunk, rng)).transpose(),
+            );
+            total += loss?;
+            next = following?;
+        }
+        Ok(total / batches.len().max(1) as f64)
+    }
+
+    /// The meta-batch of training tasks `chunk` (indices into [`LimamlData::training_tasks`]):
+    /// per task its support rows and the rows the outer loss scores, as
+    /// [`LimamlNet::train_epoch`] describes, drawing from `rng`.
+    fn build_batch(
+        &self,
+        data: &LimamlData,
+        chunk: &[usize],
+        max_support: usize,
+        max_query: usize,
+        rng: &mut StdRng,
+    ) -> Result<TaskBatch, ModelError> {
+        // (entity, rows adapted on, rows the outer loss scores) per member of the batch.
+        let mut parts: Vec<(u32, Vec<u32>, Vec<u32>)> = Vec::with_capacity(2 * chunk.len());
+        for &t in chunk {
+            let task = &data.training_tasks[t];
+            let sample = |rows: &[u32], rng: &mut StdRng| -> Vec<u32> {
+                if rows.len() <= max_query {
+                    return rows.to_vec();
+                }
+                let mut picked: Vec<u32> = rows.choose_multiple(rng, max_query).copied().collect();
+                picked.sort_unstable();
+                picked
+            };
+            match self.config.outer_rows {
+                OuterRows::Query | OuterRows::SupportAndQuery => {
+                    let support = latest_support(data, &task.support, max_support);
+                    let mut outer = sample(&task.query, rng);
+                    if self.config.outer_rows == OuterRows::SupportAndQuery {
+                        let mut rows = support.clone();
+                        rows.append(&mut outer);
+                        outer = rows;
                     }
-                    let mut picked: Vec<u32> = rows.choose_multiple(rng, max_query).copied().collect();
-                    picked.sort_unstable();
-                    picked
-                };
-                match self.config.outer_rows {
-                    OuterRows::Query | OuterRows::SupportAndQuery => {
-                        let support = latest_support(data, &task.support, max_support);
-                        let mut outer = sample(&task.query, rng);
-                        if self.config.outer_rows == OuterRows::SupportAndQuery {
-                            let mut rows = support.clone();
-                            rows.append(&mut outer);
-                            outer = rows;
+                    parts.push((task.entity, support, outer));
+                }
+                OuterRows::CrossHalves => {
+                    let mut rows: Vec<u32> = task.support.iter().chain(&task.query).copied().collect();
+                    rows.shuffle(rng);
+                    let second = rows.split_off(rows.len() / 2);
+                    for (adapt_on, score) in [(&rows, &second), (&second, &rows)] {
+                        if adapt_on.is_empty() || score.is_empty() {
+                            continue;
                         }
+                        let support = latest_support(data, adapt_on, max_support);
+                        let mut outer = sample(score, rng);
+                        outer.sort_by_key(|&r| (data.interactions.timestamp[r as usize], r));
                         parts.push((task.entity, support, outer));
-                    }
-                    OuterRows::CrossHalves => {
-                        let mut rows: Vec<u32> = task.support.iter().chain(&task.query).copied().collect();
-                        rows.shuffle(rng);
-                        let second = rows.split_off(rows.len() / 2);
-                        for (adapt_on, score) in [(&rows, &second), (&second, &rows)] {
-                            if adapt_on.is_empty() || score.is_empty() {
-                                continue;
-                            }
-                            let support = latest_support(data, adapt_on, max_support);
-                            let mut outer = sample(score, rng);
-                            outer.sort_by_key(|&r| (data.interactions.timestamp[r as usize], r));
-                            parts.push((task.entity, support, outer));
-                        }
                     }
                 }
             }
-            let members: Vec<TaskRows> = parts
-                .iter()
-                .map(|(entity, support, outer)| TaskRows {
-                    entity: *entity,
-                    hide_id: self.config.unknown_id_rate > 0.0
-                        && rng.random_bool(self.config.unknown_id_rate),
-                    support,
-                    query: outer,
-                })
-                .collect();
-            let batch = TaskBatch::new(data, &members)?;
-            total += self.meta_train_step(store, optimizer, data, &batch, gradients)?;
-            steps += 1;
         }
-        Ok(total / steps.max(1) as f64)
+        let members: Vec<TaskRows> = parts
+            .iter()
+            .map(|(entity, support, outer)| TaskRows {
+                entity: *entity,
+                hide_id: self.config.unknown_id_rate > 0.0 && rng.random_bool(self.config.unknown_id_rate),
+                support,
+                query: outer,
+            })
+            .collect();
+        TaskBatch::new(data, &members)
     }
 
     /// One outer step on a meta-batch: adapt on supports, mean query loss over tasks, Adam.
