@@ -24,6 +24,7 @@ pub mod mlp;
 pub mod params;
 pub mod pool;
 mod prefetch;
+pub mod shuffle;
 pub mod train;
 
 pub use bench::{bench_limaml_config, bench_meta_training, BENCH_INNER_STEPS, BENCH_META_BATCH, measure_gemm_peak, BenchResult, GemmPeak, StepFlops};

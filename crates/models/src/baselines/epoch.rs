@@ -10,7 +10,6 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use limaml_data::{Interactions, TaskSet};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 
 use super::step::{self, StepRows};
 use super::{BaselineNet, RowIds, TableRows};
@@ -39,7 +38,7 @@ impl BaselineNet {
         rng: &mut StdRng,
     ) -> Result<f64, ModelError> {
         let mut rows = tasks.baseline_train_rows.clone();
-        rows.shuffle(rng);
+        crate::shuffle::shuffle(&mut rows, rng);
         let mut total = 0.0;
         let mut batches = 0;
         let minibatches: Vec<&[u32]> = rows.chunks(batch_size).collect();

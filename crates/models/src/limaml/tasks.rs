@@ -189,7 +189,7 @@ pub fn length_bucketed_batches(
     rng: &mut StdRng,
 ) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..tasks.len()).collect();
-    order.shuffle(rng);
+    crate::shuffle::shuffle(&mut order, rng);
     let mut batches: Vec<Vec<usize>> = Vec::new();
     for pool in order.chunks(meta_batch * BUCKET_POOL_BATCHES) {
         let mut pool = pool.to_vec();

@@ -19,7 +19,6 @@
 use candle_core::{Device, Tensor};
 use limaml_data::{FeatureTables, Interactions, TaskRole, TaskSet};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::blocks::WeightBlocks;
@@ -112,7 +111,7 @@ pub(crate) fn train_grid(
     let mut rng = StdRng::seed_from_u64(seed);
     for epoch in 1..=train.epochs {
         let mut order = rows.to_vec();
-        order.shuffle(&mut rng);
+        crate::shuffle::shuffle(&mut order, &mut rng);
         let batches = lanes_state.epoch(&context, &order);
         let Lanes { lanes, candidates: in_lanes, blocks, logit, total, .. } = &mut lanes_state;
         let lanes = *lanes;

@@ -47,7 +47,6 @@
 use candle_core::{Device, Tensor};
 use limaml_data::{FeatureTables, Interactions, TaskRole, TaskSet};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::baselines::hash;
@@ -297,7 +296,7 @@ impl<'a> LogisticTrainer<'a> {
     /// weights into the store and returns the mean batch log loss (the penalty not included).
     pub fn train_epoch(&mut self, batch_size: usize, rng: &mut StdRng) -> Result<f64, ModelError> {
         let mut order = self.rows.to_vec();
-        order.shuffle(rng);
+        crate::shuffle::shuffle(&mut order, rng);
         let LogisticTrainer {
             net,
             tables,
