@@ -5,7 +5,7 @@
 //! Reads only its inputs' metrics and `per_task` artifacts (a search's `select` input is passed
 //! through as `search.<method>`); tables and files are drawn by `report`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use petgraph::graph::NodeIndex;
 
@@ -99,41 +99,67 @@ impl Report {
     /// Per method label (other than `baseline`), per tested metric: the paired tests against
     /// `baseline` over (seed, user, window) pairs of every seed, and Holm-adjusted p-values
     /// across the methods.
+    ///
+    /// The baseline's values are looked up by query set once per seed and metric, and the other
+    /// methods' per-task tables are decoded one at a time and dropped once their differences are
+    /// taken. Why: at a million users each table is ~200k rows, and the report is the run's
+    /// last stage; holding every table at once, in memory that mostly came fresh from the
+    /// kernel, and building the baseline's lookup again for every method, took half its time
+    /// (bench/README.md, eighteenth pass). The differences, and their order, are the same.
     fn significance(
         &self,
         ctx: &StageContext<'_>,
         baseline: &str,
     ) -> Result<BTreeMap<String, serde_json::Value>, StageError> {
-        // label -> seed -> per-task table
-        let mut tables: BTreeMap<String, BTreeMap<String, TaskMetrics>> = BTreeMap::new();
+        // label -> seed -> role
+        let mut roles: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for role in ctx.inputs.roles().into_iter().filter(|r| !r.starts_with(SEARCH_ROLE)) {
             let (label, seed) = role.rsplit_once('|').unwrap_or((role.as_str(), "0"));
-            let table: TaskMetrics = ctx.decode(&role, "per_task")?;
-            tables.entry(label.to_string()).or_default().insert(seed.to_string(), table);
+            roles.entry(label.to_string()).or_default().insert(seed.to_string(), role.clone());
         }
-        let base = &tables[baseline];
-        let mut out: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
-        for metric in self.tested_metrics() {
-            let mut results: Vec<(String, significance::PairedTest)> = Vec::new();
-            for (label, seeds) in tables.iter().filter(|(label, _)| label.as_str() != baseline) {
-                let mut differences = Vec::new();
-                for (seed, table) in seeds {
-                    let Some(base_table) = base.get(seed) else { continue };
-                    let (Some(c), Some(bc)) = (table.column(&metric), base_table.column(&metric)) else { continue };
-                    // The same query set: same entity, window, rows and positives.
-                    let key = |r: &limaml_models::eval::TaskRow| (r.entity, r.window, r.rows, r.positives);
-                    let base_values: BTreeMap<_, f64> =
-                        base_table.tasks.iter().filter_map(|r| Some((key(r), r.values[bc]?))).collect();
+        let metrics = self.tested_metrics();
+        // The same query set: same entity, window, rows and positives.
+        type QuerySet = (u32, Option<u32>, u32, u32);
+        let key = |r: &limaml_models::eval::TaskRow| -> QuerySet { (r.entity, r.window, r.rows, r.positives) };
+        // seed -> per tested metric, the baseline's value per query set (`None`: no such column).
+        let mut base_values: BTreeMap<&str, Vec<Option<HashMap<QuerySet, f64>>>> = BTreeMap::new();
+        for (seed, role) in &roles[baseline] {
+            let table: TaskMetrics = ctx.decode(role, "per_task")?;
+            let per_metric = metrics
+                .iter()
+                .map(|metric| {
+                    let bc = table.column(metric)?;
+                    Some(table.tasks.iter().filter_map(|r| Some((key(r), r.values[bc]?))).collect())
+                })
+                .collect();
+            base_values.insert(seed, per_metric);
+        }
+        // per tested metric: (label, differences), labels in order
+        let mut differences: Vec<Vec<(String, Vec<f64>)>> = vec![Vec::new(); metrics.len()];
+        for (label, seeds) in roles.iter().filter(|(label, _)| label.as_str() != baseline) {
+            let mut of_label: Vec<Vec<f64>> = vec![Vec::new(); metrics.len()];
+            for (seed, role) in seeds {
+                let Some(base) = base_values.get(seed.as_str()) else { continue };
+                let table: TaskMetrics = ctx.decode(role, "per_task")?;
+                for ((metric, base), out) in metrics.iter().zip(base).zip(&mut of_label) {
+                    let (Some(c), Some(base)) = (table.column(metric), base) else { continue };
                     for row in &table.tasks {
-                        if let (Some(v), Some(b)) = (row.values[c], base_values.get(&key(row))) {
-                            differences.push(v - b);
+                        if let (Some(v), Some(b)) = (row.values[c], base.get(&key(row))) {
+                            out.push(v - b);
                         }
                     }
                 }
-                if let Some(test) = significance::paired_tests(&differences) {
-                    results.push((label.clone(), test));
-                }
             }
+            for (per_metric, d) in differences.iter_mut().zip(of_label) {
+                per_metric.push((label.clone(), d));
+            }
+        }
+        let mut out: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+        for (metric, of_labels) in metrics.iter().zip(differences) {
+            let results: Vec<(String, significance::PairedTest)> = of_labels
+                .into_iter()
+                .filter_map(|(label, d)| Some((label, significance::paired_tests(&d)?)))
+                .collect();
             let t_holm = significance::holm(&results.iter().map(|(_, t)| t.t_p).collect::<Vec<_>>());
             let w_holm = significance::holm(&results.iter().map(|(_, t)| t.wilcoxon_p).collect::<Vec<_>>());
             for (k, (label, test)) in results.iter().enumerate() {
