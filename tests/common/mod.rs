@@ -59,10 +59,19 @@ impl Workspace {
         self.dir.path().join("store")
     }
 
-    /// A `limaml` command run inside the workspace, with its own store.
+    /// A `limaml` command run inside the workspace, with its own store and its own temporary
+    /// folder (`TMPDIR`), so what it leaves there (a failed command method's exchange folder,
+    /// kept for inspection) goes when the workspace does.
     pub fn command(&self, args: &[&str]) -> Command {
+        let temp = self.dir.path().join("tmp");
+        std::fs::create_dir_all(&temp).expect("temp folder");
         let mut command = Command::new(env!("CARGO_BIN_EXE_limaml"));
-        command.current_dir(self.dir.path()).env("LIMAML_STORE", self.store()).env_remove("RUST_LOG").args(args);
+        command
+            .current_dir(self.dir.path())
+            .env("LIMAML_STORE", self.store())
+            .env("TMPDIR", temp)
+            .env_remove("RUST_LOG")
+            .args(args);
         command
     }
 
