@@ -41,6 +41,7 @@ meta_hidden = [8]
 impl Workspace {
     pub fn new() -> Self {
         let workspace = Workspace { dir: tempfile::tempdir().expect("temp dir") };
+        std::fs::create_dir(workspace.temp()).expect("temp folder");
         workspace.write("tiny.toml", TINY_SPEC);
         workspace
     }
@@ -55,6 +56,11 @@ impl Workspace {
         path
     }
 
+    /// The temporary folder the workspace's `limaml` commands use (`TMPDIR`).
+    fn temp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
     pub fn store(&self) -> PathBuf {
         self.dir.path().join("store")
     }
@@ -63,13 +69,11 @@ impl Workspace {
     /// folder (`TMPDIR`), so what it leaves there (a failed command method's exchange folder,
     /// kept for inspection) goes when the workspace does.
     pub fn command(&self, args: &[&str]) -> Command {
-        let temp = self.dir.path().join("tmp");
-        std::fs::create_dir_all(&temp).expect("temp folder");
         let mut command = Command::new(env!("CARGO_BIN_EXE_limaml"));
         command
             .current_dir(self.dir.path())
             .env("LIMAML_STORE", self.store())
-            .env("TMPDIR", temp)
+            .env("TMPDIR", self.temp())
             .env_remove("RUST_LOG")
             .args(args);
         command
