@@ -25,6 +25,10 @@
 //! and is also by far the longest starts late, with fewer one-thread stages left to share the
 //! cores with.
 //!
+//! How many stages run side by side is told to the models as they start and end
+//! (`limaml_models::pool::set_jobs_running`): a stage's fine-grained parallel steps spread over
+//! every core only while a core is free (see `limaml_models::pool`).
+//!
 //! What a run keeps: the values its stages decode through `StageContext::decode_shared` stay
 //! alive ([`KeptValues`]) while a stage that reads their producer runs, and through the moment
 //! one such stage ends and the next starts, so a chain of stages that read the same data set
@@ -145,11 +149,13 @@ impl Executor for LocalExecutor {
                 for node in starting {
                     work_tx.send(node).expect("workers alive");
                 }
+                limaml_models::pool::set_jobs_running(in_flight);
                 if in_flight == 0 {
                     break;
                 }
                 let result = done_rx.recv().expect("a worker reports");
                 in_flight -= 1;
+                limaml_models::pool::set_jobs_running(in_flight);
                 running[result.node.index()] = false;
                 settled[result.node.index()] = true;
                 for &(_, producer) in &plan.node(result.node).inputs {
@@ -190,6 +196,7 @@ impl Executor for LocalExecutor {
             }
             drop(work_tx);
         });
+        limaml_models::pool::set_jobs_running(0);
         for index in plan.graph.node_indices() {
             if job.to_run[index.index()] && !settled[index.index()] {
                 if let Some(reason) = &no_worker {

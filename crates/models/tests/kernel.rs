@@ -363,6 +363,35 @@ fn outer_gradients_are_the_same_bits_on_one_two_and_three_threads() {
 }
 
 #[test]
+fn a_meta_training_epoch_gives_the_same_weights_whether_its_steps_spread_over_the_threads_or_not() {
+    // While as many stages run as the pool has threads, the steps' parallel parts (the batch
+    // built beside the step, the task groups, the dense update) run on one thread
+    // (`pool::spreads`); the weights must not tell the difference.
+    use limaml_models::lazy_adam::Optimizers;
+    use limaml_models::TrainConfig;
+    let (interactions, tasks) = common::synthetic(5);
+    let train = TrainConfig::default();
+    let config = LimamlConfig { meta_batch: 20, ..LimamlConfig::default() };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let epoch_with_jobs_running = |jobs: usize| -> (u64, Vec<Vec<u32>>) {
+        let (net, store) = LimamlNet::create(&config, DataShape::of(&tasks), &mut StdRng::seed_from_u64(3)).unwrap();
+        let data = LimamlData::new(&interactions, &tasks, config.evaluation_support_tasks).unwrap();
+        let mut optimizer = Optimizers::new(&store, &train, &net.embedding_tables()).unwrap();
+        limaml_models::pool::set_jobs_running(jobs);
+        let spread = pool.install(limaml_models::pool::spreads);
+        let loss = pool.install(|| {
+            let mut rng = StdRng::seed_from_u64(11);
+            net.train_epoch(&store, &mut optimizer, &data, 64, 64, InnerGradients::FirstOrder, &mut rng).unwrap()
+        });
+        limaml_models::pool::set_jobs_running(0);
+        assert_eq!(spread, jobs < 2, "{jobs} jobs running");
+        optimizer.catch_up().unwrap();
+        (loss.to_bits(), common::weight_bits(&store))
+    };
+    assert_eq!(epoch_with_jobs_running(2), epoch_with_jobs_running(1));
+}
+
+#[test]
 fn an_unclipped_outer_step_updates_the_weights_as_the_summed_gradients_would_bit_for_bit() {
     // Without clipping, the dense parameters step from the task groups' gradients summed as the
     // optimizer reads them; a clip too large to act sums them first. 20 tasks: groups of 8, 8

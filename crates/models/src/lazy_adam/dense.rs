@@ -83,10 +83,11 @@ impl DenseAdamW {
             };
             sources.push((dense, input));
         }
-        if sources.iter().map(|(dense, _)| dense.first_moment.len()).sum::<usize>() < 4 * DenseVar::CHUNK {
-            // Small (a baseline's minibatch step): one parameter after the other, each split
-            // into chunks only if it is larger than one, so that another thread is woken only
-            // for a parameter worth it.
+        let small = sources.iter().map(|(dense, _)| dense.first_moment.len()).sum::<usize>() < 4 * DenseVar::CHUNK;
+        if small || !crate::pool::spreads() {
+            // Small (a baseline's minibatch step), or no core free (`pool`): one parameter
+            // after the other, each split into chunks only if it is larger than one and a core
+            // is free, so that another thread is woken only for a parameter worth it.
             for (dense, input) in sources {
                 dense.update(&constants, &input)?;
             }
@@ -152,7 +153,8 @@ impl DenseVar {
     /// Elements a parallel task updates.
     const CHUNK: usize = 1 << 14;
 
-    /// This parameter's AdamW step, in place, over chunks in parallel.
+    /// This parameter's AdamW step, in place, over chunks in parallel (while a core is free:
+    /// `pool::min_len`).
     fn update(&mut self, constants: &DenseStepConstants, input: &GradientInput) -> Result<(), ModelError> {
         use rayon::prelude::*;
         const CHUNK: usize = DenseVar::CHUNK;
@@ -189,6 +191,7 @@ impl DenseVar {
                 .zip(first_moment.par_chunks_mut(CHUNK))
                 .zip(second_moment.par_chunks_mut(CHUNK))
                 .enumerate()
+                .with_min_len(crate::pool::min_len())
                 .for_each(|(c, ((theta, m), v))| {
                     let range = c * CHUNK..c * CHUNK + theta.len();
                     match source {

@@ -27,7 +27,7 @@ impl LimamlNet {
     /// scored.
     ///
     /// Each meta-batch is built (its rows sampled, [`TaskBatch::new`]) while the step before it
-    /// runs (`rayon::join`; a free thread takes it). Building reads no parameter and draws from
+    /// runs (`pool::join`; a free thread takes it, while a core is free: [`crate::pool`]). Building reads no parameter and draws from
     /// `rng` in batch order, one batch after the other, so the batches are the ones built
     /// between steps. Why: the step's groups run on every thread, but its parts around them run
     /// on one; building there too held the other thread idle for about a tenth of the epoch
@@ -49,7 +49,7 @@ impl LimamlNet {
         let mut next = batches.first().map(|chunk| build(chunk, rng)).transpose()?;
         for k in 0..batches.len() {
             let batch = next.take().expect("built before its step");
-            let (loss, following) = rayon::join(
+            let (loss, following) = crate::pool::join(
                 || self.meta_train_step(store, optimizer, data, &batch, gradients),
                 || batches.get(k + 1).map(|chunk| build(chunk, rng)).transpose(),
             );
@@ -247,8 +247,9 @@ impl LimamlNet {
             blocks: values.blocks(),
             loss_scale: 1.0 / n_tasks.max(1) as f32,
         };
-        // Fixed groups of tasks (not one per thread), run in parallel and summed in group
-        // order: the result does not depend on the thread count.
+        // Fixed groups of tasks (not one per thread), run in parallel (while a core is free:
+        // `pool::min_len`) and summed in group order: the result does not depend on the thread
+        // count.
         let groups: Vec<std::ops::Range<usize>> = (0..n_tasks.max(1))
             .step_by(TASKS_PER_GROUP)
             .map(|start| start..(start + TASKS_PER_GROUP).min(n_tasks))
@@ -265,6 +266,7 @@ impl LimamlNet {
             std::iter::once(largest).chain((0..groups.len()).filter(|&g| g != largest)).collect();
         let mut per_group: Vec<(usize, (f64, ParamGradients))> = largest_first
             .par_iter()
+            .with_min_len(crate::pool::min_len())
             .map(|&g| {
                 let tasks = groups[g].clone();
                 let meta_input = &meta_input[tasks.start * width..tasks.end * width];
