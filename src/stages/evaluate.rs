@@ -56,14 +56,23 @@ impl Stage for Evaluate {
         let dataset = ctx.decode_shared::<Dataset>("dataset", "dataset")?;
         let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         let roles = [TaskRole::Test];
-        let mut catalogue = None;
-        let (predictions, validation) = if self.oracle {
+        let validation_config = EvalConfig { catalogue: false, ..self.config.clone() };
+        // The test rows (scored, ranked over the catalogue, their metrics) and the validation
+        // rows (scored, their overall metrics) are two independent halves: side by side while a
+        // core is free (`limaml_models::pool::join`), as at the end of a run, where this stage
+        // of the last method to train runs alone.
+        let (test, validation) = if self.oracle {
             let oracle = |roles: &[TaskRole]| {
                 limaml_models::oracle_predictions(&dataset.interactions, &tasks, roles).ok_or_else(|| {
                     StageError::BadInput("the data set has no true click probabilities (only synthetic data does)".into())
                 })
             };
-            (oracle(&roles)?, oracle(&[TaskRole::Validation])?)
+            let test = oracle(&roles)?;
+            let evaluation = limaml_models::evaluate_with(&test, &dataset.interactions, &tasks, &self.config, None);
+            let validation = oracle(&[TaskRole::Validation])?;
+            let validation =
+                limaml_models::evaluate_with(&validation, &dataset.interactions, &tasks, &validation_config, None);
+            (Ok((test, evaluation)), Ok(validation.report.overall))
         } else {
             let model: TrainedModel = super::train::decode_model(ctx, "model")?;
             // Without an embeddings input (baselines; LiMAML under the deployment protocol, one
@@ -74,37 +83,52 @@ impl Stage for Evaluate {
                 None
             };
             (ctx.progress)("scoring".into());
-            let test = limaml_models::predict(&model, &dataset.interactions, &tasks, embeddings.as_ref(), &roles)
-                .map_err(|e| StageError::Failed(e.to_string()))?;
-            // Validation entities have no stored embeddings: LiMAML adapts on their supports
-            // directly (the same scores as the serving path, to float rounding).
-            let validation =
-                limaml_models::predict(&model, &dataset.interactions, &tasks, None, &[TaskRole::Validation])
-                    .map_err(|e| StageError::Failed(e.to_string()))?;
-            // A command method scores only the rows of its eval.csv, so it has no catalogue
-            // ranking (its `full_` metrics are absent, never made up).
-            if self.config.catalogue && !matches!(model.method, limaml_models::MethodConfig::Command(_)) {
-                ctx.check_cancelled()?;
-                let progress = |done: usize, total: usize| (ctx.progress)(format!("ranking the catalogue: {done}/{total} users"));
-                catalogue = limaml_models::eval::catalogue::catalogue_ranks(
-                    &model,
-                    &dataset.interactions,
-                    &tasks,
-                    embeddings.as_ref(),
-                    &roles,
-                    &progress,
-                )
-                .map_err(|e| StageError::Failed(e.to_string()))?;
-            }
-            (test, validation)
+            let (model, embeddings, dataset, tasks) = (&model, embeddings.as_ref(), &dataset, &tasks);
+            limaml_models::pool::join(
+                || -> Result<_, StageError> {
+                    let test = limaml_models::predict(model, &dataset.interactions, tasks, embeddings, &roles)
+                        .map_err(|e| StageError::Failed(e.to_string()))?;
+                    // A command method scores only the rows of its eval.csv, so it has no
+                    // catalogue ranking (its `full_` metrics are absent, never made up).
+                    let mut catalogue = None;
+                    if self.config.catalogue && !matches!(model.method, limaml_models::MethodConfig::Command(_)) {
+                        ctx.check_cancelled()?;
+                        let progress =
+                            |done: usize, total: usize| (ctx.progress)(format!("ranking the catalogue: {done}/{total} users"));
+                        catalogue = limaml_models::eval::catalogue::catalogue_ranks(
+                            model,
+                            &dataset.interactions,
+                            tasks,
+                            embeddings,
+                            &roles,
+                            &progress,
+                        )
+                        .map_err(|e| StageError::Failed(e.to_string()))?;
+                    }
+                    let evaluation = limaml_models::evaluate_with(
+                        &test,
+                        &dataset.interactions,
+                        tasks,
+                        &self.config,
+                        catalogue.as_ref(),
+                    );
+                    Ok((test, evaluation))
+                },
+                || -> Result<_, StageError> {
+                    // Validation entities have no stored embeddings: LiMAML adapts on their
+                    // supports directly (the same scores as the serving path, to float rounding).
+                    let validation =
+                        limaml_models::predict(model, &dataset.interactions, tasks, None, &[TaskRole::Validation])
+                            .map_err(|e| StageError::Failed(e.to_string()))?;
+                    let evaluation =
+                        limaml_models::evaluate_with(&validation, &dataset.interactions, tasks, &validation_config, None);
+                    Ok(evaluation.report.overall)
+                },
+            )
         };
-        let evaluation =
-            limaml_models::evaluate_with(&predictions, &dataset.interactions, &tasks, &self.config, catalogue.as_ref());
+        let (predictions, evaluation) = test?;
         let mut metrics = serde_json::to_value(&evaluation.report).map_err(|e| StageError::Failed(e.to_string()))?;
-        let validation_config = EvalConfig { catalogue: false, ..self.config.clone() };
-        let validation =
-            limaml_models::evaluate_with(&validation, &dataset.interactions, &tasks, &validation_config, None).report.overall;
-        metrics["validation"] = serde_json::to_value(&validation).map_err(|e| StageError::Failed(e.to_string()))?;
+        metrics["validation"] = serde_json::to_value(&validation?).map_err(|e| StageError::Failed(e.to_string()))?;
         let mut output = StageOutput { metrics, ..Default::default() };
         output.artifacts.insert("predictions".into(), encode(&predictions)?);
         output.artifacts.insert("per_task".into(), encode(&evaluation.per_task)?);
