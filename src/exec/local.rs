@@ -6,7 +6,8 @@
 //! Which ready stage starts when a worker frees: the stages that train a model
 //! ([`Stage::trains`]) before the short ones (evaluations, exports, reports), and among those
 //! that train, the one-thread stages before those that spread over every core
-//! ([`Stage::uses_every_core`]); each group in the order its stages became ready.
+//! ([`Stage::uses_every_core`]); each group in the order its stages became ready, except that
+//! among the short stages the one with the longest chain of stages after it goes first.
 //!
 //! Why training first: a run's length is set by its chain of long stages; a short stage started
 //! ahead of one delays the run's end by its own length, while started later it fits where a
@@ -25,6 +26,18 @@
 //! and is also by far the longest starts late, with fewer one-thread stages left to share the
 //! cores with.
 //!
+//! Why the short stage with the longest chain after it first: the run ends with a chain of
+//! short stages (LiMAML's export, its evaluation, the report), and its head became ready while
+//! the baselines' evaluations, each with only the report after it, still queued. At a million
+//! users the export waited 4-6 s for one of them (bench/README.md, nineteenth pass).
+//!
+//! Which worker a stage goes to: the one freed last. Its allocator's freed memory and its
+//! caches are warm; a worker idle for a while has had its freed memory handed back to the
+//! kernel, and what it allocates comes back as fresh pages to zero. At a million users the
+//! report, run on the worker that had idled since its last evaluation a minute before, spent
+//! half its 5-6 s zeroing pages; re-run on the worker of the evaluation before it, 3.2 s
+//! (bench/README.md, nineteenth pass).
+//!
 //! How many stages run side by side is told to the models as they start and end
 //! (`limaml_models::pool::set_jobs_running`): a stage's fine-grained parallel steps spread over
 //! every core only while a core is free (see `limaml_models::pool`).
@@ -42,7 +55,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::Mutex;
 
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
@@ -66,7 +78,7 @@ impl Executor for LocalExecutor {
         let count = plan.graph.node_count();
         // Inputs still to be produced, per stage that must run.
         let mut waiting: Vec<usize> = vec![0; count];
-        let mut ready = ReadyStages::default();
+        let mut ready = ReadyStages { stages_after: stages_after(job), ..ReadyStages::default() };
         for index in plan.graph.node_indices() {
             if !job.to_run[index.index()] {
                 continue;
@@ -81,30 +93,35 @@ impl Executor for LocalExecutor {
         let mut results: Vec<StageResult> = Vec::new();
         let mut settled = vec![false; count];
         let mut stop_dispatching = false;
-        let (work_tx, work_rx) = mpsc::channel::<NodeIndex>();
-        let work_rx = Mutex::new(work_rx);
-        let (done_tx, done_rx) = mpsc::channel::<StageResult>();
+        // Each worker has its own queue; `idle` holds the free ones, the last freed on top.
+        let mut work_queues: Vec<mpsc::Sender<NodeIndex>> = Vec::new();
+        let mut idle: Vec<usize> = Vec::new();
+        let (done_tx, done_rx) = mpsc::channel::<(usize, StageResult)>();
         let mut no_worker: Option<String> = None;
         let kept = KeptValues::default();
         std::thread::scope(|scope| {
             // A worker that cannot start (thread limit, memory) leaves fewer workers, not a panic.
             let mut started = 0usize;
             for worker in 0..self.jobs.max(1) {
-                let (work_rx, kept) = (&work_rx, &kept);
+                let (work_tx, work_rx) = mpsc::channel::<NodeIndex>();
+                let kept = &kept;
                 let done_tx = done_tx.clone();
                 let spawned = std::thread::Builder::new().name(format!("limaml-worker-{worker}")).spawn_scoped(
                     scope,
-                    move || loop {
-                        let next = work_rx.lock().expect("work queue lock").recv();
-                        let Ok(node) = next else { break };
-                        let result = run_stage(job, node, Some(kept));
-                        if done_tx.send(result).is_err() {
-                            break;
+                    move || {
+                        while let Ok(node) = work_rx.recv() {
+                            let result = run_stage(job, node, Some(kept));
+                            if done_tx.send((worker, result)).is_err() {
+                                break;
+                            }
                         }
                     },
                 );
                 match spawned {
-                    Ok(_) => started += 1,
+                    Ok(_) => {
+                        started += 1;
+                        work_queues.push(work_tx);
+                    }
                     Err(e) => {
                         tracing::warn!("started {started} of {} worker threads: {e}", self.jobs);
                         if started == 0 {
@@ -118,6 +135,7 @@ impl Executor for LocalExecutor {
             if no_worker.is_some() {
                 return;
             }
+            idle.extend((0..started).rev());
             let mut in_flight = 0usize;
             // Running stages, and the producers whose kept values may go once none of their
             // readers runs (checked after each round of starts, so a reader started as the
@@ -147,13 +165,15 @@ impl Executor for LocalExecutor {
                     read
                 });
                 for node in starting {
-                    work_tx.send(node).expect("workers alive");
+                    let worker = idle.pop().expect("a free worker for each stage started");
+                    work_queues[worker].send(node).expect("workers alive");
                 }
                 limaml_models::pool::set_jobs_running(in_flight);
                 if in_flight == 0 {
                     break;
                 }
-                let result = done_rx.recv().expect("a worker reports");
+                let (worker, result) = done_rx.recv().expect("a worker reports");
+                idle.push(worker);
                 in_flight -= 1;
                 limaml_models::pool::set_jobs_running(in_flight);
                 running[result.node.index()] = false;
@@ -194,7 +214,7 @@ impl Executor for LocalExecutor {
                     break;
                 }
             }
-            drop(work_tx);
+            drop(work_queues);
         });
         limaml_models::pool::set_jobs_running(0);
         for index in plan.graph.node_indices() {
@@ -224,13 +244,15 @@ fn release_outputs(job: &ExecutionJob<'_>, kept: &KeptValues, producer: NodeInde
 }
 
 /// The stages ready to start, in the order they start (see the module docs): the one-thread
-/// stages that train, then those that train on every core, then the short ones, each in the
-/// order they became ready.
+/// stages that train, then those that train on every core, each in the order they became
+/// ready, then the short ones, the one with the longest chain after it first.
 #[derive(Default)]
 struct ReadyStages {
     training_on_one_thread: VecDeque<NodeIndex>,
     training_on_every_core: VecDeque<NodeIndex>,
     short: VecDeque<NodeIndex>,
+    /// Per stage, from [`stages_after`].
+    stages_after: Vec<usize>,
 }
 
 impl ReadyStages {
@@ -247,8 +269,37 @@ impl ReadyStages {
     fn pop(&mut self) -> Option<NodeIndex> {
         (self.training_on_one_thread.pop_front())
             .or_else(|| self.training_on_every_core.pop_front())
-            .or_else(|| self.short.pop_front())
+            .or_else(|| self.pop_short())
     }
+
+    /// The short stage with the most stages after it, the first ready among equals.
+    fn pop_short(&mut self) -> Option<NodeIndex> {
+        let after = |node: &NodeIndex| self.stages_after.get(node.index()).copied().unwrap_or(0);
+        let mut first = None;
+        for (position, node) in self.short.iter().enumerate() {
+            if first.is_none_or(|(_, most)| after(node) > most) {
+                first = Some((position, after(node)));
+            }
+        }
+        self.short.remove(first?.0)
+    }
+}
+
+/// Per stage, how many stages that must run follow it on its longest path through the plan
+/// (0 for a stage no stage that runs reads).
+fn stages_after(job: &ExecutionJob<'_>) -> Vec<usize> {
+    let plan = job.plan;
+    let mut after = vec![0; plan.graph.node_count()];
+    // A plan is acyclic (checked as it is built); without an order every stage counts 0.
+    for node in plan.topological_order().unwrap_or_default().into_iter().rev() {
+        after[node.index()] = plan
+            .dependents(node)
+            .filter(|next| job.to_run[next.index()])
+            .map(|next| after[next.index()] + 1)
+            .max()
+            .unwrap_or(0);
+    }
+    after
 }
 
 #[cfg(test)]
@@ -265,6 +316,11 @@ mod tests {
 
     /// Runs every stage of `plan` on one worker, into a fresh store.
     fn run_on_one_worker(plan: &Plan) -> Vec<StageResult> {
+        run_on_workers(plan, 1)
+    }
+
+    /// Runs every stage of `plan` on `jobs` workers, into a fresh store.
+    fn run_on_workers(plan: &Plan, jobs: usize) -> Vec<StageResult> {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), LockWait::NoWait, |_| {}).unwrap();
         let cancel = AtomicBool::new(false);
@@ -278,7 +334,7 @@ mod tests {
             cancel: &cancel,
             progress: &progress,
         };
-        LocalExecutor { jobs: 1 }.execute(&job)
+        LocalExecutor { jobs }.execute(&job)
     }
 
     /// A stage that writes its name in `started` when it runs.
@@ -351,6 +407,62 @@ mod tests {
         let plan = builder.finish("order".into(), None).unwrap();
 
         assert_eq!(start_order(&plan, &started), ["root", "one_thread", "parallel", "short", "after_short"]);
+    }
+
+    #[test]
+    fn among_short_stages_the_one_with_the_longest_chain_after_it_starts_first() {
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let stage = |name| Arc::new(Recorded { name, trains: false, every_core: false, started: started.clone() });
+        let mut builder = PlanBuilder::new();
+        // `alone` and `head` ready at once, `alone` first; only `head` has a stage after it.
+        builder.add("alone".into(), stage("alone"), vec![]).unwrap();
+        let head = builder.add("head".into(), stage("head"), vec![]).unwrap();
+        builder.add("tail".into(), stage("tail"), vec![("in".into(), head)]).unwrap();
+        let plan = builder.finish("order".into(), None).unwrap();
+
+        assert_eq!(start_order(&plan, &started), ["head", "alone", "tail"]);
+    }
+
+    /// A stage that writes its name and the name of the thread it runs on in `ran`.
+    struct OnThread {
+        name: &'static str,
+        ran: Arc<Mutex<Vec<(&'static str, String)>>>,
+    }
+
+    impl Stage for OnThread {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn params(&self) -> serde_json::Value {
+            serde_json::json!({ "name": self.name })
+        }
+        fn run(&self, _: &StageContext<'_>) -> Result<StageOutput, StageError> {
+            let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+            self.ran.lock().unwrap().push((self.name, thread));
+            Ok(StageOutput::default())
+        }
+    }
+
+    #[test]
+    fn a_stage_goes_to_the_worker_freed_last() {
+        // A chain on two workers: each stage becomes ready as the one before it ends, with the
+        // other worker idle all along; every stage goes to the worker that ran the one before.
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let stage = |name| Arc::new(OnThread { name, ran: ran.clone() });
+        let mut builder = PlanBuilder::new();
+        let mut previous = builder.add("a".into(), stage("a"), vec![]).unwrap();
+        for name in ["b", "c", "d"] {
+            previous = builder.add(name.into(), stage(name), vec![("in".into(), previous)]).unwrap();
+        }
+        let plan = builder.finish("chain".into(), None).unwrap();
+        let results = run_on_workers(&plan, 2);
+        assert!(results.iter().all(|r| r.status == StageStatus::Executed));
+        let ran = ran.lock().unwrap().clone();
+        let threads: Vec<&str> = ran.iter().map(|(_, thread)| thread.as_str()).collect();
+        assert_eq!(threads, ["limaml-worker-0"; 4], "stages and their threads: {ran:?}");
     }
 
     static DECODES: AtomicUsize = AtomicUsize::new(0);
