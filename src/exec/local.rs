@@ -337,12 +337,12 @@ mod tests {
         LocalExecutor { jobs }.execute(&job)
     }
 
-    /// A stage that writes its name in `started` when it runs.
+    /// A stage that writes its name and the name of its thread in `started` when it runs.
     struct Recorded {
         name: &'static str,
         trains: bool,
         every_core: bool,
-        started: Arc<Mutex<Vec<&'static str>>>,
+        started: Arc<Mutex<Vec<(&'static str, String)>>>,
     }
 
     impl Stage for Recorded {
@@ -362,16 +362,17 @@ mod tests {
             self.every_core
         }
         fn run(&self, _: &StageContext<'_>) -> Result<StageOutput, StageError> {
-            self.started.lock().unwrap().push(self.name);
+            let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+            self.started.lock().unwrap().push((self.name, thread));
             Ok(StageOutput::default())
         }
     }
 
     /// The order the stages of `plan` start in, on one worker.
-    fn start_order(plan: &Plan, started: &Arc<Mutex<Vec<&'static str>>>) -> Vec<&'static str> {
+    fn start_order(plan: &Plan, started: &Arc<Mutex<Vec<(&'static str, String)>>>) -> Vec<&'static str> {
         let results = run_on_one_worker(plan);
         assert!(results.iter().all(|r| r.status == StageStatus::Executed));
-        let started = started.lock().unwrap().clone();
+        let started: Vec<&'static str> = started.lock().unwrap().iter().map(|(name, _)| *name).collect();
         assert_eq!(started.len(), plan.graph.node_count());
         started
     }
@@ -423,35 +424,12 @@ mod tests {
         assert_eq!(start_order(&plan, &started), ["head", "alone", "tail"]);
     }
 
-    /// A stage that writes its name and the name of the thread it runs on in `ran`.
-    struct OnThread {
-        name: &'static str,
-        ran: Arc<Mutex<Vec<(&'static str, String)>>>,
-    }
-
-    impl Stage for OnThread {
-        fn kind(&self) -> &'static str {
-            "test"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn params(&self) -> serde_json::Value {
-            serde_json::json!({ "name": self.name })
-        }
-        fn run(&self, _: &StageContext<'_>) -> Result<StageOutput, StageError> {
-            let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
-            self.ran.lock().unwrap().push((self.name, thread));
-            Ok(StageOutput::default())
-        }
-    }
-
     #[test]
     fn a_stage_goes_to_the_worker_freed_last() {
         // A chain on two workers: each stage becomes ready as the one before it ends, with the
         // other worker idle all along; every stage goes to the worker that ran the one before.
         let ran = Arc::new(Mutex::new(Vec::new()));
-        let stage = |name| Arc::new(OnThread { name, ran: ran.clone() });
+        let stage = |name| Arc::new(Recorded { name, trains: false, every_core: false, started: ran.clone() });
         let mut builder = PlanBuilder::new();
         let mut previous = builder.add("a".into(), stage("a"), vec![]).unwrap();
         for name in ["b", "c", "d"] {
