@@ -11,7 +11,10 @@
 //! task), both postcard; `limaml export` turns them into CSV.
 
 use limaml_data::{Dataset, TaskRole, TaskSet};
-use limaml_models::{EvalConfig, MetaEmbeddingTable, TrainedModel};
+use std::collections::BTreeMap;
+
+use limaml_models::eval::PositiveRanks;
+use limaml_models::{EvalConfig, MetaEmbeddingTable, Predictions, TrainedModel};
 
 use super::{encode, Stage, StageContext, StageError, StageOutput};
 
@@ -57,6 +60,14 @@ impl Stage for Evaluate {
         let tasks = ctx.decode_shared::<TaskSet>("tasks", "tasks")?;
         let roles = [TaskRole::Test];
         let validation_config = EvalConfig { catalogue: false, ..self.config.clone() };
+        // Each half's metrics, whoever scored its rows.
+        let evaluate_test = |predictions: Predictions, catalogue: Option<&BTreeMap<u32, PositiveRanks>>| {
+            let evaluation = limaml_models::evaluate_with(&predictions, &dataset.interactions, &tasks, &self.config, catalogue);
+            (predictions, evaluation)
+        };
+        let evaluate_validation = |predictions: Predictions| {
+            limaml_models::evaluate_with(&predictions, &dataset.interactions, &tasks, &validation_config, None).report.overall
+        };
         // The test rows (scored, ranked over the catalogue, their metrics) and the validation
         // rows (scored, their overall metrics) are two independent halves: side by side while a
         // core is free (`limaml_models::pool::join`), as at the end of a run, where this stage
@@ -67,12 +78,7 @@ impl Stage for Evaluate {
                     StageError::BadInput("the data set has no true click probabilities (only synthetic data does)".into())
                 })
             };
-            let test = oracle(&roles)?;
-            let evaluation = limaml_models::evaluate_with(&test, &dataset.interactions, &tasks, &self.config, None);
-            let validation = oracle(&[TaskRole::Validation])?;
-            let validation =
-                limaml_models::evaluate_with(&validation, &dataset.interactions, &tasks, &validation_config, None);
-            (Ok((test, evaluation)), Ok(validation.report.overall))
+            (Ok(evaluate_test(oracle(&roles)?, None)), Ok(evaluate_validation(oracle(&[TaskRole::Validation])?)))
         } else {
             let model: TrainedModel = super::train::decode_model(ctx, "model")?;
             // Without an embeddings input (baselines; LiMAML under the deployment protocol, one
@@ -105,14 +111,7 @@ impl Stage for Evaluate {
                         )
                         .map_err(|e| StageError::Failed(e.to_string()))?;
                     }
-                    let evaluation = limaml_models::evaluate_with(
-                        &test,
-                        &dataset.interactions,
-                        tasks,
-                        &self.config,
-                        catalogue.as_ref(),
-                    );
-                    Ok((test, evaluation))
+                    Ok(evaluate_test(test, catalogue.as_ref()))
                 },
                 || -> Result<_, StageError> {
                     // Validation entities have no stored embeddings: LiMAML adapts on their
@@ -120,9 +119,7 @@ impl Stage for Evaluate {
                     let validation =
                         limaml_models::predict(model, &dataset.interactions, tasks, None, &[TaskRole::Validation])
                             .map_err(|e| StageError::Failed(e.to_string()))?;
-                    let evaluation =
-                        limaml_models::evaluate_with(&validation, &dataset.interactions, tasks, &validation_config, None);
-                    Ok(evaluation.report.overall)
+                    Ok(evaluate_validation(validation))
                 },
             )
         };

@@ -29,9 +29,9 @@ impl LimamlNet {
     /// Each meta-batch is built (its rows sampled, [`TaskBatch::new`]) while the step before it
     /// runs (`pool::join`: a free thread takes it, while a core is free, [`crate::pool`]).
     /// Building reads no parameter and draws from `rng` in batch order, one batch after the
-    /// other, so the batches are the ones built between steps. Why: the step's groups run on every thread, but its parts around them run
-    /// on one; building there too held the other thread idle for about a tenth of the epoch
-    /// (bench/README.md, eighteenth pass).
+    /// other, so the batches are the ones built between steps. Why: the step's groups run on
+    /// every thread, but its parts around them run on one; building there too held the other
+    /// thread idle for about a tenth of the epoch (bench/README.md, eighteenth pass).
     #[allow(clippy::too_many_arguments)]
     pub fn train_epoch(
         &self,
